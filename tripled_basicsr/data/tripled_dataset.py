@@ -1,0 +1,202 @@
+"""TripleDDataset: BasicSR paired dataset over a distilled (or packed) directory."""
+import os
+import random
+
+import cv2
+import numpy as np
+import torch
+from basicsr.data.transforms import augment
+from basicsr.utils import img2tensor
+from basicsr.utils.color_util import bgr2ycbcr
+from basicsr.utils.registry import DATASET_REGISTRY
+from torch.utils import data as data
+
+from tripled_basicsr.data.distilled_format import read_meta, tile_grid, tile_key
+
+
+_ENVS = {}
+
+
+def open_lmdb_readonly(path, **kwargs):
+    """One read-only LMDB environment per file per process.
+
+    py-lmdb refuses to open the same environment twice in one process (its locks are
+    per process), so datasets sharing an LMDB (train and val on one distilled dir) share
+    the handle. After a fork (DataLoader workers) the inherited handle is closed and the
+    file re-opened, as LMDB requires.
+    """
+    import lmdb
+    real = os.path.realpath(path)
+    cached = _ENVS.get(real)
+    if cached is not None:
+        pid, env = cached
+        if pid == os.getpid():
+            return env
+        try:
+            env.close()
+        except Exception:
+            pass
+    kw = dict(readonly=True, lock=False, readahead=False, meminit=False)
+    kw.update(kwargs)
+    env = lmdb.open(real, **kw)
+    _ENVS[real] = (os.getpid(), env)
+    return env
+
+
+@DATASET_REGISTRY.register()
+class TripleDDataset(data.Dataset):
+    """Paired LQ/GT dataset reading a distilled directory (see ``distilled_format``).
+
+    Options mirror BasicSR's ``PairedImageDataset``:
+        dataroot (str): the distilled dir (holds gt.lmdb, lq.lmdb, tripled_meta.json).
+        io_backend (dict): ``{type: lmdb}`` (the only backend; extra keys go to ``lmdb.open``).
+        gt_size (int): GT crop size for training (must be a multiple of ``scale``).
+        use_hflip (bool), use_rot (bool): augmentation, as BasicSR's ``augment``.
+        scale (int): set by BasicSR from the top-level ``scale``; must equal the stored scale.
+        phase (str): 'train' -> random crops; otherwise whole images (stitched from tiles).
+        color (str | None): 'y' to return the Y channel only, as PairedImageDataset.
+        mean, std (list | None): optional normalisation.
+
+    Each item: ``lq`` (3|1, h, w) and ``gt`` (3|1, H, W) float32 RGB tensors in [0, 1],
+    ``lq_path``/``gt_path`` (the sample key), ``key``, ``index`` (int), and per-sample
+    metadata ``complexity``/``uncertainty`` (float, NaN when unknown), ``stage`` (int,
+    0 when unknown), ``cluster`` (int, -1 when unknown).
+
+    Random crops decode only the tiles they overlap (``tiles_decoded`` counts decodes in
+    this process, for tests and benchmarks). LMDBs are opened lazily in each worker process.
+    """
+
+    def __init__(self, opt):
+        super().__init__()
+        self.opt = opt
+        if 'dataroot' not in opt:
+            hint = ' (dataroot_gt/dataroot_lq are for PairedImageDataset)' if 'dataroot_gt' in opt else ''
+            raise KeyError(f'TripleDDataset needs option "dataroot": a distilled dir{hint}.')
+        self.root = os.path.expanduser(opt['dataroot'])
+        self.meta = read_meta(self.root)
+        self.samples = self.meta['samples']
+        if not self.samples:
+            raise ValueError(f'{self.root}: tripled_meta.json lists no samples.')
+        self.stored_scale = int(self.meta['scale'])
+        self.scale = int(opt.get('scale', self.stored_scale))
+        if self.scale != self.stored_scale:
+            raise ValueError(f'{self.root} was written with scale {self.stored_scale} but the options say scale '
+                             f'{self.scale}; set `scale: {self.stored_scale}` in the YAML.')
+        self.tile_size = int(self.meta['tile_size'])
+        io_opt = dict(opt.get('io_backend') or {'type': 'lmdb'})
+        backend = io_opt.pop('type', 'lmdb')
+        if backend != 'lmdb':
+            raise ValueError(f'TripleDDataset reads LMDB only; io_backend.type is {backend!r}. Use `type: lmdb`.')
+        self.lmdb_kwargs = io_opt
+        self.phase = opt.get('phase', 'train')
+        self.gt_size = opt.get('gt_size')
+        if self.phase == 'train':
+            if not self.gt_size:
+                raise KeyError('TripleDDataset: option "gt_size" is required in the train phase.')
+            if self.gt_size % self.scale:
+                raise ValueError(f'gt_size {self.gt_size} must be a multiple of scale {self.scale}.')
+        self.keys = [s['key'] for s in self.samples]
+        self.complexity = self._field('complexity', float, np.nan)
+        self.uncertainty = self._field('uncertainty', float, np.nan)
+        self.stage = self._field('stage', int, 0).astype(np.int64)
+        self.cluster = self._field('cluster', int, -1).astype(np.int64)
+        self.mean, self.std = opt.get('mean'), opt.get('std')
+        self.tiles_decoded = 0
+
+    def _field(self, name, cast, default):
+        return np.array([cast(s[name]) if s.get(name) is not None else default for s in self.samples],
+                        dtype=np.float64)
+
+    def has_metadata(self, *names):
+        """True when every sample carries all the named fields (e.g. 'complexity', 'stage')."""
+        arrays = {'complexity': ~np.isnan(self.complexity), 'uncertainty': ~np.isnan(self.uncertainty),
+                  'stage': self.stage > 0, 'cluster': self.cluster >= 0}
+        return all(bool(arrays[n].all()) for n in names)
+
+    def __len__(self):
+        return len(self.samples)
+
+    # ------------------------------------------------------------------ reading
+    def _env(self, which):
+        return open_lmdb_readonly(os.path.join(self.root, f'{which}.lmdb'), **self.lmdb_kwargs)
+
+    def _decode(self, which, key):
+        with self._env(which).begin(write=False) as txn:
+            buf = txn.get(key.encode('ascii'))
+        if buf is None:
+            raise KeyError(f'{self.root}/{which}.lmdb: entry {key!r} is missing; the distilled dir is damaged, '
+                           f're-create it.')
+        img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
+        if img is None:
+            raise ValueError(f'{self.root}/{which}.lmdb: entry {key!r} cannot be decoded; re-create the dir.')
+        self.tiles_decoded += 1
+        return img
+
+    def image_shape(self, index, which='gt'):
+        return tuple(self.samples[index][f'{which}_shape'])
+
+    def read_region(self, index, which, top, left, height, width):
+        """Decode the region [top:top+height, left:left+width] of one stored image.
+
+        Coordinates are in the image's own pixels (LQ pixels for ``which='lq'``). Only the
+        tiles that overlap the region are decoded. Returns HxWx3 uint8 BGR.
+        """
+        h, w = self.image_shape(index, which)[:2]
+        if top < 0 or left < 0 or top + height > h or left + width > w:
+            raise ValueError(f'Region ({top},{left},{height},{width}) outside {which} image {self.keys[index]} '
+                             f'of size {w}x{h}.')
+        key = self.keys[index]
+        if not self.tile_size:
+            return self._decode(which, key)[top:top + height, left:left + width]
+        t = self.tile_size if which == 'gt' else self.tile_size // self.scale
+        out = np.empty((height, width, 3), np.uint8)
+        for r in range(top // t, (top + height - 1) // t + 1):
+            for c in range(left // t, (left + width - 1) // t + 1):
+                tile = self._decode(which, tile_key(key, r, c))
+                y0, x0 = max(top, r * t), max(left, c * t)
+                y1, x1 = min(top + height, r * t + tile.shape[0]), min(left + width, c * t + tile.shape[1])
+                out[y0 - top:y1 - top, x0 - left:x1 - left] = tile[y0 - r * t:y1 - r * t, x0 - c * t:x1 - c * t]
+        return out
+
+    def read_image(self, index, which='gt'):
+        """Whole image (stitched from tiles when tiled) as HxWx3 uint8 BGR."""
+        h, w = self.image_shape(index, which)[:2]
+        if not self.tile_size:
+            return self._decode(which, self.keys[index])
+        return self.read_region(index, which, 0, 0, h, w)
+
+    # ------------------------------------------------------------------ items
+    def __getitem__(self, index):
+        index = int(index)
+        key = self.keys[index]
+        scale = self.scale
+        if self.phase == 'train':
+            gt_size = int(self.gt_size)
+            lq_size = gt_size // scale
+            h_lq, w_lq = self.image_shape(index, 'lq')[:2]
+            if h_lq < lq_size or w_lq < lq_size:
+                raise ValueError(f'Sample {key!r} in {self.root}: LQ is {w_lq}x{h_lq}, smaller than the LQ patch '
+                                 f'{lq_size}x{lq_size} (gt_size {gt_size} / scale {scale}). Lower gt_size or '
+                                 f'drop small images.')
+            top, left = random.randint(0, h_lq - lq_size), random.randint(0, w_lq - lq_size)
+            img_lq = self.read_region(index, 'lq', top, left, lq_size, lq_size)
+            img_gt = self.read_region(index, 'gt', top * scale, left * scale, gt_size, gt_size)
+            img_gt, img_lq = augment([img_gt, img_lq], self.opt.get('use_hflip', False), self.opt.get('use_rot', False))
+        else:
+            img_gt, img_lq = self.read_image(index, 'gt'), self.read_image(index, 'lq')
+        img_gt = img_gt.astype(np.float32) / 255.
+        img_lq = img_lq.astype(np.float32) / 255.
+        if self.opt.get('color') == 'y':
+            img_gt = bgr2ycbcr(img_gt, y_only=True)[..., None]
+            img_lq = bgr2ycbcr(img_lq, y_only=True)[..., None]
+        img_gt, img_lq = img2tensor([img_gt, img_lq], bgr2rgb=True, float32=True)
+        if self.mean is not None or self.std is not None:
+            from torchvision.transforms.functional import normalize
+            normalize(img_lq, self.mean, self.std, inplace=True)
+            normalize(img_gt, self.mean, self.std, inplace=True)
+        return {
+            'lq': img_lq, 'gt': img_gt, 'lq_path': key, 'gt_path': key, 'key': key, 'index': index,
+            'complexity': torch.tensor(self.complexity[index], dtype=torch.float32),
+            'uncertainty': torch.tensor(self.uncertainty[index], dtype=torch.float32),
+            'stage': int(self.stage[index]), 'cluster': int(self.cluster[index])
+        }
