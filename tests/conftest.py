@@ -1,0 +1,68 @@
+"""Shared fixtures: small generated paired datasets (no network, no GPU)."""
+import os
+import shutil
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+import tripled_basicsr  # noqa: F401  (registers components with BasicSR)
+
+BASICSR_DIR = os.path.dirname(__import__('basicsr').__file__)
+
+
+def make_image(rng, h, w):
+    """A smooth gradient plus texture: values cover 0..255, neighbouring pixels correlate."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = 127 + 60 * np.sin(xx / rng.uniform(5, 30)) * np.cos(yy / rng.uniform(5, 30))
+    img = base[..., None] + rng.normal(0, 20, (h, w, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_pairs(root, n=4, size=(60, 80), scale=1, seed=0, lq_tmpl='{}', ext='.png'):
+    """Write ``root/gt`` and ``root/lq`` image folders; returns (gt_dir, lq_dir, images)."""
+    rng = np.random.default_rng(seed)
+    gt_dir, lq_dir = os.path.join(root, 'gt'), os.path.join(root, 'lq')
+    os.makedirs(gt_dir, exist_ok=True)
+    os.makedirs(lq_dir, exist_ok=True)
+    images = {}
+    for i in range(n):
+        h, w = size
+        gt = make_image(rng, h, w)
+        lq = cv2.resize(gt, (w // scale, h // scale), interpolation=cv2.INTER_AREA) if scale > 1 else \
+            np.clip(gt.astype(np.int16) + rng.integers(-10, 10, gt.shape), 0, 255).astype(np.uint8)
+        name = f'{i:04d}'
+        cv2.imwrite(os.path.join(gt_dir, name + ext), gt)
+        cv2.imwrite(os.path.join(lq_dir, lq_tmpl.format(name) + ext), lq)
+        images[name] = (gt, lq)
+    return gt_dir, lq_dir, images
+
+
+@pytest.fixture
+def pairs(tmp_path):
+    return write_pairs(str(tmp_path / 'src'), n=4, size=(60, 80), scale=1)
+
+
+@pytest.fixture
+def sr_pairs(tmp_path):
+    return write_pairs(str(tmp_path / 'src_sr'), n=3, size=(150, 200), scale=2, seed=1)
+
+
+def basicsr_checkout(tmp_path):
+    """A BasicSR-checkout-like layout: ``tmp/basicsr/{train,test}.py`` copied from the package."""
+    d = tmp_path / 'basicsr_checkout'
+    (d / 'basicsr').mkdir(parents=True, exist_ok=True)
+    for f in ('train.py', 'test.py'):
+        shutil.copy(os.path.join(BASICSR_DIR, f), d / 'basicsr' / f)
+    return d
+
+
+def run_py(args, cwd, env=None, timeout=600):
+    """Run ``python ARGS`` in a subprocess; return CompletedProcess (stdout+stderr merged)."""
+    full_env = dict(os.environ)
+    full_env.pop('TRIPLED_BASICSR_ROOT', None)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable] + list(args), cwd=str(cwd), env=full_env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True, timeout=timeout)
