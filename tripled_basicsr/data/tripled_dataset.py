@@ -120,6 +120,13 @@ class TripleDDataset(data.Dataset):
     def _env(self, which):
         return open_lmdb_readonly(os.path.join(self.root, f'{which}.lmdb'), **self.lmdb_kwargs)
 
+    def close(self):
+        """Release this process's LMDB handles of this dir (e.g. before another reader opens it)."""
+        for which in ('gt', 'lq'):
+            cached = _ENVS.pop(os.path.realpath(os.path.join(self.root, f'{which}.lmdb')), None)
+            if cached is not None and cached[0] == os.getpid():
+                cached[1].close()
+
     def _decode(self, which, key):
         with self._env(which).begin(write=False) as txn:
             buf = txn.get(key.encode('ascii'))

@@ -1,0 +1,389 @@
+"""Tests for tripled_basicsr.demo_data (offline deterministic paired demo-data generator)."""
+import hashlib
+import json
+import os
+import socket
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from tripled_basicsr import demo_data as dd
+from tripled_basicsr.demo_data import (DemoDataError, generate_gt, generate_pairs, main, matlab_downscale,
+                                       parse_size, write_demo_dataset)
+
+
+def _hf_energy(img):
+    """Mean squared Laplacian of the luminance: a high-frequency energy measure."""
+    g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float64)
+    return float((cv2.Laplacian(g, cv2.CV_64F)**2).mean())
+
+
+def _grad_energy(img):
+    g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float64)
+    return float(np.abs(np.diff(g, axis=0)).mean() + np.abs(np.diff(g, axis=1)).mean())
+
+
+def _dark_channel_mean(img, patch=7):
+    dc = cv2.erode(img.min(axis=2), np.ones((patch, patch), np.uint8))
+    return float(dc.mean())
+
+
+def _pairs(task, num=6, size=48, seed=3, **kw):
+    return list(generate_pairs(task, num, size, seed=seed, **kw))
+
+
+def _dir_digest(root):
+    h = hashlib.sha256()
+    for dirpath, dirnames, filenames in sorted(os.walk(root)):
+        dirnames.sort()
+        for f in sorted(filenames):
+            if f == 'lock.mdb':  # LMDB reader table (pids); not data
+                continue
+            p = os.path.join(dirpath, f)
+            h.update(os.path.relpath(p, root).encode())
+            with open(p, 'rb') as fh:
+                h.update(fh.read())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------------ arguments
+def test_parse_size():
+    assert parse_size(256) == (256, 256)
+    assert parse_size('256') == (256, 256)
+    assert parse_size('3840x2160') == (3840, 2160)
+    assert parse_size((40, 24)) == (40, 24)
+    for bad in ('abc', '12x', 'x3', '0', '-5', '2x2', '64x64x3'):
+        with pytest.raises(DemoDataError, match='--size'):
+            parse_size(bad)
+
+
+@pytest.mark.parametrize('kwargs, opt', [
+    (dict(task='denoise'), '--task'),
+    (dict(task='noise,bogus'), '--task'),
+    (dict(num=0), '--num'),
+    (dict(num=-3), '--num'),
+    (dict(size='big'), '--size'),
+    (dict(task='sr', size=50, scale=4), '--scale'),
+    (dict(task='sr', size='64x30', scale=4), 'divisible'),
+    (dict(task='sr', scale=1), '--scale'),
+    (dict(task='noise', scale=4), '--scale'),
+    (dict(source='internet'), '--source'),
+    (dict(seed=-1), '--seed'),
+    (dict(task='noise', quality=10), '--quality'),
+    (dict(task='noise', sigma='lots'), '--sigma'),
+    (dict(task='noise', sigma=(30, 10)), '--sigma'),
+    (dict(task='jpeg', quality=0), '--quality'),
+    (dict(task='blur', blur_type='box'), '--blur-type'),
+    (dict(task='blur', kernel_size=4), '--kernel-size'),
+])
+def test_bad_arguments_name_the_option(kwargs, opt):
+    args = dict(task='noise', num=2, size=32)
+    args.update(kwargs)
+    with pytest.raises(DemoDataError, match=opt):
+        generate_pairs(**args)  # validated eagerly, before iterating
+
+
+# ------------------------------------------------------------------------------------ shapes / determinism
+@pytest.mark.parametrize('task', dd.TASKS)
+def test_shapes_and_dtype(task):
+    pairs = _pairs(task, num=3, size='40x24')
+    assert [n for n, _, _ in pairs] == ['0000', '0001', '0002']
+    for _, gt, lq in pairs:
+        assert gt.dtype == np.uint8 and lq.dtype == np.uint8
+        assert gt.shape == (24, 40, 3)
+        assert lq.shape == ((6, 10, 3) if task == 'sr' else (24, 40, 3))
+        assert not np.array_equal(gt, lq) or task == 'sr'
+
+
+@pytest.mark.parametrize('scale', [2, 3, 4])
+def test_sr_lq_is_matlab_bicubic_downscale(scale):
+    w, h = 12 * scale, 8 * scale
+    for _, gt, lq in _pairs('sr', num=3, size=(w, h), scale=scale):
+        assert lq.shape == (h // scale, w // scale, 3)
+        ref = np.clip(matlab_downscale(gt.astype(np.float32) / 255.0, scale) * 255.0 + 0.5, 0, 255)
+        assert np.abs(lq.astype(int) - ref.astype(np.uint8).astype(int)).max() <= 1
+    cv2_lq = _pairs('sr', num=1, size=(w, h), scale=scale, sr_kernel='cv2')[0][2]
+    assert cv2_lq.shape == (h // scale, w // scale, 3)
+
+
+def test_matlab_downscale_matches_basicsr_imresize():
+    from basicsr.utils.matlab_functions import imresize
+    x = np.random.default_rng(0).random((36, 28, 3), dtype=np.float32)
+    for scale in (2, 4):
+        ref = imresize(x, 1 / scale)
+        out = matlab_downscale(x, scale)
+        assert out.shape == ref.shape
+        np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def test_determinism_same_seed_same_bytes_different_seed_differs():
+    a = _pairs('noise,jpeg', num=4, size=32, seed=7)
+    b = _pairs('noise,jpeg', num=4, size=32, seed=7)
+    c = _pairs('noise,jpeg', num=4, size=32, seed=8)
+    for (na, ga, la), (nb, gb, lb) in zip(a, b):
+        assert na == nb and ga.tobytes() == gb.tobytes() and la.tobytes() == lb.tobytes()
+    assert all(ga.tobytes() != gc.tobytes() for (_, ga, _), (_, gc, _) in zip(a, c))
+
+
+def test_image_i_independent_of_num_and_gt_shared_across_tasks():
+    short = _pairs('haze', num=2, size=32)
+    long_ = _pairs('haze', num=5, size=32)
+    for (n1, g1, l1), (n2, g2, l2) in zip(short, long_):
+        assert n1 == n2 and np.array_equal(g1, g2) and np.array_equal(l1, l2)
+    other = _pairs('rain', num=2, size=32)
+    assert all(np.array_equal(g1, g2) for (_, g1, _), (_, g2, _) in zip(short, other))
+
+
+def test_generate_pairs_is_lazy():
+    gen = generate_pairs('noise', 10**9, 16)
+    name, gt, lq = next(gen)
+    assert name == '000000000' and gt.shape == (16, 16, 3)
+
+
+# ------------------------------------------------------------------------------------ degradations
+def test_noise_raises_high_frequency_energy_and_has_requested_sigma():
+    for _, gt, lq in _pairs('noise', num=6, sigma=25):
+        assert _hf_energy(lq) > _hf_energy(gt)
+    # residual std on mid-grey (no clipping) matches sigma
+    gt = np.full((64, 64, 3), 128, np.uint8)
+    lq = dd.degrade(gt, 'noise', {'sigma': 25})
+    assert 23.0 < (lq.astype(float) - 128).std() < 27.0
+    lq5 = dd.degrade(gt, 'noise', {'sigma': 5})
+    assert 4.0 < (lq5.astype(float) - 128).std() < 6.0
+
+
+def test_noise_sigma_range_varies_per_image():
+    gt = np.full((32, 32, 3), 128, np.uint8)
+    stds = {round(float((dd.degrade(gt, 'noise', {'sigma': (5, 50)}, index=i).astype(float) - 128).std()))
+            for i in range(6)}
+    assert len(stds) > 3
+
+
+@pytest.mark.parametrize('blur_type', ['gaussian', 'motion'])
+def test_blur_lowers_high_frequency_energy(blur_type):
+    checked = 0
+    for _, gt, lq in _pairs('blur', num=8, blur_type=blur_type):
+        if _hf_energy(gt) > 20:  # skip near-flat GT (only quantisation noise to remove)
+            assert _hf_energy(lq) < 0.8 * _hf_energy(gt)
+            checked += 1
+    assert checked >= 4
+
+
+def test_jpeg_lower_quality_means_larger_error():
+    errs = {}
+    for q in (5, 95):
+        errs[q] = np.mean([np.abs(gt.astype(int) - lq.astype(int)).mean() for _, gt, lq in _pairs('jpeg', quality=q)])
+    assert errs[5] > 2 * errs[95] > 0
+
+
+def test_rain_adds_bright_streaks():
+    for _, gt, lq in _pairs('rain', num=4, size=64):
+        diff = lq.astype(int) - gt.astype(int)
+        assert diff.min() >= 0  # purely additive
+        assert (diff.max(axis=2) > 10).mean() > 0.002
+        assert lq.mean() > gt.mean()
+
+
+def test_haze_lowers_contrast_and_raises_dark_channel():
+    checked = 0
+    for _, gt, lq in _pairs('haze', num=8, size=64):
+        assert _dark_channel_mean(lq) > _dark_channel_mean(gt)
+        if _grad_energy(gt) > 5:  # textured scenes: local contrast is attenuated by t < 1
+            assert _grad_energy(lq) < _grad_energy(gt)
+            checked += 1
+    assert checked >= 3
+    # on a textured image without large-scale structure, global contrast drops as well
+    gt = dd._fractal(np.random.default_rng(1), 64, 64)
+    lq = dd.degrade(gt, 'haze', {'beta': 1.5, 'airlight': 0.9})
+    assert lq.astype(float).std() < gt.astype(float).std()
+
+
+def test_lowlight_lowers_mean():
+    for _, gt, lq in _pairs('lowlight', num=6):
+        assert lq.mean() < 0.7 * gt.mean()
+
+
+def test_task_chain_applies_in_order():
+    (_, gt, lq), = _pairs('blur,sr,noise', num=1, size=32, scale=2)
+    assert lq.shape == (16, 16, 3)
+    (_, gt2, lq_sr), = _pairs('blur,sr', num=1, size=32, scale=2)
+    assert np.array_equal(gt, gt2) and not np.array_equal(lq, lq_sr)
+
+
+# ------------------------------------------------------------------------------------ sources
+def test_bundled_photos_present_and_loaded_offline(monkeypatch):
+    names = dd.available_photos()
+    assert {'astronaut', 'camera', 'coffee', 'chelsea', 'rocket', 'immunohistochemistry'} <= set(names)
+
+    def no_network(*a, **k):
+        raise AssertionError('network access attempted')
+
+    monkeypatch.setattr(socket.socket, 'connect', no_network)
+    dd._PHOTO_CACHE.clear()
+    kinds = [generate_gt(i, 32, source='photos')[1] for i in range(12)]
+    assert all(k.startswith('photo:') for k in kinds)
+    assert len(set(kinds)) >= 4
+    assert all(generate_gt(i, 32, source='procedural')[1].startswith('procedural:') for i in range(6))
+
+
+def test_mixed_pool_has_realistic_complexity_spread():
+    info = [generate_gt(i, 64, seed=0) for i in range(40)]
+    kinds = [k for _, k in info]
+    assert any(k.startswith('photo:') for k in kinds) and any(k.startswith('procedural:') for k in kinds)
+    assert len({k.split(':')[1] for k in kinds if k.startswith('procedural:')}) >= 3
+    e = np.array([_grad_energy(img) for img, _ in info])
+    lo, hi = np.percentile(e, [10, 90])
+    assert e.min() > 0
+    assert hi > 4 * lo  # both smooth and busy images
+    assert len(np.unique(np.round(e, 3))) == len(e)  # all distinct
+
+
+def test_uhd_pair():
+    (_, gt, lq), = list(generate_pairs('sr', 1, '3840x2160', scale=4))
+    assert gt.shape == (2160, 3840, 3) and lq.shape == (540, 960, 3)
+    assert gt.std() > 1
+
+
+# ------------------------------------------------------------------------------------ writing
+def test_write_png_folders_deterministic_and_atomic(tmp_path):
+    out = tmp_path / 'demo'
+    s = write_demo_dataset(out, 'sr', 3, '32x16', scale=2, progress=False)
+    assert s['num'] == 3 and s['gt_size'] == (32, 16) and s['lq_size'] == (16, 8) and s['format'] == 'png'
+    assert sorted(os.listdir(out / 'gt')) == sorted(os.listdir(out / 'lq')) == ['0000.png', '0001.png', '0002.png']
+    for name, gt, lq in generate_pairs('sr', 3, '32x16', scale=2):
+        assert np.array_equal(cv2.imread(str(out / 'gt' / f'{name}.png'), cv2.IMREAD_UNCHANGED), gt)
+        assert np.array_equal(cv2.imread(str(out / 'lq' / f'{name}.png'), cv2.IMREAD_UNCHANGED), lq)
+    meta = json.loads((out / 'demo_data.json').read_text())
+    assert meta['task'] == 'sr' and meta['scale'] == 2 and set(meta['images']) == {'0000', '0001', '0002'}
+    # no temporary directories left behind
+    assert os.listdir(tmp_path) == ['demo']
+    # byte-identical re-run; different seed differs
+    write_demo_dataset(tmp_path / 'again', 'sr', 3, '32x16', scale=2, progress=False)
+    write_demo_dataset(tmp_path / 'other', 'sr', 3, '32x16', scale=2, seed=1, progress=False)
+    assert _dir_digest(out) == _dir_digest(tmp_path / 'again') != _dir_digest(tmp_path / 'other')
+
+
+def test_refuses_to_overwrite_unless_asked(tmp_path):
+    out = tmp_path / 'ds'
+    write_demo_dataset(out, 'noise', 1, 16, progress=False)
+    (out / 'marker').write_text('x')
+    with pytest.raises(FileExistsError, match=r'ds.*--overwrite'):
+        write_demo_dataset(out, 'noise', 1, 16, progress=False)
+    assert (out / 'marker').exists()
+    write_demo_dataset(out, 'jpeg', 2, 16, overwrite=True, progress=False)
+    assert not (out / 'marker').exists()
+    assert sorted(os.listdir(out / 'lq')) == ['0000.png', '0001.png']
+    assert sorted(os.listdir(tmp_path)) == ['ds']
+    # an existing empty directory is fine
+    (tmp_path / 'empty').mkdir()
+    write_demo_dataset(tmp_path / 'empty', 'noise', 1, 16, progress=False)
+
+
+def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
+    calls = []
+
+    def boom(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError('boom')
+        return real(*a, **k)
+
+    real = dd._apply_chain
+    monkeypatch.setattr(dd, '_apply_chain', boom)
+    with pytest.raises(RuntimeError, match='boom'):
+        write_demo_dataset(tmp_path / 'ds', 'noise', 3, 16, progress=False)
+    assert os.listdir(tmp_path) == []
+
+
+def test_lmdb_readable_by_stock_paired_image_dataset(tmp_path):
+    from basicsr.data.paired_image_dataset import PairedImageDataset
+    out = tmp_path / 'lm'
+    s = write_demo_dataset(out, 'sr', 3, '32x24', scale=2, lmdb=True, progress=False)
+    assert s['gt'].endswith('gt.lmdb') and s['lq'].endswith('lq.lmdb')
+    meta = (out / 'gt.lmdb' / 'meta_info.txt').read_text().splitlines()
+    assert meta == ['0000.png (24,32,3) 1', '0001.png (24,32,3) 1', '0002.png (24,32,3) 1']
+    assert (out / 'lq.lmdb' / 'meta_info.txt').read_text().splitlines()[0] == '0000.png (12,16,3) 1'
+    opt = {
+        'name': 'demo',
+        'type': 'PairedImageDataset',
+        'dataroot_gt': str(out / 'gt.lmdb'),
+        'dataroot_lq': str(out / 'lq.lmdb'),
+        'io_backend': {
+            'type': 'lmdb'
+        },
+        'phase': 'val',
+        'scale': 2,
+        'filename_tmpl': '{}',
+    }
+    ds = PairedImageDataset(opt)
+    assert len(ds) == 3
+    expected = {n: (g, l) for n, g, l in generate_pairs('sr', 3, '32x24', scale=2)}
+    for i in range(3):
+        item = ds[i]
+        name = item['gt_path']
+        gt, lq = expected[name]
+        assert tuple(item['gt'].shape) == (3, 24, 32) and tuple(item['lq'].shape) == (3, 12, 16)
+        # dataset returns RGB float in [0, 1]
+        np.testing.assert_allclose(item['gt'].numpy().transpose(1, 2, 0)[..., ::-1] * 255, gt, atol=1e-3)
+        np.testing.assert_allclose(item['lq'].numpy().transpose(1, 2, 0)[..., ::-1] * 255, lq, atol=1e-3)
+    write_demo_dataset(tmp_path / 'lm2', 'sr', 3, '32x24', scale=2, lmdb=True, progress=False)
+    assert _dir_digest(out) == _dir_digest(tmp_path / 'lm2')
+
+
+# ------------------------------------------------------------------------------------ CLI
+def test_cli_writes_and_prints_summary(tmp_path, capsys):
+    out = tmp_path / 'cli'
+    assert main(['--task', 'lowlight', '--num', '2', '--size', '24x16', '--out', str(out), '--quiet', '--gamma',
+                 '2.5', '--darken', '0.2,0.4']) == 0
+    line = capsys.readouterr().out.strip()
+    assert '\n' not in line and 'wrote 2 lowlight pairs' in line and str(out) in line
+    assert sorted(os.listdir(out / 'gt')) == ['0000.png', '0001.png']
+    meta = json.loads((out / 'demo_data.json').read_text())
+    assert meta['params']['gamma'] == 2.5 and meta['params']['darken'] == [0.2, 0.4]
+
+
+@pytest.mark.parametrize('argv, needle', [
+    (['--task', 'nope'], '--task'),
+    (['--task', 'noise', '--size', '12y12'], '--size'),
+    (['--task', 'noise', '--num', '0'], '--num'),
+    (['--task', 'noise', '--num', 'many'], '--num'),
+    (['--task', 'sr', '--size', '30', '--scale', '4'], '--scale'),
+    (['--task', 'noise', '--quality', '10'], '--quality'),
+    (['--task', 'noise', '--sigma', 'x'], '--sigma'),
+])
+def test_cli_errors(tmp_path, capsys, argv, needle):
+    base = ['--num', '1', '--size', '16', '--out', str(tmp_path / 'o'), '--quiet']
+    with pytest.raises(SystemExit) as exc:
+        main(base + argv)
+    assert exc.value.code == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / 'o').exists()
+
+
+def test_cli_refuses_existing_output(tmp_path, capsys):
+    out = tmp_path / 'o'
+    args = ['--task', 'noise', '--num', '1', '--size', '16', '--out', str(out), '--quiet']
+    main(args)
+    with pytest.raises(SystemExit):
+        main(args)
+    err = capsys.readouterr().err
+    assert str(out) in err and '--overwrite' in err
+    assert main(args + ['--overwrite']) == 0
+
+
+def test_python_dash_m_entry_point(tmp_path, monkeypatch, capsys):
+    """``python -m tripled_basicsr.demo_data`` (run in-process via runpy to avoid a slow interpreter start)."""
+    import runpy
+    import warnings
+    out = tmp_path / 'm'
+    argv = ['demo_data', '--task', 'haze', '--num', '2', '--size', '16', '--out', str(out), '--lmdb']
+    monkeypatch.setattr(sys, 'argv', argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', RuntimeWarning)  # runpy: module already imported
+        with pytest.raises(SystemExit) as exc:
+            runpy.run_module('tripled_basicsr.demo_data', run_name='__main__')
+    assert exc.value.code == 0
+    assert 'wrote 2 haze pairs' in capsys.readouterr().out
+    assert (out / 'gt.lmdb' / 'data.mdb').exists() and (out / 'lq.lmdb' / 'meta_info.txt').exists()
