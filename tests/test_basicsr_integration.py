@@ -125,3 +125,23 @@ def test_functional_tensor_alias_provides_rgb_to_grayscale():
     img = torch.rand(1, 3, 4, 4)
     assert rgb_to_grayscale(img).shape == (1, 1, 4, 4)
     assert sys.modules['torchvision.transforms.functional_tensor'].rgb_to_grayscale is rgb_to_grayscale
+
+
+def free_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_training_on_cpu_with_gloo(tmp_path, packed):
+    """`torchrun --nproc_per_node=2 -m tripled_basicsr.train --launcher pytorch` on CPU: stock BasicSR
+    would ask for NCCL and CUDA devices; compat switches to gloo and CPU DDP."""
+    opt = train_opt(packed, 'ddp_run', total_iter=2)
+    opt['datasets']['train']['batch_size_per_gpu'] = 1
+    yml = dump(tmp_path / 'ddp.yml', opt)
+    r = run_py(['-m', 'torch.distributed.run', '--nproc_per_node=2', f'--master_port={free_port()}',
+                '-m', 'tripled_basicsr.train', '-opt', yml, '--launcher', 'pytorch'], cwd=tmp_path)
+    assert r.returncode == 0, r.stdout[-3000:]
+    assert 'World size (gpu number): 2' in r.stdout and 'End of training' in r.stdout
+    assert (tmp_path / 'experiments' / 'ddp_run' / 'models' / 'net_g_latest.pth').is_file()

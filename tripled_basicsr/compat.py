@@ -94,10 +94,25 @@ def _is_stock(fn, filename):
     return code is not None and code.co_filename.replace('\\', '/').endswith(filename)
 
 
+# 4. Curriculum sampling (TripleDCurriculumSampler, DESIGN.md 4.7): stock
+#    ``create_train_val_dataloader`` hard-codes ``EnlargedSampler`` and BasicSR has no sampler
+#    registry. We wrap that one function in the pipeline module: the wrapper runs the stock
+#    function and, only when ``datasets.train.sampler`` is set, rebuilds the train loader around
+#    the registered sampler (all logic in ``tripled_basicsr/data/curriculum_sampler.py``).
+def _wrap_create_train_val_dataloader(stock):
+    def create_train_val_dataloader(opt, logger):
+        from tripled_basicsr.data.curriculum_sampler import create_train_val_dataloader as with_sampler
+        return with_sampler(stock, opt, logger)
+
+    return create_train_val_dataloader
+
+
 def _patch_pipeline_globals(g):
     """Swap stock helpers in a train/test pipeline module's globals (also ``__main__``)."""
     if _is_stock(g.get('load_resume_state'), 'basicsr/train.py'):
         g['load_resume_state'] = load_resume_state
+    if _is_stock(g.get('create_train_val_dataloader'), 'basicsr/train.py'):  # fix 4
+        g['create_train_val_dataloader'] = _wrap_create_train_val_dataloader(g['create_train_val_dataloader'])
 
 
 def _wrap_parse_options(stock_parse_options):
@@ -139,6 +154,26 @@ def _wrap_init_dist(stock_init_dist):
     return init_dist
 
 
+# 5. DDP on CPU: stock ``BaseModel.model_to_device`` passes ``device_ids=[torch.cuda.
+#    current_device()]`` to DistributedDataParallel, which raises without CUDA. On CPU
+#    (``num_gpu: 0`` or no CUDA) we wrap without device_ids, which is how DDP runs on gloo.
+def _wrap_model_to_device(stock):
+    if getattr(stock, '_tripled', False):
+        return stock
+
+    def model_to_device(self, net):
+        import torch
+        if self.opt.get('dist') and self.device.type == 'cpu':
+            from torch.nn.parallel import DistributedDataParallel
+            return DistributedDataParallel(
+                net.to(self.device), find_unused_parameters=self.opt.get('find_unused_parameters', False))
+        return stock(self, net)
+
+    model_to_device._tripled = True
+    model_to_device.__doc__ = stock.__doc__
+    return model_to_device
+
+
 def install():
     """Apply every fix. Safe to call more than once."""
     global _INSTALLED
@@ -149,6 +184,8 @@ def install():
     import basicsr.utils.options as options
     options.parse_options = _wrap_parse_options(options.parse_options)
     options.init_dist = dist_util.init_dist = _wrap_init_dist(dist_util.init_dist)
+    from basicsr.models.base_model import BaseModel
+    BaseModel.model_to_device = _wrap_model_to_device(BaseModel.model_to_device)
     for mod_name in ('basicsr.train', 'basicsr.test'):
         mod = sys.modules.get(mod_name)
         if mod is None:

@@ -1,0 +1,536 @@
+"""Curriculum samplers for BasicSR training, and how they get into stock ``train.py``.
+
+BasicSR has no sampler registry: ``basicsr/train.py``'s ``create_train_val_dataloader``
+always builds an ``EnlargedSampler``. ``tripled_basicsr.compat`` wraps that one function
+(in ``basicsr.train`` and in ``__main__`` when BasicSR's ``train.py`` runs as a script) so
+that it calls :func:`create_train_val_dataloader` here: the stock function runs unchanged,
+and only when ``datasets.train.sampler`` is set is the train loader rebuilt around the
+sampler named by ``sampler.type`` in :data:`SAMPLER_REGISTRY`. Without a ``sampler`` key the
+stock loader and ``EnlargedSampler`` are returned untouched.
+
+``TripleDCurriculumSampler`` (DESIGN.md 4.7), options under ``datasets.train.sampler``
+(defaults in :data:`DEFAULTS`, explained in docs/curriculum.md)::
+
+    stage2_start: 0.5         # stage-1 iterations: a float <= 1 is a fraction of train.total_iter,
+                              # an int an absolute iteration count; 0 = no stage 1
+    ramp: 0                   # iterations (or fraction) of linear blend from stage 1 to stage 2
+    complexity_weight: 0.5    # a in exp((a*c + b*u~) / tau)
+    uncertainty_weight: 1.0   # b
+    temperature: 1.0          # tau
+    online_uncertainty: true  # blend an EMA of per-sample training loss into u (needs TripleDModel)
+    ema: 0.9                  # EMA decay of the per-sample loss
+    online_mix: 0.5           # u~ = (1 - online_mix) * u_offline + online_mix * rank(EMA loss)
+    floor: 0.05               # stage-2 probabilities are mixed with uniform: p >= floor / N
+    feedback_delay: auto      # steps between a loss and the draws it affects (auto: loader prefetch depth)
+    seed: ~                   # default: manual_seed
+    trace_file: ~             # debugging: append every drawn step as a JSON line
+
+How drawing works. Training step ``s`` (0-based; iteration ``s + 1``) consumes one global
+batch of ``G = batch_size * world_size`` indices. The global batch of step ``s`` is a pure
+function of (seed, s, the probabilities for step s): a fresh generator seeded with
+``[seed, s]`` draws it (Gumbel top-k, i.e. without replacement inside a step when the pool
+is large enough). Every rank computes the same global batch and takes its own slice
+``[rank * B:(rank + 1) * B]``. Indices are drawn lazily, step by step, as the DataLoader
+asks for them, so the stage is exact (it follows the step being drawn, even when no model
+talks to the sampler) and loss feedback reaches the draws after the loader's prefetch
+depth. To make runs reproducible under prefetching and across ``--auto_resume``, the
+draws of step ``s`` use only the loss feedback of steps ``<= s - 1 - feedback_delay``;
+with ``feedback_delay`` at least the prefetch depth that feedback has always arrived.
+The saved state (seed, step, EMA, feedback not yet folded into it) therefore reproduces
+the same next indices as an uninterrupted run.
+"""
+import hashlib
+import json
+import math
+import os
+
+import numpy as np
+import torch
+from basicsr.utils.registry import Registry
+from torch.utils.data.sampler import Sampler
+
+SAMPLER_REGISTRY = Registry('sampler')
+
+_ACTIVE = None
+
+
+def get_active_sampler():
+    """The curriculum sampler of the running training (None when the stock sampler is used)."""
+    return _ACTIVE
+
+
+def set_active_sampler(sampler):
+    global _ACTIVE
+    _ACTIVE = sampler
+
+
+def _logger():
+    from basicsr.utils import get_root_logger
+    return get_root_logger()
+
+
+def resolve_iteration(value, total_iter, key):
+    """Option value -> absolute iteration count.
+
+    A float in [0, 1] is a fraction of ``total_iter``; an int (or an integral float > 1) is
+    an absolute count. Values below 0 or beyond ``total_iter`` are errors.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f'datasets.train.sampler.{key} must be a number (fraction <= 1.0 of train.total_iter, or '
+                        f'an iteration count); got {value!r}.')
+    if value < 0:
+        raise ValueError(f'datasets.train.sampler.{key} is {value}; it must be >= 0.')
+    if isinstance(value, float) and value <= 1.0:
+        return int(round(value * total_iter))
+    if float(value) != int(value):
+        raise ValueError(f'datasets.train.sampler.{key} is {value}: a value above 1 is an iteration count and must '
+                         f'be a whole number.')
+    if int(value) > total_iter:
+        raise ValueError(f'datasets.train.sampler.{key} is {int(value)}, beyond train.total_iter ({total_iter}). '
+                         f'Use a fraction (e.g. 0.5) or an iteration <= total_iter.')
+    return int(value)
+
+
+def dataset_fingerprint(dataset):
+    """Identifies a distilled set: sha1 over its sample keys, in order, and their count."""
+    h = hashlib.sha1(f'{len(dataset.keys)}\n'.encode())
+    for k in dataset.keys:
+        h.update(k.encode('utf-8', 'replace') + b'\n')
+    return h.hexdigest()
+
+
+def _dense_rank01(x):
+    """Rank-normalise to [0, 1] (ties share a rank); constant input -> 0.5."""
+    u, inv = np.unique(x, return_inverse=True)
+    if len(u) == 1:
+        return np.full(len(x), 0.5)
+    return inv.astype(np.float64) / (len(u) - 1)
+
+
+def _dist_world():
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        return dist, dist.get_world_size()
+    return None, 1
+
+
+def _dist_device(dist):
+    return torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
+
+
+DEFAULTS = dict(stage2_start=0.5, ramp=0, complexity_weight=0.5, uncertainty_weight=1.0, temperature=1.0,
+                online_uncertainty=True, ema=0.9, online_mix=0.5, floor=0.05, feedback_delay='auto', seed=None,
+                trace_file=None)
+
+
+@SAMPLER_REGISTRY.register()
+class TripleDCurriculumSampler(Sampler):
+    """Two-stage, uncertainty-weighted curriculum over a TripleDDataset (DESIGN.md 4.7).
+
+    Args:
+        dataset: a dataset with per-sample arrays ``complexity``, ``uncertainty`` (float, NaN
+            unknown), ``stage`` (1/2, 0 unknown) and ``keys`` (e.g. TripleDDataset).
+        num_replicas, rank (int): DDP world size and this process's rank.
+        batch_size (int): indices per step on this rank (the DataLoader's batch size).
+        total_iter (int): ``train.total_iter``; resolves fractional ``stage2_start``/``ramp``.
+        seed (int): seed of the global draw sequence (same on every rank).
+        enlarge_ratio (float): BasicSR's ``dataset_enlarge_ratio``; only sets ``__len__``.
+        prefetch_depth (int): how many steps ahead the loader draws (``feedback_delay: auto``).
+        **options: the ``sampler`` options (see the module docstring and :data:`DEFAULTS`).
+    """
+
+    def __init__(self, dataset, num_replicas=1, rank=0, batch_size=1, total_iter=1, seed=0, enlarge_ratio=1,
+                 prefetch_depth=0, **options):
+        unknown = set(options) - set(DEFAULTS) - {'type'}
+        if unknown:
+            raise KeyError(f'datasets.train.sampler: unknown option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}.')
+        o = dict(DEFAULTS)
+        o.update({k: v for k, v in options.items() if k != 'type'})
+        self.options = o
+        self.dataset = dataset
+        self.num_replicas, self.rank = int(num_replicas), int(rank)
+        self.batch_size = int(batch_size)
+        self.total_iter = int(total_iter)
+        self.global_batch = self.batch_size * self.num_replicas
+        self.seed = int(o['seed'] if o['seed'] is not None else seed)
+        self.enlarge_ratio = enlarge_ratio
+        self._check_dataset(dataset)
+        n = self.num_samples = len(dataset)
+        self.stage2_start = resolve_iteration(o['stage2_start'], self.total_iter, 'stage2_start')
+        if self.stage2_start == self.total_iter and self.stage2_start > 0:
+            _logger().warning(f'datasets.train.sampler.stage2_start = train.total_iter ({self.total_iter}): '
+                              f'training never reaches curriculum stage 2.')
+        self.ramp = resolve_iteration(o['ramp'], self.total_iter, 'ramp')
+        self.a, self.b = float(o['complexity_weight']), float(o['uncertainty_weight'])
+        self.temperature = float(o['temperature'])
+        if self.temperature <= 0:
+            raise ValueError(f'datasets.train.sampler.temperature must be > 0; got {self.temperature}.')
+        self.floor = float(o['floor'])
+        if not 0 <= self.floor <= 1:
+            raise ValueError(f'datasets.train.sampler.floor must be in [0, 1]; got {self.floor}.')
+        self.ema_decay = float(o['ema'])
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f'datasets.train.sampler.ema must be in [0, 1); got {self.ema_decay}.')
+        self.online = bool(o['online_uncertainty'])
+        self.online_mix = float(o['online_mix'])
+        if not 0 <= self.online_mix <= 1:
+            raise ValueError(f'datasets.train.sampler.online_mix must be in [0, 1]; got {self.online_mix}.')
+        delay = o['feedback_delay']
+        self.feedback_delay = int(prefetch_depth) if delay in (None, 'auto') else int(delay)
+        if self.feedback_delay < 0:
+            raise ValueError(f'datasets.train.sampler.feedback_delay must be >= 0 or auto; got {delay}.')
+        self.trace_file = o['trace_file']
+
+        stage = np.asarray(dataset.stage, dtype=np.int64)
+        self.stage = stage
+        self.complexity = np.asarray(dataset.complexity, dtype=np.float64)
+        u = np.asarray(dataset.uncertainty, dtype=np.float64)
+        root = getattr(dataset, 'root', '?')
+        if self.stage2_start > 0:
+            if (stage == 0).any():
+                raise ValueError(f'{root}: {int((stage == 0).sum())} of {n} samples have no curriculum stage, so '
+                                 f'curriculum stage 1 (stage2_start > 0) cannot be built. Create the set with '
+                                 f'`python -m tripled_basicsr.distill`, or set datasets.train.sampler.stage2_start: 0.')
+            self.stage1_pool = np.flatnonzero(stage == 1)
+            if len(self.stage1_pool) == 0:
+                raise ValueError(f'{root}: no sample is labelled stage 1, so curriculum stage 1 is empty. Re-distill '
+                                 f'with a larger stage-1 quantile, or set datasets.train.sampler.stage2_start: 0.')
+        else:
+            self.stage1_pool = np.flatnonzero(stage <= 1)
+        if self.a != 0 and np.isnan(self.complexity).any():
+            raise ValueError(f'{root}: complexity is unknown for {int(np.isnan(self.complexity).sum())} samples; '
+                             f'set datasets.train.sampler.complexity_weight: 0 or use a distilled set.')
+        if self.b != 0 and np.isnan(u).any():
+            if not self.online:
+                raise ValueError(f'{root}: uncertainty is unknown for {int(np.isnan(u).sum())} samples; set '
+                                 f'datasets.train.sampler.uncertainty_weight: 0, online_uncertainty: true, or use a '
+                                 f'distilled set.')
+            _logger().info('TripleDCurriculumSampler: unknown offline uncertainty counts as 0.5 until the sample '
+                           'has a training loss.')
+        self.complexity = np.nan_to_num(self.complexity, nan=0.5)
+        self.u_offline = np.nan_to_num(u, nan=0.5)
+        self.fingerprint = dataset_fingerprint(dataset)
+        self.dataroot = root
+
+        # progress
+        self.epoch = 0
+        self._committed = 0  # first step of the next epoch iterator (end of the last finished one)
+        self._consumed = 0  # steps known to be trained on (from update() / resume)
+        self._last_drawn = -1
+        # online uncertainty: EMA folded in through step ``_base_through``, later feedback pending
+        self._ema_base = np.full(n, np.nan)
+        self._base_through = -1
+        self._pending = {}  # step -> (indices int64 array, losses float64 array)
+        self._nan_warned = False
+        self._late_warned = False
+        self._cache = (None, None)
+        self._trace = None
+
+    # ------------------------------------------------------------------ checks
+    @staticmethod
+    def _check_dataset(dataset):
+        missing = [a for a in ('stage', 'complexity', 'uncertainty', 'keys') if not hasattr(dataset, a)]
+        if missing:
+            raise TypeError(f'datasets.train.sampler (TripleDCurriculumSampler) needs per-sample metadata (stage, '
+                            f'complexity, uncertainty) that {type(dataset).__name__} does not have. Use `type: '
+                            f'TripleDDataset` with `dataroot:` a distilled dir, or remove the `sampler` key.')
+
+    # ------------------------------------------------------------------ sampler protocol
+    @property
+    def steps_per_epoch(self):
+        return max(1, math.ceil(self.num_samples * self.enlarge_ratio / self.global_batch))
+
+    def __len__(self):
+        # whole steps only, so drop_last never discards a drawn index and step s is iteration s + 1
+        return self.steps_per_epoch * self.batch_size
+
+    def set_epoch(self, epoch):
+        self.epoch = epoch
+
+    def __iter__(self):
+        # A new iterator continues after the last finished epoch (an abandoned one, e.g. the
+        # loader iterator stock CPUPrefetcher creates and drops before the first epoch, only
+        # prefetched: its draws are discarded) or after the last trained step, if later.
+        start = max(self._committed, self._consumed)
+        lo, hi = self.rank * self.batch_size, (self.rank + 1) * self.batch_size
+        for step in range(start, start + self.steps_per_epoch):
+            drawn = self.draw(step)
+            self._last_drawn = step
+            local = drawn[lo:hi]
+            self._write_trace(step, drawn, local)
+            for i in local:
+                yield int(i)
+        self._committed = start + self.steps_per_epoch
+
+    def start_at(self, step):
+        """Continue from a step (resume without a saved sampler state): next draw is ``step``."""
+        self._committed = self._consumed = int(step)
+
+    # ------------------------------------------------------------------ curriculum
+    def stage_blend(self, step):
+        """0 in stage 1, 1 in stage 2, linear in between during the ramp. ``step`` is 0-based."""
+        if step < self.stage2_start:
+            return 0.0
+        if self.ramp <= 0:
+            return 1.0
+        return min(1.0, (step - self.stage2_start + 1) / self.ramp)
+
+    def _online_u(self, through):
+        """Offline uncertainty blended with the rank of the loss EMA after feedback of steps <= through."""
+        ema = self._ema_view(through)
+        if not self.online or self.online_mix == 0:
+            return self.u_offline
+        seen = ~np.isnan(ema)
+        if not seen.any():
+            return self.u_offline
+        u = self.u_offline.copy()
+        u[seen] = (1 - self.online_mix) * u[seen] + self.online_mix * _dense_rank01(ema[seen])
+        return u
+
+    def stage2_probabilities(self, through):
+        logits = (self.a * self.complexity + self.b * self._online_u(through)) / self.temperature
+        w = np.exp(logits - logits.max())
+        p = w / w.sum()
+        return (1 - self.floor) * p + self.floor / self.num_samples
+
+    def probabilities(self, step):
+        """Sampling distribution (N,) for the draws of 0-based ``step``."""
+        beta = self.stage_blend(step)
+        through = step - 1 - self.feedback_delay
+        key = (beta, min(through, self._latest_feedback()))
+        if self._cache[0] == key:
+            return self._cache[1]
+        p = np.zeros(self.num_samples)
+        if beta < 1:
+            p[self.stage1_pool] = (1 - beta) / len(self.stage1_pool)
+        if beta > 0:
+            p += beta * self.stage2_probabilities(through)
+        self._cache = (key, p)
+        return p
+
+    def entropy(self, step):
+        """Normalised entropy in [0, 1] of the sampling distribution at ``step`` (1 = uniform)."""
+        p = self.probabilities(step)
+        p = p[p > 0]
+        return float(-(p * np.log(p)).sum() / math.log(self.num_samples)) if self.num_samples > 1 else 1.0
+
+    def draw(self, step):
+        """The global batch (G,) of 0-based ``step``: same on every rank, same after resume."""
+        self._check_feedback_arrived(step)
+        p = self.probabilities(step)
+        rng = np.random.default_rng([self.seed, int(step)])
+        g = self.global_batch
+        support = np.flatnonzero(p > 0)
+        if g <= len(support):  # Gumbel top-k: weighted, without replacement inside the step
+            keys = np.log(p[support]) + rng.gumbel(size=len(support))
+            top = np.argpartition(-keys, g - 1)[:g]
+            return support[top[np.argsort(-keys[top], kind='stable')]]
+        return rng.choice(self.num_samples, size=g, replace=True, p=p)
+
+    # ------------------------------------------------------------------ loss feedback
+    def _latest_feedback(self):
+        return max(self._pending) if self._pending else self._base_through
+
+    def _check_feedback_arrived(self, step):
+        need = step - 1 - self.feedback_delay
+        if (self.online and self.stage_blend(step) > 0 and not self._late_warned and self._consumed > 0
+                and need >= 0 and self._latest_feedback() < need):
+            self._late_warned = True
+            _logger().warning(f'TripleDCurriculumSampler: draws of step {step} need loss feedback of step {need}, '
+                              f'which has not arrived; runs are not exactly reproducible. Raise '
+                              f'datasets.train.sampler.feedback_delay (now {self.feedback_delay}).')
+
+    def update(self, indices, losses, step=None):
+        """Feed per-sample training losses back (online uncertainty).
+
+        Args:
+            indices: (B,) dataset indices of this rank's batch (tensor or array).
+            losses: (B,) per-sample losses, same order. NaN/inf entries are ignored.
+            step: 0-based step the batch belonged to (``current_iter - 1``); default: the next
+                one after the last update. Under DDP every rank must call this (all_gather).
+        """
+        idx = torch.as_tensor(indices).detach().reshape(-1).to(torch.int64)
+        loss = torch.as_tensor(losses).detach().reshape(-1).to(torch.float64)
+        if idx.numel() != loss.numel():
+            raise ValueError(f'update(): {idx.numel()} indices but {loss.numel()} losses.')
+        step = self._consumed if step is None else int(step)
+        dist, world = _dist_world()
+        if dist is not None and world > 1:
+            dev = _dist_device(dist)
+            idx, loss = idx.to(dev), loss.to(dev)
+            gi = [torch.empty_like(idx) for _ in range(world)]
+            gl = [torch.empty_like(loss) for _ in range(world)]
+            dist.all_gather(gi, idx)
+            dist.all_gather(gl, loss)
+            idx, loss = torch.cat(gi), torch.cat(gl)
+        idx, loss = idx.cpu().numpy(), loss.cpu().numpy()
+        bad = ~np.isfinite(loss)
+        if bad.any():
+            if not self._nan_warned:
+                self._nan_warned = True
+                keys = [self.dataset.keys[i] for i in idx[bad][:5]]
+                _logger().warning(f'TripleDCurriculumSampler: non-finite training loss for sample(s) {keys} at '
+                                  f'iteration {step + 1}; ignored for the loss EMA (logged once).')
+            idx, loss = idx[~bad], loss[~bad]
+        self._consumed = max(self._consumed, step + 1)
+        if not self.online:
+            return
+        if step <= self._base_through:
+            return  # feedback for a step already folded in (e.g. replayed after resume)
+        if step in self._pending:
+            pi, pl = self._pending[step]
+            idx, loss = np.concatenate([pi, idx]), np.concatenate([pl, loss])
+        self._pending[step] = (idx, loss)
+        # future draws are for steps > step, which use feedback <= step - feedback_delay
+        self._fold(step - self.feedback_delay)
+
+    @staticmethod
+    def _apply(ema, decay, idx, loss):
+        for i, v in zip(idx.tolist(), loss.tolist()):
+            ema[i] = v if np.isnan(ema[i]) else decay * ema[i] + (1 - decay) * v
+
+    def _fold(self, through):
+        for s in sorted(k for k in self._pending if k <= through):
+            self._apply(self._ema_base, self.ema_decay, *self._pending.pop(s))
+            self._base_through = s
+        self._base_through = max(self._base_through, min(through, self._consumed - 1))
+
+    def _ema_view(self, through):
+        steps = sorted(k for k in self._pending if k <= through)
+        if not steps:
+            return self._ema_base
+        ema = self._ema_base.copy()
+        for s in steps:
+            self._apply(ema, self.ema_decay, *self._pending[s])
+        return ema
+
+    def loss_ema(self):
+        """Per-sample loss EMA (N,) with all feedback so far (NaN: never seen)."""
+        return self._ema_view(float('inf')).copy()
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self, consumed_step=None):
+        """Everything needed to continue the same curriculum (plain Python + numpy lists).
+
+        ``consumed_step``: steps trained so far (BasicSR's ``current_iter``); the resumed
+        sampler draws step ``consumed_step`` next.
+        """
+        step = self._consumed if consumed_step is None else int(consumed_step)
+        return {
+            'type': type(self).__name__, 'version': 1, 'fingerprint': self.fingerprint,
+            'num_samples': self.num_samples, 'dataroot': self.dataroot, 'seed': self.seed, 'step': step,
+            'draws': step * self.global_batch, 'global_batch': self.global_batch,
+            'ema_base': self._ema_base.tolist(), 'base_through': self._base_through,
+            'pending': [[s, i.tolist(), v.tolist()] for s, (i, v) in sorted(self._pending.items()) if s < step],
+            'nan_warned': self._nan_warned,
+        }
+
+    def load_state_dict(self, state, source='the resume state'):
+        if state.get('fingerprint') != self.fingerprint or state.get('num_samples') != self.num_samples:
+            raise ValueError(
+                f'{source} holds a curriculum for a different distilled set ({state.get("dataroot")!r}, '
+                f'{state.get("num_samples")} samples) than datasets.train.dataroot ({self.dataroot!r}, '
+                f'{self.num_samples} samples). Resume with the same distilled set, or start a new experiment '
+                f'(another `name`, no --auto_resume / path.resume_state).')
+        if state.get('global_batch', self.global_batch) != self.global_batch:
+            _logger().warning(f'TripleDCurriculumSampler: global batch changed from {state["global_batch"]} to '
+                              f'{self.global_batch} since {source}; the draw sequence continues by step.')
+        self.seed = int(state['seed'])
+        self.start_at(state['step'])
+        self._ema_base = np.asarray(state['ema_base'], dtype=np.float64)
+        self._base_through = int(state['base_through'])
+        self._pending = {int(s): (np.asarray(i, np.int64), np.asarray(v, np.float64)) for s, i, v in state['pending']}
+        self._nan_warned = bool(state.get('nan_warned', False))
+        self._cache = (None, None)
+
+    # ------------------------------------------------------------------ debugging
+    def _write_trace(self, step, drawn, local):
+        if not self.trace_file:
+            return
+        if self._trace is None:
+            path = str(self.trace_file).format(rank=self.rank)
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._trace = open(path, 'a', encoding='utf-8')
+        rec = {'pid': os.getpid(), 'rank': self.rank, 'step': int(step), 'stage_blend': self.stage_blend(step),
+               'global': [int(i) for i in drawn], 'local': [int(i) for i in local]}
+        self._trace.write(json.dumps(rec) + '\n')
+        self._trace.flush()
+
+
+# ---------------------------------------------------------------------- BasicSR glue
+def loader_prefetch_depth(dataset_opt, num_workers):
+    """Upper bound on how many steps ahead of training BasicSR's loader draws indices."""
+    depth = 2 * num_workers if num_workers > 0 else 0  # torch DataLoader: prefetch_factor 2 per worker
+    mode = dataset_opt.get('prefetch_mode')
+    if mode == 'cpu':
+        depth += int(dataset_opt.get('num_prefetch_queue', 1)) + 1  # PrefetchDataLoader thread queue
+    elif mode == 'cuda':
+        depth += 1  # CUDAPrefetcher preloads one batch
+    return depth
+
+
+def build_sampler(dataset, opt):
+    """Build ``opt['datasets']['train']['sampler']`` from :data:`SAMPLER_REGISTRY` for ``dataset``."""
+    ds_opt = opt['datasets']['train']
+    sampler_opt = dict(ds_opt['sampler'])
+    name = sampler_opt.pop('type', 'TripleDCurriculumSampler')
+    try:
+        cls = SAMPLER_REGISTRY.get(name)
+    except KeyError:
+        raise KeyError(f'datasets.train.sampler.type {name!r} is not registered; known: '
+                       f'{sorted(k for k, _ in SAMPLER_REGISTRY)}. Register yours with '
+                       f'@SAMPLER_REGISTRY.register() from tripled_basicsr.data.curriculum_sampler.') from None
+    dist = bool(opt.get('dist'))
+    num_gpu = opt.get('num_gpu', 0) or 0
+    mult = 1 if dist or num_gpu == 0 else num_gpu  # build_dataloader's non-dist DataParallel batch
+    batch_size = int(ds_opt['batch_size_per_gpu']) * mult
+    num_workers = int(ds_opt.get('num_worker_per_gpu', 0)) * mult
+    seed = opt.get('manual_seed') or 0
+    tdist, world = _dist_world()
+    if tdist is not None and world > 1:  # manual_seed: ~ gives every rank its own random seed
+        t = torch.tensor([int(seed)], dtype=torch.int64, device=_dist_device(tdist))
+        tdist.broadcast(t, src=0)
+        seed = int(t.item())
+    return cls(dataset, num_replicas=opt.get('world_size', 1), rank=opt.get('rank', 0), batch_size=batch_size,
+               total_iter=int(opt['train']['total_iter']), seed=seed,
+               enlarge_ratio=ds_opt.get('dataset_enlarge_ratio', 1),
+               prefetch_depth=loader_prefetch_depth(ds_opt, num_workers), **sampler_opt)
+
+
+def _iter_of_state_path(path):
+    try:
+        return int(float(os.path.basename(path).split('.state')[0]))
+    except ValueError:
+        return int(torch.load(path, map_location='cpu', weights_only=False)['iter'])
+
+
+def create_train_val_dataloader(stock, opt, logger):
+    """Stock ``create_train_val_dataloader``, then (only with ``datasets.train.sampler``) the
+    train loader rebuilt around a registered sampler. Called by compat's wrapper."""
+    result = stock(opt, logger)
+    set_active_sampler(None)
+    ds_opt = (opt.get('datasets') or {}).get('train') or {}
+    if not ds_opt.get('sampler'):
+        return result
+    train_loader, _, val_loaders, total_epochs, total_iters = result
+    from basicsr.data import build_dataloader
+    train_set = train_loader.dataset
+    sampler = build_sampler(train_set, opt)
+    resume = (opt.get('path') or {}).get('resume_state')
+    if resume:  # position the curriculum even for models that do not save its state (stock SRModel)
+        sampler.start_at(_iter_of_state_path(resume))
+    train_loader = build_dataloader(train_set, ds_opt, num_gpu=opt['num_gpu'], dist=opt['dist'], sampler=sampler,
+                                    seed=opt['manual_seed'])
+    set_active_sampler(sampler)
+    s = sampler
+    logger.info(f'Curriculum sampler {type(s).__name__}: {len(s.stage1_pool)} of {s.num_samples} samples in '
+                f'stage 1; stage 2 from iteration {s.stage2_start + 1} (ramp {s.ramp}); weights '
+                f'exp(({s.a} * complexity + {s.b} * uncertainty) / {s.temperature}), floor {s.floor}; online '
+                f'uncertainty {"on" if s.online else "off"} (ema {s.ema_decay}, mix {s.online_mix}, feedback '
+                f'delay {s.feedback_delay}); seed {s.seed}.' if isinstance(s, TripleDCurriculumSampler) else
+                f'Sampler {type(s).__name__} for datasets.train.')
+    model_type = opt.get('model_type', '')
+    if isinstance(s, TripleDCurriculumSampler) and s.online and 'TripleD' not in str(model_type):
+        logger.info(f'model_type {model_type} does not feed losses back: online uncertainty stays offline '
+                    f'(use model_type: TripleDModel).')
+    return train_loader, sampler, val_loaders, total_epochs, total_iters
