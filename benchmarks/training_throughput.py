@@ -190,7 +190,7 @@ def main():
             shutil.rmtree(tmp, ignore_errors=True)
     print(f'\ntripled_uhd.yml shrunk: {args.pairs} pairs {w}x{h}, patch {args.patch}, batch {args.batch}, '
           f'workers {args.workers}, {args.iters} iterations, device {args.device}\n')
-    print(f'| variant | it/s | samples/s | data-wait fraction |\n|---|---:|---:|---:|')
+    print('| variant | it/s | samples/s | data-wait fraction |\n|---|---:|---:|---:|')
     for v, r in results.items():
         print(f'| {v} | {r["it_per_s"]:.2f} | {r["samples_per_s"]:.2f} | {r["data_wait"]:.2f} |')
     cost = sampler_cost()

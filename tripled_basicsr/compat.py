@@ -162,7 +162,6 @@ def _wrap_model_to_device(stock):
         return stock
 
     def model_to_device(self, net):
-        import torch
         if self.opt.get('dist') and self.device.type == 'cpu':
             from torch.nn.parallel import DistributedDataParallel
             return DistributedDataParallel(

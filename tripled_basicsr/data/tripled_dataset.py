@@ -11,7 +11,7 @@ from basicsr.utils.color_util import bgr2ycbcr
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data as data
 
-from tripled_basicsr.data.distilled_format import read_meta, tile_grid, tile_key
+from tripled_basicsr.data.distilled_format import read_meta, tile_key
 
 
 _ENVS = {}

@@ -43,15 +43,6 @@ RNG_KEY = 'tripled_rng'
 class TripleDModel(SRModel):
     """SRModel that feeds per-sample losses to the curriculum sampler and checkpoints it."""
 
-    def model_to_device(self, net):
-        # stock wraps DDP with device_ids=[torch.cuda.current_device()], which raises on CPU;
-        # CPU DDP (gloo, e.g. 2-process tests) needs device_ids=None
-        if self.opt['dist'] and self.device.type == 'cpu':
-            from torch.nn.parallel import DistributedDataParallel
-            return DistributedDataParallel(net.to(self.device),
-                                           find_unused_parameters=self.opt.get('find_unused_parameters', False))
-        return super().model_to_device(net)
-
     def init_training_settings(self):
         super().init_training_settings()
         cur_opt = self.opt['train'].get('curriculum') or {}
