@@ -1,0 +1,141 @@
+"""Batched, differentiable MATLAB ``imresize`` (bicubic, antialiased).
+
+MATLAB resizes each dimension with a sparse weight matrix built by ``contributions()``
+(cubic kernel a = -0.5, kernel widened by 1/scale when downscaling with antialiasing,
+symmetric boundary extension by index mirroring). We build the same weights once per
+(length, scale) in float64 numpy and apply them along H, then W, as a sum of P
+weighted gathers (P = 10 taps at scale 0.5), i.e. out = A_h @ X @ A_w^T with the sparse
+A of MATLAB. This equals MATLAB's result for double input
+(no clipping or rounding) up to float rounding, works for any input size (the mirroring
+is modular, unlike BasicSR's ``imresize`` which needs at least a few pixels per side and
+computes in float32), and is linear, hence differentiable.
+"""
+import math
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+
+def _cubic(x):
+    ax = np.abs(x)
+    ax2 = ax * ax
+    ax3 = ax2 * ax
+    return ((1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1) + (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2)))
+
+
+@lru_cache(maxsize=64)
+def contributions(in_length, out_length, scale, antialiasing=True):
+    """MATLAB imresize's ``contributions``: (weights, indices), both (out_length, P), float64 / int64.
+
+    ``indices`` are 0-based and already mirrored into [0, in_length) (MATLAB's
+    ``aux = [1:in, in:-1:1]`` modular mirroring).
+    """
+    kernel_width = 4.0
+    if scale < 1 and antialiasing:
+        kernel = lambda t: scale * _cubic(scale * t)  # noqa: E731
+        kernel_width = kernel_width / scale
+    else:
+        kernel = _cubic
+    x = np.arange(1, out_length + 1, dtype=np.float64)
+    u = x / scale + 0.5 * (1 - 1 / scale)
+    left = np.floor(u - kernel_width / 2)
+    p = int(math.ceil(kernel_width)) + 2
+    indices = left[:, None] + np.arange(p)[None, :]
+    weights = kernel(u[:, None] - indices)
+    weights = weights / weights.sum(1, keepdims=True)
+    aux = np.concatenate([np.arange(1, in_length + 1), np.arange(in_length, 0, -1)])
+    indices = aux[np.mod(indices.astype(np.int64) - 1, len(aux))] - 1
+    weights.setflags(write=False)
+    indices.setflags(write=False)
+    return weights, indices
+
+
+def resize_matrix(in_length, out_length, scale, antialiasing=True):
+    """Dense (out_length, in_length) float64 matrix of MATLAB imresize's weights (for tests/inspection)."""
+    weights, indices = contributions(in_length, out_length, float(scale), antialiasing)
+    mat = np.zeros((out_length, in_length), dtype=np.float64)
+    rows = np.repeat(np.arange(out_length), weights.shape[1])
+    np.add.at(mat, (rows, indices.ravel()), weights.ravel())
+    return mat
+
+
+@lru_cache(maxsize=64)
+def _regular_plan(in_length, out_length, scale, antialiasing):
+    """(taps, first, step) when every output uses the same weights on input indices
+    first + step * i + k (before mirroring) - true for scale 0.5 - else None."""
+    kernel_width = 4.0 / scale if (scale < 1 and antialiasing) else 4.0
+    kernel = (lambda t: scale * _cubic(scale * t)) if (scale < 1 and antialiasing) else _cubic  # noqa: E731
+    x = np.arange(1, out_length + 1, dtype=np.float64)
+    u = x / scale + 0.5 * (1 - 1 / scale)
+    left = np.floor(u - kernel_width / 2)
+    p = int(math.ceil(kernel_width)) + 2
+    dist = u[:, None] - (left[:, None] + np.arange(p)[None, :])
+    step = np.diff(left)
+    if out_length < 2 or not np.all(step == step[0]) or step[0] != round(step[0]):
+        return None
+    if not np.all(dist == dist[0]):
+        return None
+    w = kernel(dist[0])
+    w = w / w.sum()
+    keep = np.nonzero(w)[0]
+    w = w[keep[0]:keep[-1] + 1]
+    first = int(left[0]) - 1 + int(keep[0])  # 0-based, may be negative (mirrored)
+    return tuple(float(v) for v in w), first, int(step[0])
+
+
+def _mirror_index(idx, n):
+    period = 2 * n
+    m = np.mod(idx, period)
+    return np.where(m < n, m, period - 1 - m)
+
+
+def _resize_dim(x, dim, out_length, scale, antialiasing):
+    n = x.shape[dim]
+    plan = _regular_plan(n, out_length, scale, antialiasing)
+    if plan is not None:
+        taps, first, step = plan
+        last = first + step * (out_length - 1) + len(taps) - 1
+        lo, hi = max(0, -first), max(0, last - (n - 1))
+        if lo or hi:  # symmetric extension (MATLAB's index mirroring), only the few border lines
+            parts = []
+            if lo:
+                parts.append(x.index_select(dim, torch.from_numpy(_mirror_index(np.arange(-lo, 0), n)).to(x.device)))
+            parts.append(x)
+            if hi:
+                parts.append(x.index_select(dim, torch.from_numpy(_mirror_index(np.arange(n, n + hi), n)).to(
+                    x.device)))
+            x = torch.cat(parts, dim)
+        start = first + lo
+        out = None
+        for k, wk in enumerate(taps):
+            sl = x.narrow(dim, start + k, step * (out_length - 1) + 1)
+            if step != 1:
+                index = [slice(None)] * x.ndim
+                index[dim] = slice(None, None, step)
+                sl = sl[tuple(index)]
+            out = sl * wk if out is None else out.add_(sl, alpha=wk)
+        return out
+    weights, indices = contributions(n, out_length, scale, antialiasing)
+    keep = np.any(weights != 0, axis=0)  # MATLAB drops all-zero tap columns
+    w = torch.from_numpy(weights[:, keep].copy()).to(dtype=x.dtype, device=x.device)
+    idx = torch.from_numpy(indices[:, keep].copy()).to(device=x.device)
+    shape = [1] * x.ndim
+    shape[dim] = out_length
+    out = None
+    for k in range(w.shape[1]):
+        term = x.index_select(dim, idx[:, k]) * w[:, k].view(shape)
+        out = term if out is None else out + term
+    return out
+
+
+def imresize(x, scale, antialiasing=True):
+    """MATLAB ``imresize(x, scale)`` (bicubic) for tensors (..., H, W), batched, differentiable.
+
+    Output size is ceil(scale * H) x ceil(scale * W), as in MATLAB. Values are not clipped.
+    Computed in ``x.dtype`` (use float64 for MATLAB-level agreement).
+    """
+    h, w = x.shape[-2:]
+    oh, ow = int(math.ceil(scale * h)), int(math.ceil(scale * w))
+    x = _resize_dim(x, x.ndim - 2, oh, float(scale), antialiasing)
+    return _resize_dim(x, x.ndim - 1, ow, float(scale), antialiasing)
