@@ -66,3 +66,33 @@ def run_py(args, cwd, env=None, timeout=600):
     full_env.update(env or {})
     return subprocess.run([sys.executable] + list(args), cwd=str(cwd), env=full_env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope='module')
+def one_thread():
+    """Many small tensor ops (IQA, gradcheck): intra-op threads only add overhead on a busy 2-core box."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def pink_image(seed, h, w, beta=1.5, noise=0.0, as_float=False, max_255=False):
+    """Natural-image-like 1/f^beta grey image in 0..255 (uint8 unless ``as_float``).
+
+    ``max_255`` sets one pixel to 255 so the maximum is exactly 255 (where MATLAB-reference
+    ports agree with MATLAB)."""
+    rng = np.random.default_rng(seed)
+    fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing='ij')
+    r = np.sqrt(fx**2 + fy**2)
+    r[0, 0] = 1
+    x = np.real(np.fft.ifft2((rng.normal(size=(h, w)) + 1j * rng.normal(size=(h, w))) / r**beta))
+    x = 128 + 45 * (x - x.mean()) / x.std() + noise * rng.normal(size=(h, w))
+    x = np.clip(x, 0, 255)
+    if as_float:
+        return x
+    x = np.round(x)
+    if max_255:
+        x[0, 0] = 255
+    return x.astype(np.uint8)

@@ -3,29 +3,13 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import pink_image as _pink
 from tripled_basicsr.iqa import FEATURE_NAMES, brisque_features, piqe
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """These tests run many small tensor ops; intra-op threads only add overhead on a busy CI box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 IDX = {name: i for i, name in enumerate(FEATURE_NAMES)}
-
-
-def _pink(seed, h, w, beta=1.5, noise=0.0, as_float=False):
-    rng = np.random.default_rng(seed)
-    fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing='ij')
-    r = np.sqrt(fx**2 + fy**2)
-    r[0, 0] = 1
-    x = np.real(np.fft.ifft2((rng.normal(size=(h, w)) + 1j * rng.normal(size=(h, w))) / r**beta))
-    x = 128 + 45 * (x - x.mean()) / x.std() + noise * rng.normal(size=(h, w))
-    x = np.clip(x, 0, 255)
-    return x if as_float else np.round(x).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- PIQE known values

@@ -9,12 +9,7 @@ from basicsr.utils.registry import METRIC_REGISTRY
 from tripled_basicsr.iqa import brisque_features, brisque_score, load_brisque_model, piqe
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _img(seed=0, h=48, w=64):

@@ -11,29 +11,16 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import pink_image
 from tripled_basicsr.iqa import brisque_features, imresize, piqe
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """These tests run many small tensor ops; intra-op threads only add overhead on a busy CI box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 
 def _pink(seed, h, w, beta=1.5, noise=0.0):
-    """Natural-image-like 1/f^beta grey image, integer values, max exactly 255."""
-    rng = np.random.default_rng(seed)
-    fy, fx = np.meshgrid(np.fft.fftfreq(h), np.fft.fftfreq(w), indexing='ij')
-    r = np.sqrt(fx**2 + fy**2)
-    r[0, 0] = 1
-    x = np.real(np.fft.ifft2((rng.normal(size=(h, w)) + 1j * rng.normal(size=(h, w))) / r**beta))
-    x = 128 + 45 * (x - x.mean()) / x.std() + noise * rng.normal(size=(h, w))
-    x = np.clip(np.round(x), 0, 255)
-    x[0, 0] = 255
-    return x.astype(np.uint8)
+    """Integer grey image with maximum exactly 255."""
+    return pink_image(seed, h, w, beta, noise, max_255=True)
 
 
 def _with_flat_patch(img):

@@ -5,13 +5,7 @@ import torch
 from tripled_basicsr.iqa import (brisque_feature_maps, brisque_features, normalize_feature_maps, piqe,
                                  piqe_feature_maps)
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """These tests run many small tensor ops; intra-op threads only add overhead on a busy CI box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 
