@@ -1,0 +1,134 @@
+"""`torchrun --nproc_per_node=2` (gloo, CPU) gives the same subset as one process; the
+output trains under BasicSR; the CLI reports errors cleanly."""
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import yaml
+
+from tripled_basicsr.distill._testing import tiny_options, write_pairs
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def meta(out):
+    with open(os.path.join(out, 'tripled_meta.json'), encoding='utf-8') as f:
+        return json.load(f)
+
+
+def write_opt(path, opt):
+    with open(path, 'w', encoding='utf-8') as f:
+        yaml.safe_dump(opt, f)
+    return path
+
+
+def env():
+    e = dict(os.environ, OMP_NUM_THREADS='1', HF_HUB_OFFLINE='1')
+    e.pop('TRIPLED_DISTILL_INTERRUPT_AFTER', None)
+    return e
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp('distill_dist_src')
+    return write_pairs(str(root), num=40, size=48, seed=3)
+
+
+def test_two_process_gloo_equals_single_process(data, tmp_path):
+    gt, lq = data
+    single, multi = str(tmp_path / 'single'), str(tmp_path / 'multi')
+    o1 = write_opt(tmp_path / 'single.yml', tiny_options(gt, lq, single))
+    o2 = write_opt(tmp_path / 'multi.yml', tiny_options(gt, lq, multi))
+    r = subprocess.run([sys.executable, '-m', 'tripled_basicsr.distill', '-opt', str(o1), '--quiet'],
+                       capture_output=True, text=True, env=env(), timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--nnodes=1',
+                        f'--master_port={free_port()}', '-m', 'tripled_basicsr.distill', '-opt', str(o2), '--quiet'],
+                       capture_output=True, text=True, env=env(), timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    m1, m2 = meta(single), meta(multi)
+    assert m2['summary']['features']['world_size'] == 2 and m1['summary']['features']['world_size'] == 1
+    assert [s['key'] for s in m1['samples']] == [s['key'] for s in m2['samples']]
+    for a, b in zip(m1['samples'], m2['samples']):
+        assert a['stage'] == b['stage'] and a['cluster'] == b['cluster']
+        assert abs(a['complexity'] - b['complexity']) < 1e-6 and abs(a['uncertainty'] - b['uncertainty']) < 1e-6
+    f1 = np.fromfile(single + '.work/features.f16', np.float16).astype(np.float32)
+    f2 = np.fromfile(multi + '.work/features.f16', np.float16).astype(np.float32)
+    np.testing.assert_allclose(f1, f2, atol=2e-3)
+
+
+def test_cli_error_is_one_clear_line(data, tmp_path):
+    gt, lq = data
+    opt = write_opt(tmp_path / 'bad.yml', tiny_options(gt, lq, str(tmp_path / 'o'), selection={'ratio': 0.001}))
+    r = subprocess.run([sys.executable, '-m', 'tripled_basicsr.distill', '-opt', str(opt), '--quiet'],
+                       capture_output=True, text=True, env=env(), timeout=120)
+    assert r.returncode == 2
+    assert 'selection.ratio 0.001 of 40 pairs' in r.stderr and 'Traceback' not in r.stderr
+
+
+def test_output_trains_with_stock_basicsr(data, tmp_path):
+    gt, lq = data
+    out = str(tmp_path / 'distilled')
+    from tripled_basicsr.distill import run_distill
+    run_distill(tiny_options(gt, lq, out, selection={'ratio': 0.5}), progress=False)
+    train = {
+        'name': 'distill_train_smoke', 'model_type': 'SRModel', 'scale': 1, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': {'train': {'name': 'tripled', 'type': 'TripleDDataset', 'dataroot': out,
+                               'io_backend': {'type': 'lmdb'}, 'gt_size': 32, 'use_hflip': True, 'use_rot': True,
+                               'num_worker_per_gpu': 0, 'batch_size_per_gpu': 4, 'dataset_enlarge_ratio': 1,
+                               'prefetch_mode': None}},
+        'network_g': {'type': 'SRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_conv': 2,
+                      'upscale': 1, 'act_type': 'prelu'},
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 1e-3}, 'scheduler': {'type': 'MultiStepLR',
+                  'milestones': [100], 'gamma': 0.5}, 'total_iter': 3, 'warmup_iter': -1,
+                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}},
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': 1000, 'use_tb_logger': False, 'wandb': None},
+        'dist_params': {'backend': 'gloo', 'port': 29500},
+    }
+    opt = write_opt(tmp_path / 'train.yml', train)
+    e = env()
+    e['TRIPLED_BASICSR_ROOT'] = str(tmp_path)
+    r = subprocess.run([sys.executable, '-m', 'tripled_basicsr.train', '-opt', str(opt)], capture_output=True,
+                       text=True, env=e, cwd=str(tmp_path), timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert 'End of training' in r.stdout + r.stderr
+
+
+def test_sigkill_mid_features_then_restart_gives_same_output(data, tmp_path):
+    gt, lq = data
+    ref, out = str(tmp_path / 'ref'), str(tmp_path / 'out')
+    from tripled_basicsr.distill import run_distill
+    run_distill(tiny_options(gt, lq, ref), progress=False)
+    opt = write_opt(tmp_path / 'o.yml', tiny_options(gt, lq, out))
+    e = env()
+    e['TRIPLED_DISTILL_INTERRUPT_AFTER'] = '-3'
+    r = subprocess.run([sys.executable, '-m', 'tripled_basicsr.distill', '-opt', str(opt), '--quiet'],
+                       capture_output=True, text=True, env=e, timeout=120)
+    assert r.returncode == -9, r.stderr[-2000:]
+    assert not os.path.exists(out)
+    assert np.fromfile(out + '.work/done.u8', np.uint8).sum() == 24
+    r = subprocess.run([sys.executable, '-m', 'tripled_basicsr.distill', '-opt', str(opt), '--quiet'],
+                       capture_output=True, text=True, env=env(), timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert meta(out)['summary']['features']['resumed_from'] == 24
+    assert [s['key'] for s in meta(out)['samples']] == [s['key'] for s in meta(ref)['samples']]
+
+
+def test_shipped_option_files_are_valid(tmp_path):
+    from tripled_basicsr.distill.options import merge_options
+    from tripled_basicsr.utils.io import load_yaml_safe
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    for name in ('distill_demo.yml', 'distill_uhd.yml'):
+        opt = load_yaml_safe(os.path.join(root, 'options', name))
+        opt['source']['dataroot_gt'] = opt['source']['dataroot_lq'] = str(tmp_path)  # existence not needed here
+        merged = merge_options(opt)
+        assert merged['selection']['type'] == 'tripled' and merged['output']['path']

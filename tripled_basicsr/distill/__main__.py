@@ -1,0 +1,53 @@
+"""``python -m tripled_basicsr.distill -opt options/distill_X.yml`` (also ``tripled-distill``).
+
+Under ``torchrun --nproc_per_node=K -m tripled_basicsr.distill -opt X.yml`` the ranks share
+the feature extraction and rank 0 selects and writes.
+"""
+import argparse
+import sys
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog='python -m tripled_basicsr.distill',
+                                description='TripleD: distil a paired LQ/GT training set into a small, '
+                                            'distribution-aware, curriculum-annotated LMDB subset.')
+    p.add_argument('-opt', '--opt', required=True, help='YAML options (see docs/distill.md)')
+    p.add_argument('--force-overwrite', action='store_true', help='same as output.overwrite: true')
+    p.add_argument('--quiet', action='store_true', help='no progress bars')
+    p.add_argument('--debug', action='store_true', help='show full tracebacks')
+    args = p.parse_args(argv)
+
+    import tripled_basicsr  # noqa: F401  (registers TripleDCalibrator / FeatureDistributionLoss)
+    from tripled_basicsr.distill import run_distill
+    from tripled_basicsr.utils.io import load_yaml_safe
+
+    try:
+        opt = load_yaml_safe(args.opt)
+        if args.force_overwrite:
+            opt.setdefault('output', {})['overwrite'] = True
+        run_distill(opt, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print('\ninterrupted: features computed so far are kept in the work dir; run the same command again to '
+              'resume.', file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001
+        if args.debug:
+            raise
+        print(f'error: {type(exc).__name__}: {exc}', file=sys.stderr)
+        return 2
+    finally:
+        _cleanup_dist()
+    return 0
+
+
+def _cleanup_dist():
+    try:
+        import torch.distributed as tdist
+        if tdist.is_available() and tdist.is_initialized():
+            tdist.destroy_process_group()
+    except Exception:
+        pass
+
+
+if __name__ == '__main__':
+    sys.exit(main())

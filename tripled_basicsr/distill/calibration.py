@@ -1,0 +1,176 @@
+"""Stage 4: the feature-alignment CNN (DESIGN.md 4.6).
+
+A ``TripleDCalibrator`` (ARCH_REGISTRY) predicts a smooth colour/tone transform from each
+subset GT; it is trained so that frozen-ViT features of the calibrated subset match the
+full-set feature bank (``FeatureDistributionLoss``: MMD + optional KL), with an L2
+fidelity term keeping images close to the originals. Features are the global-view
+embeddings (L2-normalised) of the first embedded image kind, exactly as in the bank.
+"""
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class CalibrationWorse(RuntimeError):
+    pass
+
+
+def build_calibrator(net_opt):
+    from basicsr.utils.registry import ARCH_REGISTRY
+    net_opt = dict(net_opt or {'type': 'TripleDCalibrator'})
+    return ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
+
+
+def _embed_norm(backbone, x, mean, std):
+    from tripled_basicsr.distill.backbone import embed
+    f, _ = embed(backbone, x, mean, std)
+    return F.normalize(f, dim=1)
+
+
+@torch.no_grad()
+def embed_all(backbone, imgs, mean, std, device, batch_size=64):
+    out = []
+    for s in range(0, imgs.shape[0], batch_size):
+        out.append(_embed_norm(backbone, imgs[s:s + batch_size].to(device), mean, std).cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def apply_batched(cal, gt, target, device, batch_size=64):
+    outs, outs_gt = [], []
+    for s in range(0, gt.shape[0], batch_size):
+        g = gt[s:s + batch_size].to(device)
+        c = cal.predict(g)
+        outs_gt.append(cal.apply(g, c).cpu())
+        outs.append(cal.apply(target[s:s + batch_size].to(device), c).cpu() if target is not gt else outs_gt[-1])
+    return torch.cat(outs), torch.cat(outs_gt)
+
+
+def psnr(a, b):
+    """Mean PSNR (dB) over images of (B, 3, H, W) tensors in [0, 1]; identical -> 100."""
+    mse = ((a - b) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    return float((10 * torch.log10(1.0 / mse)).clamp_max(100).mean())
+
+
+def train_calibrator(backbone, gt_views, target_views, bank, copt, device='cpu', seed=0, progress=True):
+    """Fit a calibrator; never raises for a worse result (the caller decides).
+
+    Args:
+        backbone: frozen timm model.
+        gt_views (Tensor): (n, 3, S, S) float [0, 1] RGB subset GT global views (calibrator input).
+        target_views (Tensor): (n, 3, S, S) views whose features are aligned (GT or LQ).
+        bank (Tensor): (M, D) L2-normalised full-set features.
+        copt (dict): the ``calibration`` options.
+    With ``keep_best`` (default) the full calibration set is evaluated every ``eval_every``
+    steps and the state with the lowest MMD is kept, the identity included: the result is
+    never worse than the input; ``best_iter == 0`` means no step improved on the identity.
+    Returns:
+        (calibrator in eval mode on CPU, report dict with mmd_before, mmd_after, best_iter, psnr_views, ...)
+    """
+    from tqdm import tqdm
+
+    from tripled_basicsr.distill.backbone import normalization
+    from tripled_basicsr.distill.mmd import median_bandwidth, mmd_rbf
+    from tripled_basicsr.losses.distribution_loss import FeatureDistributionLoss
+
+    t0 = time.time()
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    device = torch.device(device)
+    backbone = backbone.to(device).eval()
+    mean, std = normalization(backbone)
+    cal = build_calibrator(copt.get('network')).to(device)
+    bank = bank.float()
+    bw = median_bandwidth(bank)
+    loss_fn = FeatureDistributionLoss(mmd_weight=copt['mmd_weight'], kl_weight=copt['kl_weight'], bandwidth=bw)
+    bank_dev = bank.to(device)
+    before_feats = embed_all(backbone, target_views, mean, std, device)
+    mmd_before = float(mmd_rbf(before_feats, bank, bw))
+    optim = torch.optim.Adam(cal.parameters(), lr=float(copt['lr']))
+    n = gt_views.shape[0]
+    bs = min(int(copt['batch_size']), n)
+    bank_bs = min(int(copt.get('bank_batch', 1024)), bank.shape[0])
+    iters = int(copt['iters'])
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(iters, 1))))
+    same = target_views is gt_views
+    losses = []
+    keep_best = bool(copt.get('keep_best', True))
+    eval_every = int(copt.get('eval_every') or max(1, iters // 5))
+
+    def evaluate():
+        cal.eval()
+        out, out_gt = apply_batched(cal, gt_views, target_views, device)
+        cal.train()
+        return float(mmd_rbf(embed_all(backbone, out, mean, std, device), bank, bw)), out_gt
+
+    import copy
+    best = (mmd_before, copy.deepcopy(cal.state_dict()), 0)  # the identity is a candidate too
+    bar = tqdm(range(iters), desc='calibration', unit='it', disable=not progress, dynamic_ncols=True)
+    for it in bar:
+        idx = torch.randperm(n, generator=g)[:bs]
+        bidx = torch.randperm(bank.shape[0], generator=g)[:bank_bs]
+        gt = gt_views[idx].to(device)
+        coeffs = cal.predict(gt)
+        out_gt = cal.apply(gt, coeffs)
+        out = out_gt if same else cal.apply(target_views[idx].to(device), coeffs)
+        feats = _embed_norm(backbone, out, mean, std)
+        dist_loss = loss_fn(feats, bank_dev[bidx])
+        fid = F.mse_loss(out_gt, gt)
+        loss = dist_loss + float(copt['fidelity_weight']) * fid
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        if keep_best and ((it + 1) % eval_every == 0 or it + 1 == iters):
+            m, _ = evaluate()
+            if m < best[0]:
+                best = (m, copy.deepcopy(cal.state_dict()), it + 1)
+            bar.set_postfix(loss=f'{losses[-1]:.4g}', mmd=f'{m:.4g}', best=f'{best[0]:.4g}')
+        else:
+            bar.set_postfix(loss=f'{losses[-1]:.4g}')
+    bar.close()
+    if keep_best:
+        cal.load_state_dict(best[1])
+    cal.eval()
+    mmd_after, out_gt = evaluate()
+    cal.eval()
+    report = {'mmd_before': mmd_before, 'mmd_after': mmd_after, 'bandwidth': bw, 'iters': iters,
+              'best_iter': best[2] if keep_best else iters, 'keep_best': keep_best,
+              'images': int(n), 'bank_size': int(bank.shape[0]), 'psnr_views': psnr(out_gt, gt_views),
+              'loss_first': losses[0] if losses else None, 'loss_last': losses[-1] if losses else None,
+              'seconds': time.time() - t0}
+    return cal.cpu().eval(), report
+
+
+@torch.no_grad()
+def calibrate_pair(cal, gt_bgr, lq_bgr, strip=1024):
+    """Apply a trained calibrator to one full-resolution pair (uint8 BGR) -> (gt, lq) uint8 BGR.
+
+    The coefficients are predicted from the GT; the transform is applied in horizontal
+    strips so 4K images stay within a few hundred MB.
+    """
+    def to_t(img):
+        return torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1])).permute(2, 0, 1)[None].float().div_(255)
+
+    def run(img, coeffs):
+        h = img.shape[0]
+        out = np.empty_like(img)
+        for top in range(0, h, strip):
+            bottom = min(h, top + strip)
+            t = to_t(img[top:bottom])
+            o = cal.apply(t, coeffs, rows=(top, bottom, h))
+            out[top:bottom] = (o[0].permute(1, 2, 0).numpy()[:, :, ::-1] * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+        return out
+
+    small = gt_bgr
+    if max(gt_bgr.shape[:2]) > 4 * cal.in_size:  # the CNN sees in_size px anyway: shrink first, cheaply
+        import cv2
+        f = 4 * cal.in_size / max(gt_bgr.shape[:2])
+        small = cv2.resize(gt_bgr, (max(1, round(gt_bgr.shape[1] * f)), max(1, round(gt_bgr.shape[0] * f))),
+                           interpolation=cv2.INTER_AREA)
+    coeffs = cal.predict(to_t(small))
+    return run(gt_bgr, coeffs), run(lq_bgr, coeffs)

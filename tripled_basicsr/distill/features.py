@@ -1,0 +1,408 @@
+"""Stage 1: decode at reduced size, embed with the frozen ViT, store float16 features on disk.
+
+The work dir (``{output.path}.work`` unless ``work_dir`` is set) holds::
+
+    state.json     what the features depend on (options, source keys); checked on resume
+    features.f16   np.memmap float16 (N, V, D): V views per pair (image kinds x (1 + local_views))
+    stats.f32      np.memmap float32 (N, 3): entropy, gradient, token_var of each pair
+    done.u8        np.memmap uint8 (N,): 0 to do, 1 embedded, 2 skipped (on_error: skip)
+    errors.json    {index: message} of skipped pairs
+
+Rows are flushed before the done-mask that marks them, so after a kill (Ctrl-C, SIGKILL)
+a restart embeds exactly the pairs not yet marked. Work is split in rounds of
+``world_size`` batches of ``batch_size`` consecutive remaining indices; rank r embeds the
+r-th batch of each round and results are gathered with ``mmengine.dist`` to rank 0, which
+writes them. A single process runs the same loop with world_size 1, and batch
+composition does not depend on the world size.
+"""
+import hashlib
+import json
+import os
+import struct
+import time
+
+import cv2
+import numpy as np
+import torch
+
+from tripled_basicsr.utils.img import to_bgr_uint8
+
+STATE_FILE = 'state.json'
+STATE_VERSION = 1
+KINDS = {'gt': ('gt',), 'lq': ('lq',), 'both': ('gt', 'lq')}
+
+
+class WorkDirMismatch(RuntimeError):
+    pass
+
+
+class FeatureError(RuntimeError):
+    pass
+
+
+# ---------------------------------------------------------------- decoding
+def image_size(buf):
+    """(h, w) from a PNG/JPEG/BMP header without decoding; None when unknown."""
+    b = bytes(buf[:64]) if len(buf) >= 24 else b''
+    if b.startswith(b'\x89PNG\r\n\x1a\n') and b[12:16] == b'IHDR':
+        w, h = struct.unpack('>II', b[16:24])
+        return h, w
+    if b.startswith(b'BM') and len(b) >= 26:
+        w, h = struct.unpack('<ii', b[18:26])
+        return abs(h), w
+    if b.startswith(b'\xff\xd8'):
+        mv = memoryview(buf)
+        i, n = 2, len(buf)
+        while i + 9 < n:
+            if mv[i] != 0xFF:
+                i += 1
+                continue
+            marker = mv[i + 1]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+                i += 1 if marker == 0xFF else 2
+                continue
+            seg = struct.unpack('>H', bytes(mv[i + 2:i + 4]))[0]
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                h, w = struct.unpack('>HH', bytes(mv[i + 5:i + 9]))
+                return h, w
+            i += 2 + seg
+    return None
+
+
+def is_jpeg(buf):
+    return len(buf) > 3 and bytes(buf[:2]) == b'\xff\xd8'
+
+
+def decode_reduced(buf, target_short, name='image'):
+    """Decode to HxWx3 uint8 BGR with short side ~= ``target_short`` (never upscaled).
+
+    JPEGs use libjpeg's DCT-domain reduction (cv2.IMREAD_REDUCED_COLOR_2/4/8), which is
+    several times faster than a full decode of a 4K frame; other formats are decoded fully
+    and shrunk with INTER_AREA.
+    """
+    arr = np.frombuffer(buf, np.uint8)
+    img = None
+    if is_jpeg(buf):
+        hw = image_size(buf)
+        flag = cv2.IMREAD_COLOR
+        if hw is not None:
+            short = min(hw)
+            for f, fl in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                          (2, cv2.IMREAD_REDUCED_COLOR_2)):
+                if short // f >= target_short:
+                    flag = fl
+                    break
+        img = cv2.imdecode(arr, flag)
+    else:
+        img = cv2.imdecode(arr, cv2.IMREAD_UNCHANGED) if len(arr) else None
+    img = to_bgr_uint8(img, name)
+    h, w = img.shape[:2]
+    if min(h, w) > target_short:
+        s = target_short / min(h, w)
+        img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return img
+
+
+def make_views(img, input_size, local_views, rng):
+    """Global view (whole image resized to S x S) + ``local_views`` random S x S crops.
+
+    Returns (1 + local_views, S, S, 3) uint8 RGB.
+    """
+    s = int(input_size)
+    h, w = img.shape[:2]
+    interp = cv2.INTER_AREA if min(h, w) >= s else cv2.INTER_CUBIC
+    views = [cv2.resize(img, (s, s), interpolation=interp)]
+    if local_views:
+        base = img
+        if min(h, w) < s:
+            f = s / min(h, w)
+            base = cv2.resize(img, (max(s, round(w * f)), max(s, round(h * f))), interpolation=cv2.INTER_CUBIC)
+        bh, bw = base.shape[:2]
+        for _ in range(int(local_views)):
+            y, x = int(rng.integers(0, bh - s + 1)), int(rng.integers(0, bw - s + 1))
+            views.append(base[y:y + s, x:x + s])
+    return np.stack([v[:, :, ::-1] for v in views])
+
+
+class EmbedInputs(torch.utils.data.Dataset):
+    """Decodes pair ``i`` into its views; errors are returned, not raised (the caller
+    applies ``on_error``)."""
+
+    def __init__(self, source, kinds, input_size, local_views, decode_size, seed):
+        self.source, self.kinds = source, kinds
+        self.input_size, self.local_views, self.decode_size = int(input_size), int(local_views), int(decode_size)
+        self.seed = int(seed)
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        src = self.source
+        v = (1 + self.local_views) * len(self.kinds)
+        empty = np.zeros((v, self.input_size, self.input_size, 3), np.uint8)
+        try:
+            bufs = {w: src.read_bytes(i, w) for w in ('gt', 'lq')}
+            sizes = {}
+            for w in ('gt', 'lq'):
+                if not bufs[w]:
+                    raise ValueError(f'{src.source_path(i, w)}: empty file.')
+                sizes[w] = image_size(bufs[w])
+            views, stats = [], None
+            for k_id, w in enumerate(self.kinds):
+                img = decode_reduced(bufs[w], self.decode_size, src.source_path(i, w))
+                rng = np.random.default_rng([self.seed, i, k_id])
+                views.append(make_views(img, self.input_size, self.local_views, rng))
+                if stats is None:
+                    from tripled_basicsr.distill.scoring import image_stats
+                    stats = image_stats(img)
+            for w in ('gt', 'lq'):  # sizes of images not decoded: from headers, else decode fully
+                if sizes[w] is None:
+                    sizes[w] = to_bgr_uint8(cv2.imdecode(np.frombuffer(bufs[w], np.uint8), cv2.IMREAD_UNCHANGED),
+                                            src.source_path(i, w)).shape[:2]
+            (gh, gw), (lh, lw), s = sizes['gt'], sizes['lq'], src.scale
+            if lh * s != gh or lw * s != gw:
+                raise ValueError(f'pair {src.keys[i]!r}: LQ {src.source_path(i, "lq")} is {lw}x{lh} but GT is '
+                                 f'{gw}x{gh}; with scale {s} LQ must be GT / {s}.')
+            return i, torch.from_numpy(np.concatenate(views)), torch.tensor([stats['entropy'], stats['gradient']]), ''
+        except Exception as exc:  # noqa: BLE001 - reported per item, on_error decides
+            return i, torch.from_numpy(empty), torch.zeros(2), f'{type(exc).__name__}: {exc}'
+
+
+def _collate(items):
+    idx = torch.tensor([it[0] for it in items], dtype=torch.long)
+    return idx, torch.stack([it[1] for it in items]), torch.stack([it[2] for it in items]), [it[3] for it in items]
+
+
+# ---------------------------------------------------------------- work dir
+def fingerprint(values):
+    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _flat(d, prefix=''):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f'{prefix}{k}.'))
+        else:
+            out[f'{prefix}{k}'] = v
+    return out
+
+
+class FeatureStore:
+    """The memory-mapped arrays of a work dir (see module docstring)."""
+
+    def __init__(self, work, n, v, d, depends_on, rank=0):
+        self.work, self.n, self.v, self.d = work, int(n), int(v), int(d)
+        self.paths = {k: os.path.join(work, f) for k, f in
+                      (('feat', 'features.f16'), ('stats', 'stats.f32'), ('done', 'done.u8'),
+                       ('errors', 'errors.json'), ('state', STATE_FILE))}
+        state = {'state_version': STATE_VERSION, 'num_pairs': self.n, 'views': self.v, 'dim': self.d,
+                 'depends_on': depends_on}
+        if rank == 0:
+            os.makedirs(work, exist_ok=True)
+            if os.path.isfile(self.paths['state']):
+                self._check_resume(state)
+            else:
+                for k in ('feat', 'stats', 'done', 'errors'):
+                    if os.path.exists(self.paths[k]):
+                        os.remove(self.paths[k])
+                self._create()
+                tmp = self.paths['state'] + '.tmp'
+                with open(tmp, 'w', encoding='utf-8') as f:
+                    json.dump(state, f, indent=1, default=str)
+                os.replace(tmp, self.paths['state'])
+        self.resumed = None
+
+    def _check_resume(self, state):
+        try:
+            with open(self.paths['state'], encoding='utf-8') as f:
+                old = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise WorkDirMismatch(f'{self.paths["state"]} is unreadable ({exc}); delete the work dir {self.work}.')
+        new_flat = _flat({k: v for k, v in state.items()})
+        old_flat = _flat(old)
+        new_flat = json.loads(json.dumps(new_flat, default=str))
+        changed = [k for k in sorted(set(new_flat) | set(old_flat)) if new_flat.get(k) != old_flat.get(k)]
+        if changed:
+            diffs = '; '.join(f'{k.replace("depends_on.", "")} was {old_flat.get(k)!r}, now {new_flat.get(k)!r}'
+                              for k in changed[:6])
+            raise WorkDirMismatch(
+                f'Work dir {self.work} holds features from a run with different options: {diffs}'
+                f'{" ..." if len(changed) > 6 else ""}. Refusing to resume. Restore the option(s), set another '
+                f'`work_dir`, or delete the work dir to start over.')
+        for k in ('feat', 'stats', 'done'):
+            if not os.path.isfile(self.paths[k]):
+                raise WorkDirMismatch(f'Work dir {self.work} is incomplete ({self.paths[k]} is missing); '
+                                      f'delete it to start over.')
+
+    def _create(self):
+        np.memmap(self.paths['feat'], np.float16, 'w+', shape=(self.n, self.v, self.d)).flush()
+        np.memmap(self.paths['stats'], np.float32, 'w+', shape=(self.n, 3)).flush()
+        np.memmap(self.paths['done'], np.uint8, 'w+', shape=(self.n,)).flush()
+
+    def open(self, mode='r+'):
+        self.feat = np.memmap(self.paths['feat'], np.float16, mode, shape=(self.n, self.v, self.d))
+        self.stats = np.memmap(self.paths['stats'], np.float32, mode, shape=(self.n, 3))
+        self.done = np.memmap(self.paths['done'], np.uint8, mode, shape=(self.n,))
+        return self
+
+    def errors(self):
+        if os.path.isfile(self.paths['errors']):
+            with open(self.paths['errors'], encoding='utf-8') as f:
+                return {int(k): v for k, v in json.load(f).items()}
+        return {}
+
+    def write(self, idx, feats, stats, errors):
+        """Rows first, flushed, then the done-mask: a kill never marks a row that is not on disk."""
+        ok = [j for j, e in enumerate(errors) if not e]
+        if ok:
+            rows = idx[ok]
+            self.feat[rows] = feats[ok]
+            self.stats[rows] = stats[ok]
+            self.feat.flush()
+            self.stats.flush()
+        bad = {int(idx[j]): e for j, e in enumerate(errors) if e}
+        if bad:
+            all_err = self.errors()
+            all_err.update(bad)
+            tmp = self.paths['errors'] + '.tmp'
+            with open(tmp, 'w', encoding='utf-8') as f:
+                json.dump({str(k): v for k, v in sorted(all_err.items())}, f, indent=1)
+            os.replace(tmp, self.paths['errors'])
+        self.done[idx] = np.array([2 if e else 1 for e in errors], np.uint8)
+        self.done.flush()
+
+
+# ---------------------------------------------------------------- extraction
+def resolve_device(device, local_rank=0):
+    if device in (None, 'auto'):
+        if torch.cuda.is_available():
+            return torch.device(f'cuda:{local_rank}')
+        return torch.device('cpu')
+    return torch.device(device)
+
+
+def _round_batches(remaining, batch_size, world):
+    chunks = [remaining[s:s + batch_size] for s in range(0, len(remaining), batch_size)]
+    rounds = -(-len(chunks) // world) if chunks else 0
+    return chunks, rounds
+
+
+def extract_features(source, store, model, fopt, on_error='raise', rank=0, world=1, progress=True,
+                     interrupt_after=None):
+    """Embed every pair not yet done; rank 0 writes. Returns dict of timings/counters.
+
+    ``interrupt_after`` (int | None): raise KeyboardInterrupt after that many rounds, or
+    SIGKILL this process when negative (test hooks for resume; TRIPLED_DISTILL_INTERRUPT_AFTER).
+    """
+    from mmengine import dist
+    from tqdm import tqdm
+
+    from tripled_basicsr.distill.backbone import embed, normalization
+
+    kinds = KINDS[fopt['image']]
+    device = resolve_device(fopt['device'], int(os.environ.get('LOCAL_RANK', 0)))
+    model = model.to(device)
+    mean, std = normalization(model)
+    amp = fopt.get('amp', 'auto')
+    use_amp = device.type == 'cuda' and amp in ('auto', True)
+
+    if rank == 0:
+        store.open('r+')
+        if on_error == 'raise' and (np.asarray(store.done) == 2).any():
+            # pairs skipped by an earlier `on_error: skip` run are retried (and raise if still broken)
+            store.done[np.asarray(store.done) == 2] = 0
+            store.done.flush()
+        remaining = np.flatnonzero(np.asarray(store.done) == 0)
+    else:
+        remaining = None
+    if world > 1:
+        obj = [remaining]
+        torch.distributed.broadcast_object_list(obj, src=0)
+        remaining = obj[0]
+    total_done = store.n - len(remaining)
+    bs = int(fopt['batch_size'])
+    chunks, rounds = _round_batches(remaining, bs, world)
+    mine = [chunks[r * world + rank] if r * world + rank < len(chunks) else np.zeros(0, np.int64)
+            for r in range(rounds)]
+    ds = EmbedInputs(source, kinds, fopt['input_size'], fopt['local_views'], fopt['decode_size'], fopt['seed'])
+    nonempty = [c.tolist() for c in mine if len(c)]
+    workers = int(fopt['num_workers'])
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=nonempty, num_workers=workers, collate_fn=_collate,
+                                         pin_memory=device.type == 'cuda',
+                                         prefetch_factor=4 if workers else None, persistent_workers=False)
+    it = iter(loader)
+    t_forward = 0.0
+    t0 = time.time()
+    bar = tqdm(total=store.n, initial=total_done, desc='features', unit='img', disable=not (progress and rank == 0),
+               dynamic_ncols=True)
+    v_per = (1 + int(fopt['local_views'])) * len(kinds)
+    s = int(fopt['input_size'])
+    try:
+        for r in range(rounds):
+            if len(mine[r]):
+                idx, views, stats, errs = next(it)
+                tf = time.time()
+                x = views.to(device, non_blocking=True).reshape(-1, s, s, 3).permute(0, 3, 1, 2).float().div_(255)
+                with torch.no_grad(), torch.autocast(device.type, enabled=use_amp):
+                    pooled, tvar = embed(model, x, mean, std)
+                pooled = pooled.reshape(len(idx), v_per, -1)
+                tvar = tvar.reshape(len(idx), v_per)[:, 0]
+                feats = pooled.cpu().numpy()
+                if device.type == 'cuda':
+                    torch.cuda.synchronize(device)
+                t_forward += time.time() - tf
+                stats = np.concatenate([stats.numpy(), tvar.cpu().numpy()[:, None]], 1).astype(np.float32)
+                part = (idx.numpy(), feats, stats, errs)
+            else:
+                part = (np.zeros(0, np.int64), np.zeros((0, v_per, store.d), np.float32), np.zeros((0, 3), np.float32),
+                        [])
+            parts = dist.all_gather_object(part) if world > 1 else [part]
+            idx = np.concatenate([p[0] for p in parts])
+            feats = np.concatenate([p[1] for p in parts])
+            stats = np.concatenate([p[2] for p in parts])
+            errs = [e for p in parts for e in p[3]]
+            ok = np.array([not e for e in errs], bool)
+            if ok.any() and not np.isfinite(feats[ok]).all():
+                bad = [int(i) for i, f in zip(idx[ok], feats[ok]) if not np.isfinite(f).all()]
+                raise FeatureError(
+                    f'The backbone produced NaN/inf features for {len(bad)} of {int(ok.sum())} pairs in this batch '
+                    f'(first: {source.keys[bad[0]]!r}). The weights are probably broken (features.checkpoint '
+                    f'{fopt.get("checkpoint")!r}) or half precision overflowed (set features.amp: false).')
+            f16 = feats.astype(np.float16)
+            if ok.any() and not np.isfinite(f16[ok]).all():
+                raise FeatureError('Features overflow float16 (|value| > 65504); the backbone outputs are not '
+                                   'normalised. Use a model with a final norm layer or another checkpoint.')
+            if any(errs) and on_error == 'raise':
+                j = next(j for j, e in enumerate(errs) if e)
+                raise FeatureError(f'Cannot use pair {source.keys[int(idx[j])]!r}: {errs[j]}\n'
+                                   f'Fix or remove the pair, or set `source.on_error: skip` to leave such pairs out '
+                                   f'(they are listed in tripled_meta.json).')
+            if rank == 0:
+                store.write(idx, f16, stats, errs)
+            bar.update(len(idx))
+            if interrupt_after is not None and r + 1 >= abs(interrupt_after) and r + 1 < rounds:
+                if interrupt_after < 0:  # a hard kill: no cleanup, no finally blocks
+                    import signal
+                    os.kill(os.getpid(), signal.SIGKILL)
+                raise KeyboardInterrupt(f'simulated interruption after {r + 1} rounds')
+    finally:
+        bar.close()
+        del it
+    return {'embedded_now': int(len(remaining)), 'resumed_from': int(total_done), 'seconds': time.time() - t0,
+            'forward_seconds': t_forward}
+
+
+def pair_features(feat, kinds_count, views_per_kind, chunk=65536):
+    """(N, V, D) float16 views -> (N, kinds*D) float32 pair features, L2-normalised.
+
+    Views of one image kind are L2-normalised and averaged, kinds are concatenated.
+    """
+    n, v, d = feat.shape
+    out = np.empty((n, kinds_count * d), np.float32)
+    for s in range(0, n, chunk):
+        x = np.asarray(feat[s:s + chunk], np.float32).reshape(-1, kinds_count, views_per_kind, d)
+        x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+        x = x.mean(2).reshape(x.shape[0], -1)
+        out[s:s + chunk] = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    return out

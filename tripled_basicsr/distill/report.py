@@ -1,0 +1,100 @@
+"""Human-readable results: the one-screen text summary, report.png and source_scores.csv."""
+import csv
+
+import numpy as np
+
+
+def _f(x, fmt='.4g'):
+    return 'n/a' if x is None else format(x, fmt)
+
+
+def text_summary(s, out_path):
+    mmd, cal, tm = s['mmd'], s['calibration'], s['timings']
+    lines = [
+        f'TripleD distillation "{s["name"]}" -> {out_path}',
+        f'  pairs       : {s["n"]} of {s["N_usable"]} usable ({100 * s["n"] / s["N_usable"]:.2f} %), '
+        f'{s["N"] - s["N_usable"]} skipped; selection {s["selection"]}, {s["clusters"]} clusters',
+        f'  curriculum  : stage 1 (easy) {s["stage1"]}, stage 2 only {s["stage2"]}',
+        f'  features    : {s["features"]["backbone"]} ({s["features"]["weights"]}), dim {s["features"]["dim"]}, '
+        f'{s["features"]["views_per_pair"]} view(s)/pair, world size {s["features"]["world_size"]}'
+        + (f', resumed at {s["features"]["resumed_from"]}' if s['features']['resumed_from'] else ''),
+        f'  complexity  : {s["complexity"]["type"]}, mean source {s["complexity"]["source_mean"]:.3f} / subset '
+        f'{s["complexity"]["subset_mean"]:.3f}',
+        f'  MMD to source (lower is better): subset {_f(mmd["subset"])} | random {_f(mmd["random_mean"])} '
+        f'+- {_f(mmd["random_std"], ".2g")} ({mmd["random_repeats"]} draws) | top-complexity {_f(mmd["top_complexity"])}',
+    ]
+    if cal.get('enabled'):
+        lines.append(f'  calibration : MMD {_f(cal.get("mmd_before"))} -> {_f(cal.get("mmd_after"))} '
+                     f'({"applied" if cal.get("applied") else "NOT applied"}), fidelity PSNR '
+                     f'{_f(cal.get("psnr_fidelity"), ".2f")} dB, {cal.get("iters")} iters')
+    else:
+        lines.append('  calibration : disabled')
+    order = ('setup', 'features', 'kmeans', 'scoring', 'selection', 'mmd', 'calibration', 'write', 'total')
+    lines.append('  time (s)    : ' + ', '.join(f'{k} {tm[k]:.1f}' for k in order if k in tm))
+    if s['skipped']:
+        lines.append(f'  skipped     : {len(s["skipped"])} (listed in tripled_meta.json summary.skipped)')
+    lines.append(f'  report      : {out_path}/report.png, report.txt, tripled_meta.json')
+    return '\n'.join(lines)
+
+
+def _pca2(x, max_fit=20000, seed=0):
+    rng = np.random.default_rng(seed)
+    fit = x if len(x) <= max_fit else x[rng.choice(len(x), max_fit, replace=False)]
+    mu = fit.mean(0)
+    _, _, vt = np.linalg.svd(fit - mu, full_matrices=False)
+    return (x - mu) @ vt[:2].T
+
+
+def write_report_png(path, feats, c, picked, labels, s, seed=0, max_points=20000):
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    rng = np.random.default_rng([seed, 11])
+    n = len(feats)
+    show = np.arange(n) if n <= max_points else np.sort(rng.choice(n, max_points, replace=False))
+    xy = _pca2(feats, seed=seed)
+    fig, ax = plt.subplots(1, 3, figsize=(17, 5.2))
+    ax[0].scatter(xy[show, 0], xy[show, 1], s=4, c='#bbbbbb', label=f'source (N={s["N_usable"]})', lw=0)
+    ax[0].scatter(xy[picked, 0], xy[picked, 1], s=14, c=labels[picked], cmap='tab20', edgecolors='k', lw=0.3,
+                  label=f'subset (n={len(picked)}), colour = cluster')
+    ax[0].set_title('feature space (PCA of ViT features)')
+    ax[0].legend(loc='best', fontsize=8)
+    bins = np.linspace(0, 1, 21)
+    ax[1].hist(c, bins=bins, density=True, alpha=0.5, color='grey', label='source')
+    ax[1].hist(c[picked], bins=bins, density=True, alpha=0.6, color='C3', label='subset')
+    ax[1].set_title(f'complexity ({s["complexity"]["type"]}, rank-normalised)')
+    ax[1].set_xlabel('c')
+    ax[1].legend(fontsize=8)
+    mmd = s['mmd']
+    names = ['TripleD subset', 'random', 'top complexity']
+    vals = [mmd['subset'], mmd['random_mean'], mmd['top_complexity']]
+    errs = [0, mmd['random_std'], 0]
+    cal = s.get('calibration') or {}
+    if cal.get('enabled') and cal.get('mmd_after') is not None:
+        names += ['calib. before*', 'calib. after*']
+        vals += [cal['mmd_before'], cal['mmd_after']]
+        errs += [0, 0]
+    ax[2].bar(range(len(vals)), vals, yerr=errs, color=['C3', 'grey', 'C1', 'C0', 'C2'][:len(vals)], capsize=4)
+    ax[2].set_xticks(range(len(vals)))
+    ax[2].set_xticklabels(names, rotation=20, fontsize=8)
+    ax[2].set_title('MMD$^2$ to the source (lower = closer)')
+    if len(vals) > 3:
+        ax[2].set_xlabel('* global-view features of the calibration images vs. the full-set bank', fontsize=7)
+    fig.suptitle(f'{s["name"]}: {s["n"]} of {s["N_usable"]} pairs, {s["clusters"]} clusters, '
+                 f'selection {s["selection"]}', fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_scores_csv(path, source, valid, c, u, labels, picked, stats):
+    sel = np.zeros(len(valid), bool)
+    sel[picked] = True
+    with open(path, 'w', newline='', encoding='utf-8') as f:
+        wr = csv.writer(f)
+        wr.writerow(['key', 'source_index', 'complexity', 'uncertainty', 'cluster', 'selected', 'entropy',
+                     'gradient', 'token_var'])
+        for j, gi in enumerate(valid):
+            wr.writerow([source.keys[gi], int(gi), f'{c[j]:.6f}', f'{u[j]:.6f}', int(labels[j]), int(sel[j]),
+                         f'{stats["entropy"][j]:.5f}', f'{stats["gradient"][j]:.6f}', f'{stats["token_var"][j]:.6g}'])

@@ -1,0 +1,222 @@
+"""Distribution-aware selection (DESIGN.md 4.4) and the baselines it is compared with.
+
+* ``kmeans``: deterministic k-means++ seeding + Lloyd (mini-batch updates for large N),
+  assignments computed in chunks, on L2-normalised features.
+* ``cluster_quotas``: n split over clusters proportionally to their sizes (largest remainder).
+* ``gumbel_topk``: sampling without replacement with p_i ~ exp(s_i) via the Gumbel-top-k trick.
+* registered strategies ``tripled`` (default), ``random``, ``top_complexity``.
+"""
+import math
+
+import numpy as np
+
+from tripled_basicsr.distill.registry import SELECTION
+
+
+def auto_clusters(n, lo=2, hi=256):
+    """``clusters: auto`` -> round(sqrt(n)) clipped to [lo, hi] and to n.
+
+    sqrt(n) keeps ~sqrt(n) picks per stratum, so both the number of strata and the
+    within-stratum choice grow with the budget; the cap keeps k-means cheap for millions.
+    """
+    return int(max(1, min(n, max(lo, min(hi, round(math.sqrt(n)))))))
+
+
+def _sq_dists(x, c, x_sq=None):
+    """Squared Euclidean distances (B, K) between rows of x (B, D) and c (K, D)."""
+    if x_sq is None:
+        x_sq = (x * x).sum(1)
+    d = x_sq[:, None] - 2.0 * (x @ c.T) + (c * c).sum(1)[None, :]
+    return np.maximum(d, 0.0)
+
+
+def assign(x, centers, chunk=65536):
+    """Nearest centre of each row, in chunks. Returns (labels (N,) int64, sq. distance (N,))."""
+    n = x.shape[0]
+    labels = np.empty(n, np.int64)
+    dist = np.empty(n, np.float64)
+    for s in range(0, n, chunk):
+        d = _sq_dists(np.asarray(x[s:s + chunk], np.float32), centers.astype(np.float32))
+        labels[s:s + chunk] = d.argmin(1)
+        dist[s:s + chunk] = d[np.arange(d.shape[0]), labels[s:s + chunk]]
+    return labels, dist
+
+
+def kmeans_pp_init(x, k, rng, sample=20000):
+    """k-means++ seeding on (a deterministic sample of) x -> (k, D) centres."""
+    n = x.shape[0]
+    if n > sample:
+        x = x[np.sort(rng.choice(n, sample, replace=False))]
+        n = sample
+    x = np.asarray(x, np.float32)
+    centers = np.empty((k, x.shape[1]), np.float32)
+    centers[0] = x[rng.integers(n)]
+    d = _sq_dists(x, centers[:1])[:, 0]
+    for j in range(1, k):
+        total = d.sum()
+        if total <= 0:  # fewer distinct points than k: reuse points
+            idx = int(rng.integers(n))
+        else:
+            idx = int(np.searchsorted(np.cumsum(d / total), rng.random(), side='right'))
+            idx = min(idx, n - 1)
+        centers[j] = x[idx]
+        d = np.minimum(d, _sq_dists(x, centers[j:j + 1])[:, 0])
+    return centers
+
+
+def kmeans(x, k, seed=0, iters=50, tol=1e-5, minibatch_threshold=200000, batch_size=8192, progress=False):
+    """Deterministic k-means.
+
+    Args:
+        x (ndarray): (N, D) float features (L2-normalised by the caller).
+        k (int): clusters, 1 <= k <= N.
+        seed (int): RNG seed (same seed, same result).
+        iters (int): Lloyd iterations (or mini-batch epochs-equivalent steps for large N).
+        minibatch_threshold (int): above this N use mini-batch updates (Sculley 2010),
+            then one full chunked assignment.
+    Returns:
+        (labels (N,) int64, centers (k, D) float32)
+    """
+    from tqdm import tqdm
+    n = x.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f'k-means: clusters must be in 1..{n}, got {k}.')
+    rng = np.random.default_rng(seed)
+    centers = kmeans_pp_init(x, k, rng)
+    if n > minibatch_threshold:
+        counts = np.zeros(k)
+        steps = iters * max(1, n // (batch_size * 10))
+        for _ in tqdm(range(steps), desc='k-means (mini-batch)', disable=not progress, leave=False):
+            b = np.asarray(x[rng.choice(n, batch_size, replace=False)], np.float32)
+            lab, _ = assign(b, centers)
+            for j in np.unique(lab):
+                pts = b[lab == j]
+                counts[j] += len(pts)
+                eta = len(pts) / counts[j]
+                centers[j] = (1 - eta) * centers[j] + eta * pts.mean(0)
+        labels, _ = assign(x, centers)
+        return labels, centers
+    prev = None
+    for _ in tqdm(range(iters), desc='k-means', disable=not progress, leave=False):
+        labels, dist = assign(x, centers)
+        sums = np.zeros((k, x.shape[1]), np.float64)
+        np.add.at(sums, labels, np.asarray(x, np.float64))
+        counts = np.bincount(labels, minlength=k)
+        empty = np.flatnonzero(counts == 0)
+        new = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)
+        if len(empty):  # re-seed empty clusters with the farthest points, deterministically
+            far = np.argsort(-dist, kind='stable')[:len(empty)]
+            new[empty] = np.asarray(x[far], np.float32)
+        shift = float(np.abs(new - centers).max())
+        centers = new
+        if prev is not None and np.array_equal(prev, labels) and not len(empty):
+            break
+        prev = labels
+        if shift < tol:
+            break
+    labels, _ = assign(x, centers)
+    return labels, centers
+
+
+def cluster_quotas(sizes, n):
+    """Split n picks over clusters proportionally to ``sizes`` (largest-remainder method).
+
+    Ties in the remainder go to the larger cluster, then the lower id. Quotas never exceed
+    the cluster size. Returns (K,) int64 summing to n.
+    """
+    sizes = np.asarray(sizes, np.int64)
+    total = int(sizes.sum())
+    if not 0 <= n <= total:
+        raise ValueError(f'cannot pick {n} of {total} items.')
+    exact = sizes * (n / total)
+    q = np.floor(exact).astype(np.int64)
+    rem = exact - q
+    left = n - int(q.sum())
+    order = sorted(range(len(sizes)), key=lambda j: (-rem[j], -sizes[j], j))
+    for j in order:
+        if left == 0:
+            break
+        if q[j] < sizes[j]:
+            q[j] += 1
+            left -= 1
+    return q
+
+
+def gumbel_topk(scores, m, rng):
+    """Draw m of len(scores) indices without replacement, P ~ exp(scores) (Gumbel-top-k).
+
+    Returns positions sorted by descending perturbed score.
+    """
+    g = rng.gumbel(size=len(scores))
+    keys = np.asarray(scores, np.float64) + g
+    return np.argsort(-keys, kind='stable')[:m]
+
+
+def _check_budget(n, total):
+    if not 1 <= n <= total:
+        raise ValueError(f'selection needs 1 <= n <= N; got n = {n}, N = {total}.')
+
+
+# ---------------------------------------------------------------- strategies
+@SELECTION.register('tripled')
+def select_tripled(feats, c, u, n, ctx, clusters='auto', complexity_weight=1.0, uncertainty_weight=1.0,
+                   temperature=2.0, kmeans_iters=50):
+    """k-means strata, quota by cluster size, Gumbel-top-k inside each cluster with
+    p_i ~ exp((a*c_i + b*u_i)/T). Returns (sorted indices (n,), labels (N,))."""
+    total = feats.shape[0]
+    _check_budget(n, total)
+    k = auto_clusters(n) if clusters in (None, 'auto') else int(clusters)
+    if k < 1:
+        raise ValueError(f'selection.clusters must be >= 1 or "auto"; got {clusters!r}.')
+    if k > n:
+        raise ValueError(f'selection.clusters = {k} is larger than the subset size n = {n}: some clusters '
+                         f'could get no sample. Use clusters <= {n} or "auto".')
+    if temperature <= 0:
+        raise ValueError(f'selection.temperature must be > 0; got {temperature}.')
+    seed = int(ctx.get('seed', 0))
+    labels = ctx.get('labels')
+    if labels is None:
+        labels, _ = kmeans(feats, k, seed=seed, iters=kmeans_iters, progress=ctx.get('progress', False))
+    sizes = np.bincount(labels, minlength=k)
+    quotas = cluster_quotas(sizes, n)
+    score = (complexity_weight * np.asarray(c) + uncertainty_weight * np.asarray(u)) / temperature
+    picked = []
+    for j in range(k):
+        if quotas[j] == 0:
+            continue
+        idx = np.flatnonzero(labels == j)
+        sub = np.random.default_rng([seed, 2, j])
+        picked.append(idx[gumbel_topk(score[idx], int(quotas[j]), sub)])
+    sel = np.sort(np.concatenate(picked))
+    ctx['quotas'] = quotas
+    return sel, labels
+
+
+@SELECTION.register('random')
+def select_random(feats, c, u, n, ctx):
+    """Uniform random subset (baseline)."""
+    _check_budget(n, feats.shape[0])
+    rng = np.random.default_rng([int(ctx.get('seed', 0)), 3])
+    return np.sort(rng.choice(feats.shape[0], n, replace=False)), None
+
+
+@SELECTION.register('top_complexity')
+def select_top_complexity(feats, c, u, n, ctx):
+    """The n most complex items (baseline; DESIGN.md 8: trains worse than random)."""
+    _check_budget(n, feats.shape[0])
+    return np.sort(np.argsort(-np.asarray(c), kind='stable')[:n]), None
+
+
+def curriculum_stages(c_subset, easy_quantile=0.5):
+    """Stage 1 (easy) for subset items with c below the ``easy_quantile`` quantile of the
+    subset's complexities, stage 2 otherwise. At least one item is stage 1."""
+    c_subset = np.asarray(c_subset, np.float64)
+    if not 0 < easy_quantile <= 1:
+        raise ValueError(f'curriculum.easy_quantile must be in (0, 1]; got {easy_quantile}.')
+    if easy_quantile >= 1:
+        return np.ones(len(c_subset), np.int64)
+    thr = np.quantile(c_subset, easy_quantile)
+    stage = np.where(c_subset < thr, 1, 2).astype(np.int64)
+    if not (stage == 1).any():
+        stage[np.argmin(c_subset)] = 1
+    return stage
