@@ -1,6 +1,7 @@
-"""The main job on embedded data: generate -> pack -> train a stock BasicSR arch -> test.
+"""The main job on embedded data: generate -> distill -> curriculum training -> test,
+against the same stock arch trained on the full set.
 
-    python -m tripled_basicsr.demo [--workdir demo_run] [--iters 300] [--overwrite]
+    python -m tripled_basicsr.demo [--workdir demo_run] [--iters 300] [--ratio 0.05] [--overwrite]
 
 Runs on CPU in a few minutes with data generated from images that ship with installed
 packages (``tripled_basicsr.demo_data``), so it needs no download. Every step is the
@@ -8,14 +9,22 @@ command a user would run by hand; the YAML files it trains and tests with are wr
 ``WORKDIR/options/`` so they can be read and re-run:
 
 1. ``python -m tripled_basicsr.demo_data --task noise ...`` -> WORKDIR/data/{train,val}/{gt,lq}
-2. ``python -m tripled_basicsr.pack ...``                -> WORKDIR/data/train_packed (full set)
-3. ``python -m tripled_basicsr.train -opt WORKDIR/options/train_demo.yml`` (stock SRVGGNetCompact
-   1x on TripleDDataset, stock BasicSR training loop)
-4. ``python -m tripled_basicsr.test -opt WORKDIR/options/test_demo.yml`` (PSNR/SSIM)
+2. ``python -m tripled_basicsr.pack ...``   -> WORKDIR/data/{train,val}_packed (full sets)
+3. ``python -m tripled_basicsr.distill -opt WORKDIR/options/distill_demo.yml``
+   -> WORKDIR/data/train_tripled (``--ratio`` of the pool, with report.png)
+4. ``python -m tripled_basicsr.train -opt WORKDIR/options/train_tripled.yml``: stock
+   SRVGGNetCompact (1x) on the distilled set, TripleDCurriculumSampler + TripleDModel,
+   stock BasicSR training loop; then the same arch, iterations and batch on the full set
+   (``train_full.yml``, stock SRModel) unless ``--no-full``
+5. ``python -m tripled_basicsr.test -opt WORKDIR/options/test_*.yml`` (PSNR/SSIM)
 
-and prints a short summary (PSNR of the input vs. the trained model on the val set).
+and prints a summary: PSNR of the input and of each model on the held-out set, and the
+share of the full-data gain (PSNR - input PSNR) that the distilled set keeps. With a
+random-init ViT (the demo runs offline) and a few hundred CPU iterations this is a smoke
+test of the workflow, not the study of DESIGN.md section 7.
 """
 import argparse
+import json
 import os
 import re
 import shutil
@@ -39,14 +48,37 @@ def _run(cmd, cwd, log):
     return proc.stdout
 
 
-def train_options(name, train_root, val_root, iters, batch, patch):
+def distill_options(src, out, ratio):
+    """The demo's distillation recipe (options/distill_demo.yml with the demo's paths)."""
     return {
-        'name': name, 'model_type': 'SRModel', 'scale': 1, 'num_gpu': 'auto', 'manual_seed': 0,
+        'name': 'distill_demo',
+        'source': {'dataroot_gt': os.path.join(src, 'gt'), 'dataroot_lq': os.path.join(src, 'lq'),
+                   'io_backend': {'type': 'disk'}, 'filename_tmpl': '{}', 'scale': 1},
+        'output': {'path': out, 'tile_size': 0, 'compress_level': 1, 'overwrite': False},
+        # offline: random-init ViT (strata, rarity and MMD stay meaningful; see docs/distill.md)
+        'features': {'backbone': 'vit_small_patch16_224', 'pretrained': False, 'checkpoint': None,
+                     'input_size': 128, 'image': 'gt', 'local_views': 0, 'batch_size': 32, 'num_workers': 1,
+                     'device': 'auto'},
+        'complexity': {'type': 'vit_entropy'},
+        'uncertainty': {'type': 'knn_rarity', 'k': 10},
+        'selection': {'type': 'tripled', 'ratio': ratio, 'clusters': 'auto', 'complexity_weight': 1.0,
+                      'uncertainty_weight': 1.0, 'temperature': 2.0, 'seed': 0},
+        'curriculum': {'easy_quantile': 0.5},
+        'calibration': {'enabled': True, 'network': {'type': 'TripleDCalibrator'}, 'iters': 20, 'batch_size': 8,
+                        'lr': 2e-3, 'mmd_weight': 1.0, 'kl_weight': 0.1, 'fidelity_weight': 10.0},
+    }
+
+
+def train_options(name, train_root, val_root, iters, batch, patch, curriculum=False):
+    return {
+        'name': name, 'model_type': 'TripleDModel' if curriculum else 'SRModel', 'scale': 1, 'num_gpu': 'auto',
+        'manual_seed': 0,
         'datasets': {
             'train': {'name': 'demo_train', 'type': 'TripleDDataset', 'dataroot': train_root,
                       'io_backend': {'type': 'lmdb'}, 'gt_size': patch, 'use_hflip': True, 'use_rot': True,
                       'num_worker_per_gpu': 1, 'batch_size_per_gpu': batch, 'dataset_enlarge_ratio': 1,
-                      'prefetch_mode': None},
+                      'prefetch_mode': None,
+                      **({'sampler': {'type': 'TripleDCurriculumSampler', 'stage2_start': 0.3}} if curriculum else {})},
             'val': {'name': 'demo_val', 'type': 'TripleDDataset', 'dataroot': val_root,
                     'io_backend': {'type': 'lmdb'}},
         },
@@ -79,6 +111,13 @@ def test_options(name, val_root, weights, network):
     }
 
 
+def _write_yaml(work, name, opt):
+    path = os.path.join(work, 'options', name)
+    with open(path, 'w', encoding='utf-8') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    return path
+
+
 def input_psnr(root):
     """Mean PSNR of LQ against GT over a distilled/packed dir (the 'do nothing' baseline)."""
     import numpy as np
@@ -96,8 +135,10 @@ def main(argv=None):
     p = argparse.ArgumentParser(prog='python -m tripled_basicsr.demo', description=__doc__.split('\n\n')[0])
     p.add_argument('--workdir', default='demo_run', help='everything goes here (default: ./demo_run)')
     p.add_argument('--task', default='noise', help='demo_data task (noise, blur, jpeg, rain, haze, lowlight)')
-    p.add_argument('--num', type=int, default=200, help='training pairs to generate')
-    p.add_argument('--size', default='96', help='training image size')
+    p.add_argument('--num', type=int, default=400, help='training pairs to generate')
+    p.add_argument('--size', default='128', help='training image size')
+    p.add_argument('--ratio', type=float, default=0.05, help='distilled share of the pool (400 -> 20 pairs)')
+    p.add_argument('--no-full', action='store_true', help='skip the full-set baseline training')
     p.add_argument('--iters', type=int, default=300, help='training iterations')
     p.add_argument('--batch', type=int, default=8)
     p.add_argument('--patch', type=int, default=48)
@@ -115,41 +156,55 @@ def main(argv=None):
     t0 = time.time()
     data = os.path.join(work, 'data')
 
-    print('[1/4] generate paired demo data (offline, deterministic)')
+    print('[1/5] generate paired demo data (offline, deterministic)')
     _run([py, '-m', 'tripled_basicsr.demo_data', '--task', args.task, '--num', str(args.num), '--size', args.size,
           '--seed', '0', '--out', os.path.join(data, 'train')], work, log)
     _run([py, '-m', 'tripled_basicsr.demo_data', '--task', args.task, '--num', '8', '--size', '128', '--seed', '1000',
           '--out', os.path.join(data, 'val')], work, log)
 
-    print('[2/4] pack into the distilled-LMDB format')
+    print('[2/5] pack the full sets into the distilled-LMDB format (the full-data baseline)')
     for split in ('train', 'val'):
         _run([py, '-m', 'tripled_basicsr.pack', '--gt', os.path.join(data, split, 'gt'), '--lq',
               os.path.join(data, split, 'lq'), '--out', os.path.join(data, f'{split}_packed'), '--quiet'], work, log)
 
-    print('[3/4] train a stock BasicSR arch (SRVGGNetCompact, 1x) with the stock training loop')
-    opt = train_options('demo_srvgg', os.path.join(data, 'train_packed'), os.path.join(data, 'val_packed'),
-                        args.iters, args.batch, args.patch)
-    train_yml = os.path.join(work, 'options', 'train_demo.yml')
-    with open(train_yml, 'w') as f:
-        yaml.safe_dump(opt, f, sort_keys=False)
-    _run([py, '-m', 'tripled_basicsr.train', '-opt', train_yml], work, log)
+    print(f'[3/5] distill the training pool to {args.ratio:.0%} (TripleD)')
+    distilled = os.path.join(data, 'train_tripled')
+    distill_yml = _write_yaml(work, 'distill_demo.yml', distill_options(os.path.join(data, 'train'), distilled,
+                                                                       args.ratio))
+    _run([py, '-m', 'tripled_basicsr.distill', '-opt', distill_yml, '--quiet'], work, log)
 
-    print('[4/4] test on the held-out demo set')
-    weights = os.path.join(work, 'experiments', 'demo_srvgg', 'models', 'net_g_latest.pth')
-    test_yml = os.path.join(work, 'options', 'test_demo.yml')
-    with open(test_yml, 'w') as f:
-        yaml.safe_dump(test_options('demo_srvgg_test', os.path.join(data, 'val_packed'), weights,
-                                    opt['network_g']), f, sort_keys=False)
-    out = _run([py, '-m', 'tripled_basicsr.test', '-opt', test_yml], work, log)
-    psnr = re.findall(r'# psnr: ([0-9.]+)', out)
-    ssim = re.findall(r'# ssim: ([0-9.]+)', out)
-    base = input_psnr(os.path.join(data, 'val_packed'))
+    runs = [('tripled', distilled, True)] + ([] if args.no_full else [('full', os.path.join(data, 'train_packed'),
+                                                                         False)])
+    val_root = os.path.join(data, 'val_packed')
+    results = {}
+    for label, root, curriculum in runs:
+        print(f'[4/5] train stock SRVGGNetCompact (1x) on the {label} set'
+              + (' with the two-stage curriculum' if curriculum else '') + ' (stock BasicSR loop)')
+        opt = train_options(f'demo_{label}', root, val_root, args.iters, args.batch, args.patch, curriculum)
+        _run([py, '-m', 'tripled_basicsr.train', '-opt', _write_yaml(work, f'train_{label}.yml', opt)], work, log)
+        weights = os.path.join(work, 'experiments', f'demo_{label}', 'models', 'net_g_latest.pth')
+        print(f'[5/5] test the {label} model on the held-out demo set')
+        out = _run([py, '-m', 'tripled_basicsr.test', '-opt', _write_yaml(
+            work, f'test_{label}.yml', test_options(f'demo_{label}_test', val_root, weights, opt['network_g']))],
+                   work, log)
+        psnr, ssim = re.findall(r'# psnr: ([0-9.]+)', out), re.findall(r'# ssim: ([0-9.]+)', out)
+        results[label] = (float(psnr[-1]), float(ssim[-1]))
+    base = input_psnr(val_root)
+    with open(os.path.join(distilled, 'tripled_meta.json'), encoding='utf-8') as f:
+        n_sub = len(json.load(f)['samples'])
+
     print('\nsummary')
-    print(f'  task {args.task}, {args.num} training pairs, {args.iters} iterations, {time.time() - t0:.0f} s in all')
-    print(f'  val PSNR of the input (LQ vs GT): {base:.2f} dB')
-    if psnr:
-        print(f'  val PSNR / SSIM of the trained model: {float(psnr[-1]):.2f} dB / {float(ssim[-1]):.4f}'
-              f'  (gain {float(psnr[-1]) - base:+.2f} dB)')
+    print(f'  task {args.task}: {args.num} training pairs -> {n_sub} distilled ({args.ratio:.0%}); '
+          f'{args.iters} iterations each; {time.time() - t0:.0f} s in all')
+    print(f'  {"held-out set (8 pairs)":<34} {"PSNR (dB)":>9} {"SSIM":>7} {"gain":>7}')
+    print(f'  {"input (LQ vs GT)":<34} {base:>9.2f} {"":>7} {"":>7}')
+    for label, (p, q) in results.items():
+        name = f'TripleD {n_sub} pairs + curriculum' if label == 'tripled' else f'full set, {args.num} pairs'
+        print(f'  {name:<34} {p:>9.2f} {q:>7.4f} {p - base:>+7.2f}')
+    if 'full' in results and results['full'][0] > base:
+        share = (results['tripled'][0] - base) / (results['full'][0] - base)
+        print(f'  the distilled set keeps {share:.0%} of the full-data gain')
+    print(f'  distillation report: {distilled}/report.png and report.txt')
     print(f'  options: {work}/options, experiments: {work}/experiments, log: {log}')
     return 0
 
