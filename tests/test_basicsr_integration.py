@@ -145,3 +145,17 @@ def test_ddp_training_on_cpu_with_gloo(tmp_path, packed):
     assert r.returncode == 0, r.stdout[-3000:]
     assert 'World size (gpu number): 2' in r.stdout and 'End of training' in r.stdout
     assert (tmp_path / 'experiments' / 'ddp_run' / 'models' / 'net_g_latest.pth').is_file()
+
+
+def test_uhd_test_recipe_matches_training_recipe():
+    """options/test_tripled_uhd.yml must load what options/tripled_uhd.yml trains."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    with open(os.path.join(repo, 'options', 'tripled_uhd.yml')) as f:
+        train = yaml.safe_load(f)
+    with open(os.path.join(repo, 'options', 'test_tripled_uhd.yml')) as f:
+        test = yaml.safe_load(f)
+    assert test['network_g'] == train['network_g']
+    assert test['scale'] == train['scale']
+    assert test['path']['pretrain_network_g'] == f'experiments/{train["name"]}/models/net_g_latest.pth'
+    from basicsr.utils.registry import METRIC_REGISTRY
+    assert all(m['type'] in METRIC_REGISTRY for m in test['val']['metrics'].values())
