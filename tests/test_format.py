@@ -265,3 +265,23 @@ def test_dataset_bad_options_and_dirs(tmp_path, pairs):
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(FormatError, match='newer than this tripled_basicsr supports.*Upgrade'):
         dataset(out)
+
+
+def test_unpaired_files_can_be_skipped_and_are_listed(tmp_path):
+    from basicsr.utils.lmdb_util import make_lmdb_from_imgs
+    gt_dir, lq_dir, _ = write_pairs(str(tmp_path / 's'), n=4, size=(32, 32))
+    os.remove(os.path.join(lq_dir, '0001.png'))
+    os.remove(os.path.join(gt_dir, '0003.png'))
+    src = PairedSource(gt_dir, lq_dir, on_missing='skip')
+    assert src.keys == ['0000', '0002']
+    assert sorted(e.get('gt_path', e.get('lq_path'))[-8:] for e in src.skipped) == ['0001.png', '0003.png']
+    assert src.describe()['num_unpaired_skipped'] == 2
+    for name, d in (('gt', gt_dir), ('lq', lq_dir)):
+        files = sorted(os.listdir(d))
+        make_lmdb_from_imgs(d, str(tmp_path / f'{name}.lmdb'), files, [f[:-4] for f in files])
+    with pytest.raises(SourceError, match="GT key '0001'.*has no LQ"):
+        PairedSource(str(tmp_path / 'gt.lmdb'), str(tmp_path / 'lq.lmdb'))
+    src = PairedSource(str(tmp_path / 'gt.lmdb'), str(tmp_path / 'lq.lmdb'), on_missing='skip')
+    assert src.keys == ['0000', '0002'] and len(src.skipped) == 2
+    with pytest.raises(ValueError, match='on_missing'):
+        PairedSource(gt_dir, lq_dir, on_missing='ignore')

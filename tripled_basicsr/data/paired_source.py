@@ -72,11 +72,19 @@ class PairedSource:
         filename_tmpl (str): BasicSR's template for LQ names (folders only). Default '{}'.
         meta_info_file (str | None): optional list of GT names (folders only).
         scale (int): LQ is GT / scale.
+        on_missing (str): 'raise' (default): a GT without LQ or an LQ without GT is an error;
+            'skip': such files are left out and listed in ``skipped``.
     Attributes:
         keys (list[str]): LMDB-safe keys, sorted; ``refs[i]`` = (gt_ref, lq_ref).
+        skipped (list[dict]): unpaired files left out (``gt_path`` or ``lq_path``, ``reason``).
     """
 
-    def __init__(self, dataroot_gt, dataroot_lq, filename_tmpl='{}', meta_info_file=None, scale=1):
+    def __init__(self, dataroot_gt, dataroot_lq, filename_tmpl='{}', meta_info_file=None, scale=1,
+                 on_missing='raise'):
+        if on_missing not in ('raise', 'skip'):
+            raise ValueError(f"on_missing must be 'raise' or 'skip', got {on_missing!r}.")
+        self.on_missing = on_missing
+        self.skipped = []
         if not dataroot_gt or not dataroot_lq:
             raise SourceError('Both dataroot_gt (--gt) and dataroot_lq (--lq) are required.')
         self.dataroot_gt = os.path.abspath(os.path.expanduser(dataroot_gt))
@@ -117,13 +125,15 @@ class PairedSource:
         missing_lq = sorted(set(gt_keys) - set(lq_keys))
         missing_gt = sorted(set(lq_keys) - set(gt_keys))
         if missing_lq:
-            raise SourceError(f'GT key {missing_lq[0]!r} (and {len(missing_lq) - 1} more) has no LQ in '
-                              f'{self.dataroot_lq}. Both LMDBs must hold the same keys; add the missing '
-                              f'LQ images or drop the GT ones.')
+            self._unpaired(f'GT key {missing_lq[0]!r} (and {len(missing_lq) - 1} more) has no LQ in '
+                           f'{self.dataroot_lq}. Both LMDBs must hold the same keys; add the missing '
+                           f'LQ images or drop the GT ones.',
+                           [{'gt_path': f'{self.dataroot_gt}:{k}', 'reason': 'no LQ partner'} for k in missing_lq])
         if missing_gt:
-            raise SourceError(f'LQ key {missing_gt[0]!r} (and {len(missing_gt) - 1} more) has no GT in '
-                              f'{self.dataroot_gt}. Both LMDBs must hold the same keys.')
-        self.keys = sorted(gt_keys)
+            self._unpaired(f'LQ key {missing_gt[0]!r} (and {len(missing_gt) - 1} more) has no GT in '
+                           f'{self.dataroot_gt}. Both LMDBs must hold the same keys.',
+                           [{'lq_path': f'{self.dataroot_lq}:{k}', 'reason': 'no GT partner'} for k in missing_gt])
+        self.keys = sorted(set(gt_keys) & set(lq_keys))
         self.refs = [(k, k) for k in self.keys]
         self.names = list(self.keys)
 
@@ -151,16 +161,21 @@ class PairedSource:
                 raise SourceError(f'filename_tmpl {self.filename_tmpl!r} is not a valid template with one '
                                   f'"{{}}" field: {exc}') from exc
             if lq_name not in lq_names:
-                raise SourceError(f'GT image {gt_name!r} has no LQ partner: expected {lq_name!r} in '
-                                  f'{self.dataroot_lq} (filename_tmpl {self.filename_tmpl!r}). Add it, fix '
-                                  f'filename_tmpl, or remove the GT image.')
+                self._unpaired(f'GT image {gt_name!r} has no LQ partner: expected {lq_name!r} in '
+                               f'{self.dataroot_lq} (filename_tmpl {self.filename_tmpl!r}). Add it, fix '
+                               f'filename_tmpl, or remove the GT image.',
+                               [{'gt_path': os.path.join(self.dataroot_gt, gt_name),
+                                 'reason': f'no LQ partner (expected {lq_name})'}])
+                continue
             used_lq.add(lq_name)
             pairs.append((gt_name, lq_name))
         if not meta_info_file:
             extra = sorted(lq_names - used_lq)
             if extra:
-                raise SourceError(f'LQ image {extra[0]!r} (and {len(extra) - 1} more) in {self.dataroot_lq} '
-                                  f'has no GT partner in {self.dataroot_gt}. Remove it or add its GT.')
+                self._unpaired(f'LQ image {extra[0]!r} (and {len(extra) - 1} more) in {self.dataroot_lq} '
+                               f'has no GT partner in {self.dataroot_gt}. Remove it or add its GT.',
+                               [{'lq_path': os.path.join(self.dataroot_lq, e), 'reason': 'no GT partner'}
+                                for e in extra])
         keys = [sanitize_key(g) for g, _ in pairs]
         seen = {}
         for (g, _), k in zip(pairs, keys):
@@ -172,6 +187,11 @@ class PairedSource:
         self.refs = [(os.path.join(self.dataroot_gt, pairs[i][0]), os.path.join(self.dataroot_lq, pairs[i][1]))
                      for i in order]
         self.names = [pairs[i][0] for i in order]
+
+    def _unpaired(self, message, entries):
+        if self.on_missing == 'raise':
+            raise SourceError(message)
+        self.skipped.extend(entries)
 
     # ---------------------------------------------------------------- reading
     def _lmdb_envs(self):
@@ -221,7 +241,7 @@ class PairedSource:
     def describe(self):
         return {'kind': self.kind, 'dataroot_gt': self.dataroot_gt, 'dataroot_lq': self.dataroot_lq,
                 'filename_tmpl': self.filename_tmpl, 'meta_info_file': self.meta_info_file, 'scale': self.scale,
-                'num_pairs': len(self)}
+                'num_pairs': len(self), 'num_unpaired_skipped': len(self.skipped)}
 
 
 def check_pair_shapes(gt, lq, scale, key, where=''):

@@ -51,51 +51,20 @@ def _on_rank0(fn, rank, world):
 
 
 # ---------------------------------------------------------------- source
-def open_source(opt, work, rank):
-    """PairedSource from ``source`` options; with on_error: skip, unpaired files are left out
-    (folders: via a filtered meta_info list) and returned as skipped entries."""
-    from tripled_basicsr.data.paired_source import IMG_EXTENSIONS, PairedSource, SourceError
+def open_source(opt):
+    """PairedSource from ``source`` options; with on_error: skip, unpaired files (GT without
+    LQ or the reverse, folders or LMDBs) are left out and returned as skipped entries."""
+    from tripled_basicsr.data.paired_source import PairedSource, SourceError
     s = opt['source']
-    kw = dict(filename_tmpl=s['filename_tmpl'], meta_info_file=s['meta_info_file'], scale=s['scale'])
     try:
-        return PairedSource(s['dataroot_gt'], s['dataroot_lq'], **kw), []
+        src = PairedSource(s['dataroot_gt'], s['dataroot_lq'], filename_tmpl=s['filename_tmpl'],
+                           meta_info_file=s['meta_info_file'], scale=s['scale'],
+                           on_missing='skip' if s['on_error'] == 'skip' else 'raise')
     except SourceError as exc:
-        unpaired = 'partner' in str(exc) or 'has no LQ' in str(exc) or 'has no GT' in str(exc)
-        if s['on_error'] != 'skip' or not unpaired or os.path.isfile(os.path.join(s['dataroot_gt'], 'data.mdb')) \
-                or str(s['dataroot_gt']).rstrip('/').endswith('.lmdb'):
-            if unpaired and s['on_error'] != 'skip':
-                raise SourceError(f'{exc} (Or set `source.on_error: skip` to leave unpaired files out.)') from exc
-            raise
-    from basicsr.utils import scandir
-    gt_root, lq_root = os.path.abspath(s['dataroot_gt']), os.path.abspath(s['dataroot_lq'])
-    if s['meta_info_file']:
-        with open(s['meta_info_file'], encoding='utf-8') as f:
-            gt_names = [ln.strip().split(' ')[0] for ln in f if ln.strip()]
-    else:
-        gt_names = sorted(p for p in scandir(gt_root, recursive=True) if p.lower().endswith(IMG_EXTENSIONS))
-    lq_names = set(p for p in scandir(lq_root, recursive=True) if p.lower().endswith(IMG_EXTENSIONS))
-    keep, skipped, used = [], [], set()
-    for g in gt_names:
-        sub, base = os.path.split(g)
-        stem, ext = os.path.splitext(base)
-        lq = os.path.join(sub, f'{s["filename_tmpl"].format(stem)}{ext}')
-        if lq in lq_names:
-            keep.append(g)
-            used.add(lq)
-        else:
-            skipped.append({'gt_path': os.path.join(gt_root, g), 'reason': f'no LQ partner (expected {lq})'})
-    for lq in sorted(lq_names - used):
-        skipped.append({'lq_path': os.path.join(lq_root, lq), 'reason': 'no GT partner'})
-    if not keep:
-        raise SourceError(f'No image pairs found in {gt_root} / {lq_root}.')
-    os.makedirs(work, exist_ok=True)
-    meta = os.path.join(work, f'paired_meta_info.rank{rank}.txt')
-    with open(meta, 'w', encoding='utf-8') as f:
-        f.write(''.join(f'{g}\n' for g in keep))
-    kw['meta_info_file'] = meta
-    src = PairedSource(gt_root, lq_root, **kw)
-    src.meta_info_file = s['meta_info_file']
-    return src, skipped
+        if 'partner' in str(exc) or 'has no LQ' in str(exc) or 'has no GT' in str(exc):
+            raise SourceError(f'{exc} (Or set `source.on_error: skip` to leave unpaired files out.)') from exc
+        raise
+    return src, list(src.skipped)
 
 
 def _weights_id(fopt):
@@ -136,7 +105,7 @@ def run_distill(user_opt, progress=True):
     fopt = opt['features']
 
     t = time.time()
-    source, skipped_unpaired = open_source(opt, work, rank)
+    source, skipped_unpaired = open_source(opt)
     n_total = len(source)
     n_budget = resolve_budget(opt['selection'], n_total)  # fail fast; re-checked after skipping
     keys_hash = hashlib.sha256('\n'.join(source.keys).encode()).hexdigest()
