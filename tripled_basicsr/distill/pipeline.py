@@ -145,7 +145,7 @@ def _select_and_write(opt, source, store, model, feat_info, skipped_unpaired, n_
     from tripled_basicsr.distill.features import pair_features, resolve_device
     from tripled_basicsr.distill.mmd import median_bandwidth, mmd_numpy
     from tripled_basicsr.distill.registry import COMPLEXITY, SELECTION, UNCERTAINTY, call_strategy
-    from tripled_basicsr.distill.selection import auto_clusters, curriculum_stages, kmeans
+    from tripled_basicsr.distill.selection import curriculum_stages, kmeans, resolve_clusters
 
     fopt, sel_opt = opt['features'], dict(opt['selection'])
     done = np.asarray(store.done)
@@ -168,12 +168,7 @@ def _select_and_write(opt, source, store, model, feat_info, skipped_unpaired, n_
     kmeans_iters = int(sel_opt.pop('kmeans_iters'))
     sel_opt.pop('ratio', None)
     sel_opt.pop('num', None)
-    k = auto_clusters(n) if clusters_opt in (None, 'auto') else int(clusters_opt)
-    if k < 1:
-        raise OptionError(f'selection.clusters must be >= 1 or auto; got {clusters_opt!r}.')
-    if k > n:
-        raise OptionError(f'selection.clusters = {k} is larger than the subset size n = {n} (ratio/num): some '
-                          f'clusters could get no sample. Use clusters <= {n} or "auto".')
+    k = resolve_clusters(clusters_opt, n, OptionError)
     labels, _ = kmeans(feats, k, seed=seed, iters=kmeans_iters, progress=progress)
     timings['kmeans'] = time.time() - t
 

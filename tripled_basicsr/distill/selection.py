@@ -22,6 +22,17 @@ def auto_clusters(n, lo=2, hi=256):
     return int(max(1, min(n, max(lo, min(hi, round(math.sqrt(n)))))))
 
 
+def resolve_clusters(clusters, n, error=ValueError):
+    """The number of k-means strata for ``selection.clusters`` (an int or 'auto') and budget n."""
+    k = auto_clusters(n) if clusters in (None, 'auto') else int(clusters)
+    if k < 1:
+        raise error(f'selection.clusters must be >= 1 or "auto"; got {clusters!r}.')
+    if k > n:
+        raise error(f'selection.clusters = {k} is larger than the subset size n = {n} (ratio/num): some '
+                    f'clusters could get no sample. Use clusters <= {n} or "auto".')
+    return k
+
+
 def _sq_dists(x, c, x_sq=None):
     """Squared Euclidean distances (B, K) between rows of x (B, D) and c (K, D)."""
     if x_sq is None:
@@ -165,12 +176,7 @@ def select_tripled(feats, c, u, n, ctx, clusters='auto', complexity_weight=1.0, 
     p_i ~ exp((a*c_i + b*u_i)/T). Returns (sorted indices (n,), labels (N,))."""
     total = feats.shape[0]
     _check_budget(n, total)
-    k = auto_clusters(n) if clusters in (None, 'auto') else int(clusters)
-    if k < 1:
-        raise ValueError(f'selection.clusters must be >= 1 or "auto"; got {clusters!r}.')
-    if k > n:
-        raise ValueError(f'selection.clusters = {k} is larger than the subset size n = {n}: some clusters '
-                         f'could get no sample. Use clusters <= {n} or "auto".')
+    k = resolve_clusters(clusters, n)
     if temperature <= 0:
         raise ValueError(f'selection.temperature must be > 0; got {temperature}.')
     seed = int(ctx.get('seed', 0))
