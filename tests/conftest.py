@@ -59,6 +59,14 @@ def basicsr_checkout(tmp_path):
     return d
 
 
+def free_port():
+    """A TCP port that is free right now (for torch.distributed rendezvous in tests)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
 def run_py(args, cwd, env=None, timeout=600):
     """Run ``python ARGS`` in a subprocess; return CompletedProcess (stdout+stderr merged)."""
     full_env = dict(os.environ)

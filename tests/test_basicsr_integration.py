@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import basicsr_checkout, run_py, write_pairs
+from conftest import basicsr_checkout, free_port, run_py, write_pairs
 from tripled_basicsr import compat
 from tripled_basicsr.pack import pack
 
@@ -125,13 +125,6 @@ def test_functional_tensor_alias_provides_rgb_to_grayscale():
     img = torch.rand(1, 3, 4, 4)
     assert rgb_to_grayscale(img).shape == (1, 1, 4, 4)
     assert sys.modules['torchvision.transforms.functional_tensor'].rgb_to_grayscale is rgb_to_grayscale
-
-
-def free_port():
-    import socket
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def test_ddp_training_on_cpu_with_gloo(tmp_path, packed):

@@ -1,18 +1,13 @@
 """TripleDCurriculumSampler under torch.distributed (2 CPU processes, gloo)."""
 import json
 import os
-import socket
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
+from conftest import free_port as _free_port
 
 
 def _worker(rank, world, port, out_dir):

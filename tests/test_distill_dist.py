@@ -2,7 +2,6 @@
 output trains under BasicSR; the CLI reports errors cleanly."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -10,13 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
+from conftest import free_port
 from tripled_basicsr.distill._testing import tiny_options, write_pairs
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 def meta(out):

@@ -96,15 +96,15 @@ import json
 import math
 import os
 import os.path as osp
-import shutil
 import sys
 import time
-import uuid
 import warnings
 import zlib
 
 import cv2
 import numpy as np
+
+from tripled_basicsr.utils.io import AtomicOutputDir
 
 __all__ = [
     'TASKS', 'SOURCES', 'PHOTOS', 'DemoDataError', 'available_photos', 'parse_size', 'generate_gt',
@@ -294,38 +294,30 @@ def _parse_value(name, value):
     return nums[0]
 
 
+def _int_option(name, value, minimum, context=''):
+    """``value`` as an int >= ``minimum`` (integral floats accepted), else a DemoDataError naming ``name``."""
+    try:
+        v = int(value)
+        if v != value:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise DemoDataError(f'{name}: expected an integer >= {minimum}, got {value!r}') from None
+    if v < minimum:
+        raise DemoDataError(f'{name}: expected an integer >= {minimum}{context}, got {v}')
+    return v
+
+
 def _resolve(task, num, size, seed, scale, source, task_kwargs):
     tasks = _parse_tasks(task)
-    try:
-        num_i = int(num)
-        if num_i != num:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise DemoDataError(f'--num: expected a positive integer, got {num!r}') from None
-    if num_i < 1:
-        raise DemoDataError(f'--num: must be >= 1, got {num_i}')
-    try:
-        seed_i = int(seed)
-        if seed_i != seed:
-            raise ValueError
-    except (TypeError, ValueError):
-        raise DemoDataError(f'--seed: expected a non-negative integer, got {seed!r}') from None
-    if seed_i < 0:
-        raise DemoDataError(f'--seed: must be >= 0, got {seed_i}')
+    num_i = _int_option('--num', num, 1)
+    seed_i = _int_option('--seed', seed, 0)
     if source not in SOURCES:
         raise DemoDataError(f'--source: unknown source {source!r}; choose from {", ".join(SOURCES)}')
     w, h = parse_size(size)
     if 'sr' in tasks:
         if scale is None:
             scale = 4
-        try:
-            scale_i = int(scale)
-            if scale_i != scale:
-                raise ValueError
-        except (TypeError, ValueError):
-            raise DemoDataError(f'--scale: expected an integer >= 2, got {scale!r}') from None
-        if scale_i < 2:
-            raise DemoDataError(f'--scale: expected an integer >= 2 for task sr, got {scale_i}')
+        scale_i = _int_option('--scale', scale, 2, ' for task sr')
         if w % scale_i or h % scale_i:
             raise DemoDataError(f'--size: {w}x{h} is not divisible by --scale {scale_i}; choose a size whose '
                                 f'width and height are multiples of {scale_i}')
@@ -860,29 +852,6 @@ def generate_pairs(task, num, size, seed=0, scale=None, source='mixed', **task_k
     return ((name, gt, lq) for name, gt, lq, _ in _iter_pairs(tasks, num, size, seed, scale, source, params))
 
 
-def _is_nonempty(path):
-    if osp.isdir(path) and not osp.islink(path):
-        return bool(os.listdir(path))
-    return osp.lexists(path)
-
-
-def _refuse(out):
-    return FileExistsError(f'output {out} already exists; pass --overwrite (overwrite=True) to replace it')
-
-
-def _make_sibling_dir(out, tag):
-    """Create a fresh hidden directory next to ``out`` (normal permissions, unlike mkdtemp's 0700)."""
-    parent, base = osp.split(out)
-    for _ in range(100):
-        d = osp.join(parent, f'.{base}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}')
-        try:
-            os.mkdir(d)
-            return d
-        except FileExistsError:
-            continue
-    raise OSError(f'could not create a temporary directory next to {out}')
-
-
 def _jsonable(v):
     return list(v) if isinstance(v, tuple) else v
 
@@ -918,16 +887,12 @@ def write_demo_dataset(out,
         raise DemoDataError(f'--compress-level: expected an integer 0..9, got {compress_level!r}') from None
     if not 0 <= compress_level <= 9:
         raise DemoDataError(f'--compress-level: expected an integer 0..9, got {compress_level}')
-    out = osp.abspath(os.fspath(out))
-    if _is_nonempty(out) and not overwrite:
-        raise _refuse(out)
-    parent = osp.dirname(out)
-    os.makedirs(parent, exist_ok=True)
+    atomic = AtomicOutputDir(out, overwrite, '--overwrite (overwrite=True)', empty_ok=True)
+    out = atomic.out
     w, h = size
     lw, lh = w // scale, h // scale
     t0 = time.time()
-    tmp = _make_sibling_dir(out, 'tmp')
-    try:
+    with atomic as tmp:
         png_params = [cv2.IMWRITE_PNG_COMPRESSION, compress_level]
         kinds = {}
         if lmdb:
@@ -985,19 +950,6 @@ def write_demo_dataset(out,
         with open(osp.join(tmp, 'demo_data.json'), 'w') as f:
             json.dump(meta, f, indent=1, sort_keys=True)
             f.write('\n')
-        # move into place
-        if _is_nonempty(out) and not overwrite:
-            raise _refuse(out)
-        old = None
-        if osp.lexists(out):
-            old = _make_sibling_dir(out, 'old')
-            os.rename(out, osp.join(old, 'x'))
-        os.rename(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     seconds = time.time() - t0
     fmt = 'lmdb' if lmdb else 'png'
     gt_path = osp.join(out, 'gt.lmdb' if lmdb else 'gt')

@@ -7,6 +7,7 @@ and an existing output is only replaced when the user asked for it.
 import hashlib
 import os
 import shutil
+import uuid
 
 import yaml
 
@@ -20,46 +21,61 @@ class AtomicOutputDir:
 
     On success ``tmp`` is renamed to ``out`` (replacing it only when ``overwrite``);
     on any exception, Ctrl-C included, ``tmp`` is removed and ``out`` is untouched.
+    The temporary directory is a hidden sibling with a unique name, so concurrent runs
+    next to each other do not collide.
 
     Args:
         out (str): final directory.
         overwrite (bool): replace an existing ``out``.
         option_name (str): how the user turns on overwriting, for the error message.
+        empty_ok (bool): an existing empty directory counts as absent.
     """
 
-    def __init__(self, out, overwrite=False, option_name='--overwrite'):
-        self.out = os.path.abspath(out)
+    def __init__(self, out, overwrite=False, option_name='--overwrite', empty_ok=False):
+        self.out = os.path.abspath(os.fspath(out))
         self.overwrite = overwrite
         self.option_name = option_name
-        parent, name = os.path.split(self.out)
-        self.tmp = os.path.join(parent, f'.{name}.tmp-{os.getpid()}')
+        self.empty_ok = empty_ok
+        self.tmp = None
         self.check()
 
+    def _occupied(self):
+        if self.empty_ok and os.path.isdir(self.out) and not os.path.islink(self.out):
+            return bool(os.listdir(self.out))
+        return os.path.lexists(self.out)
+
     def check(self):
-        if os.path.exists(self.out) and not self.overwrite:
+        if self._occupied() and not self.overwrite:
             raise OutputExistsError(f'Output {self.out} already exists; refusing to overwrite it. '
                                     f'Choose another output path or pass {self.option_name}.')
+
+    def _sibling(self, tag):
+        parent, name = os.path.split(self.out)
+        return os.path.join(parent, f'.{name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}')
 
     def __enter__(self):
         self.check()
         os.makedirs(os.path.dirname(self.out), exist_ok=True)
-        if os.path.exists(self.tmp):
-            shutil.rmtree(self.tmp)
-        os.makedirs(self.tmp)
+        self.tmp = self._sibling('tmp')
+        os.makedirs(self.tmp)  # normal permissions (mkdtemp would make it 0700)
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return False
-        self.check()
-        if os.path.exists(self.out):
-            old = f'{self.tmp}.old'
-            os.rename(self.out, old)
-            os.rename(self.tmp, self.out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.rename(self.tmp, self.out)
+        try:
+            self.check()
+            if os.path.lexists(self.out):
+                old = self._sibling('old')
+                os.rename(self.out, old)
+                os.rename(self.tmp, self.out)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(self.tmp, self.out)
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
         return False
 
 
