@@ -33,7 +33,7 @@ import os
 import cv2
 import numpy as np
 
-from tripled_basicsr.utils.io import AtomicOutputDir
+from tripled_basicsr.utils.io import AtomicOutputDir, package_version, suggest_output
 
 FORMAT_NAME = 'tripled-distilled'
 FORMAT_VERSION = 1
@@ -113,12 +113,15 @@ class DistilledWriter:
         tile_size (int): 0 = whole images (stock-BasicSR readable); T > 0 = T-px GT tiles,
             T must be a multiple of ``scale``.
         compress_level (int): PNG compression level 0-9 (BasicSR default 1).
-        overwrite (bool): replace an existing ``out``.
+        overwrite (bool): replace an existing ``out`` that tripled_basicsr wrote (never anything else).
         tool (str), provenance (dict): recorded in tripled_meta.json.
+        overwrite_option (str): how the user sets ``overwrite``, for the messages.
+        sources: input roots (paths, (label, path) pairs or {label: path}) that ``out`` must not
+            be, contain or lie inside; checked here, before any work (see ``AtomicOutputDir``).
     """
 
     def __init__(self, out, scale=1, tile_size=0, compress_level=1, overwrite=False, tool='pack', provenance=None,
-                 overwrite_option='--overwrite'):
+                 overwrite_option='--overwrite', sources=()):
         scale, tile_size, compress_level = int(scale), int(tile_size or 0), int(compress_level)
         if scale < 1:
             raise ValueError(f'scale must be >= 1, got {scale}.')
@@ -131,7 +134,7 @@ class DistilledWriter:
             raise ValueError(f'compress_level must be in 0..9, got {compress_level}.')
         self.scale, self.tile_size, self.compress_level = scale, tile_size, compress_level
         self.tool, self.provenance = tool, provenance or {}
-        self._atomic = AtomicOutputDir(out, overwrite, overwrite_option)
+        self._atomic = AtomicOutputDir(out, overwrite, overwrite_option, sources=sources, tool=tool)
         self.out = self._atomic.out
         self.samples = []
         self.summary = {}
@@ -188,7 +191,7 @@ class DistilledWriter:
                     'format_version': FORMAT_VERSION,
                     'created': datetime.datetime.now().isoformat(timespec='seconds'),
                     'tool': self.tool,
-                    'tripled_basicsr_version': _version(),
+                    'tripled_basicsr_version': package_version(),
                     'scale': self.scale,
                     'tile_size': self.tile_size,
                     'compress_level': self.compress_level,
@@ -206,14 +209,6 @@ class DistilledWriter:
             self._gt.abort()
             self._lq.abort()
         return self._atomic.__exit__(exc_type, exc, tb)
-
-
-def _version():
-    try:
-        from tripled_basicsr import __version__
-        return __version__
-    except Exception:
-        return 'unknown'
 
 
 def _jsonable(obj):
@@ -237,9 +232,11 @@ def read_meta(root):
         raise FormatError(f'Distilled dir {root} does not exist. Create one with '
                           f'`python -m tripled_basicsr.pack` or `python -m tripled_basicsr.distill`.')
     if not os.path.isfile(path):
-        raise FormatError(f'{root} has no {META_FILE}, so it is not a distilled dir. Create one with '
-                          f'`python -m tripled_basicsr.pack --gt ... --lq ... --out {root}` (or point dataroot_gt/'
-                          f'dataroot_lq of a PairedImageDataset at plain LMDBs).')
+        # the packed copy goes next to the folder, never into it: ``--out`` inside a source is refused
+        raise FormatError(f'{root} has no {META_FILE}, so it is not a distilled dir. If it holds your images, pack '
+                          f'them into a new directory next to it: `python -m tripled_basicsr.pack --gt GT_DIR --lq '
+                          f'LQ_DIR --out {suggest_output(root, [root], "_packed")}` and point dataroot there (or '
+                          f'point dataroot_gt/dataroot_lq of a PairedImageDataset at plain LMDBs).')
     try:
         with open(path, encoding='utf-8') as f:
             meta = json.load(f)

@@ -1,82 +1,409 @@
 """Output hygiene shared by every command that writes a dataset or report.
 
-All outputs are built in a temporary sibling directory and renamed into place when
-complete, so an interrupted run never leaves a half-written output under the final name,
-and an existing output is only replaced when the user asked for it.
+One output policy, used by every writer (pack, distill, demo_data, study/benchmark outputs):
+
+* **Sources are never an output.** An output path that is, contains, or lies inside a
+  source root is refused (paths compared both as written and with symlinks resolved), so no
+  combination of ``--out`` and ``--overwrite`` can delete or write into the data being read.
+* **Only our own outputs are replaced.** Every output directory gets a marker file
+  (:data:`MARKER_FILE`); ``overwrite`` replaces an existing directory only when it carries
+  that marker (or is an earlier output with ``tripled_meta.json``/``demo_data.json``), or is
+  empty. A file, a symlink, or a non-empty directory without the marker is refused, with or
+  without ``overwrite``.
+* **Atomic.** The output is built in a hidden sibling ``.NAME.tmp-PID-XXXXXXXX`` and renamed
+  into place when complete; an existing output is moved aside only after the new tree is
+  complete, and deleted after the new one is in place. Ctrl-C during that commit is held
+  back until it is done.
+* **No leftovers.** Temporary/aside siblings left by a killed run (SIGKILL, power loss) are
+  removed by the next run to the same output when they are provably ours (marker inside, or
+  empty) and their process is gone; anything else is only reported.
 """
+import contextlib
+import datetime
 import hashlib
+import json
+import logging
 import os
+import re
 import shutil
+import signal
+import socket
+import stat
+import threading
 import uuid
 
 import yaml
 
+logger = logging.getLogger('tripled_basicsr.output')
+
+MARKER_FILE = '.tripled_output.json'
+MARKER_FORMAT = 'tripled-output'
+# outputs written before the marker existed: (file, key, value) identifying each writer's own meta file
+_LEGACY_MARKERS = (('tripled_meta.json', 'format', 'tripled-distilled'),
+                   ('demo_data.json', 'generator', 'tripled_basicsr.demo_data'))
+# the suffix suggested for an output next to a source ("<source>_packed")
+_SUGGEST_SUFFIX = {'pack': '_packed', 'distill': '_distilled', 'demo_data': '_demo'}
+
 
 class OutputExistsError(FileExistsError):
-    pass
+    """The output path is taken and may not (or cannot) be replaced."""
 
 
+class OutputConflictError(ValueError):
+    """The output path is, contains, or lies inside a source."""
+
+
+def package_version():
+    try:
+        from tripled_basicsr import __version__
+        return __version__
+    except Exception:  # noqa: BLE001  (a version string must never stop a write)
+        return 'unknown'
+
+
+# ----------------------------------------------------------------------------- markers
+def _read_json(path):
+    try:
+        with open(path, encoding='utf-8') as f:
+            obj = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
+def read_marker(path):
+    """The marker dict when ``path`` is a real directory this project wrote, else None.
+
+    Earlier outputs (before the marker file) are recognised by their own meta file and
+    reported as ``{'format': 'tripled-output', 'legacy': FILE, 'tool': ...}``.
+    """
+    if os.path.islink(path) or not os.path.isdir(path):
+        return None
+    m = _read_json(os.path.join(path, MARKER_FILE))
+    if m is not None and m.get('format') == MARKER_FORMAT:
+        return m
+    for name, key, value in _LEGACY_MARKERS:
+        meta = _read_json(os.path.join(path, name))
+        if meta is not None and meta.get(key) == value:
+            return {'format': MARKER_FORMAT, 'legacy': name, 'tool': meta.get('tool', value),
+                    'created': meta.get('created')}
+    return None
+
+
+def _write_marker(directory, info):
+    part = os.path.join(directory, MARKER_FILE + '.part')
+    with open(part, 'w', encoding='utf-8') as f:
+        json.dump(info, f, indent=1)
+        f.write('\n')
+    os.replace(part, os.path.join(directory, MARKER_FILE))
+
+
+# ----------------------------------------------------------------------------- sources
+def _norm(path):
+    return os.path.normcase(os.path.abspath(path))
+
+
+def _inside(child, parent):
+    """True when ``child`` equals or lies under ``parent`` (both normalised absolute paths)."""
+    try:
+        return os.path.commonpath([child, parent]) == parent
+    except ValueError:  # different drives
+        return False
+
+
+def _labelled(sources):
+    """``sources`` as (label, path) pairs: accepts paths, (label, path) pairs or a mapping."""
+    if isinstance(sources, (str, os.PathLike)):
+        sources = [sources]
+    items = sources.items() if isinstance(sources, dict) else sources
+    out = []
+    for item in items or ():
+        label, path = item if isinstance(item, tuple) else ('source', item)
+        if path is not None and str(path) != '':
+            out.append((label, os.fspath(path)))
+    return out
+
+
+def _relation(out, src):
+    """How ``out`` relates to ``src``: 'is', 'lies inside', 'contains' or None (symlinks resolved too)."""
+    forms = {(_norm(out), _norm(src)), (_norm(os.path.realpath(out)), _norm(os.path.realpath(src))),
+             (_norm(os.path.realpath(out)), _norm(src)), (_norm(out), _norm(os.path.realpath(src)))}
+    for o, s in forms:
+        if o == s:
+            return 'is'
+    for o, s in forms:
+        if _inside(o, s):
+            return 'lies inside'
+    for o, s in forms:
+        if _inside(s, o):
+            return 'contains'
+    return None
+
+
+def suggest_output(out, sources, suffix='_out'):
+    """A path next to the sources, outside all of them, for the "choose another output" hint."""
+    srcs = [p for _, p in _labelled(sources)]
+    base = os.path.abspath(out)
+    for _ in range(len(srcs) + 1):
+        inner = [s for s in srcs if _relation(base, s) in ('is', 'lies inside')]
+        if inner:  # move up to the (outermost) source and put the output beside it
+            base = min((os.path.abspath(s) for s in inner), key=len)
+        cand = base.rstrip(os.sep) + suffix
+        if not any(_relation(cand, s) for s in srcs) and not os.path.lexists(cand):
+            return cand
+        base = cand
+    return os.path.join(os.path.dirname(os.path.abspath(out)), 'tripled_output')
+
+
+def check_disjoint(out, sources, what='Output', option='the output path', suffix='_out'):
+    """Raise :class:`OutputConflictError` when ``out`` is, contains, or lies inside a source."""
+    for label, src in _labelled(sources):
+        rel = _relation(out, src)
+        if rel is None:
+            continue
+        real = os.path.realpath(out)
+        via = f' (it resolves to {real})' if _norm(real) != _norm(out) else ''
+        raise OutputConflictError(
+            f'{what} {os.path.abspath(out)}{via} {rel} the source {label} {os.path.abspath(src)}; '
+            f'writing there could overwrite or delete the source data, so it is refused. '
+            f'Choose {option} outside every source, e.g. {suggest_output(out, sources, suffix)}.')
+
+
+# ----------------------------------------------------------------------------- removal
+def _pid_alive(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # exists but belongs to someone else, or we cannot tell: keep its files
+    return True
+
+
+def remove_tree(path):
+    """Delete a directory tree (or file); read-only entries are made writable first.
+
+    Returns None on success, else the error (the caller reports it with the path).
+    """
+    def onerror(func, p, exc_info):
+        if isinstance(exc_info[1], FileNotFoundError):
+            return
+        try:  # a read-only directory blocks unlinking its entries
+            parent = os.path.dirname(p)
+            os.chmod(parent, os.stat(parent).st_mode | stat.S_IWUSR | stat.S_IXUSR)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, os.stat(p).st_mode | stat.S_IWUSR | stat.S_IXUSR | stat.S_IRUSR)
+            func(p)
+        except FileNotFoundError:
+            pass
+
+    try:
+        if os.path.islink(path) or not os.path.isdir(path):
+            if os.path.lexists(path):
+                os.unlink(path)
+        else:
+            shutil.rmtree(path, onerror=onerror)
+    except OSError as err:
+        return err
+    return None if not os.path.lexists(path) else OSError(f'{path} still exists')
+
+
+@contextlib.contextmanager
+def defer_sigint():
+    """Hold back Ctrl-C during a short critical section (a commit or a cleanup); re-raise after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+    except (ValueError, OSError):  # not installable here (embedded interpreter)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if got:
+            raise KeyboardInterrupt
+
+
+# ----------------------------------------------------------------------------- the writer
 class AtomicOutputDir:
-    """Context manager: ``with AtomicOutputDir(out, overwrite) as tmp: write into tmp``.
+    """Context manager: ``with AtomicOutputDir(out, ...) as tmp: write into tmp``.
 
-    On success ``tmp`` is renamed to ``out`` (replacing it only when ``overwrite``);
-    on any exception, Ctrl-C included, ``tmp`` is removed and ``out`` is untouched.
-    The temporary directory is a hidden sibling with a unique name, so concurrent runs
-    next to each other do not collide.
+    The constructor applies the whole output policy (see the module docstring) before any
+    work: sources, existing output, ``overwrite``; and it removes (or reports) what a killed
+    run to the same output left behind. On success ``tmp`` becomes ``out``; on any exception,
+    Ctrl-C included, ``tmp`` is removed and ``out`` is untouched.
 
     Args:
         out (str): final directory.
-        overwrite (bool): replace an existing ``out``.
-        option_name (str): how the user turns on overwriting, for the error message.
-        empty_ok (bool): an existing empty directory counts as absent.
+        overwrite (bool): replace an existing ``out`` that this project wrote.
+        option_name (str): how the user turns on overwriting, for the messages.
+        empty_ok (bool): an existing empty directory counts as absent (also without ``overwrite``).
+        sources (paths, (label, path) pairs or {label: path}): input roots ``out`` must stay
+            clear of; labels (e.g. ``'--gt'``) name them in the message.
+        tool (str): the command writing, recorded in the marker file.
     """
 
-    def __init__(self, out, overwrite=False, option_name='--overwrite', empty_ok=False):
-        self.out = os.path.abspath(os.fspath(out))
-        self.overwrite = overwrite
+    def __init__(self, out, overwrite=False, option_name='--overwrite', empty_ok=False, sources=(), tool='pack'):
+        self.out = os.path.abspath(os.path.expanduser(os.fspath(out)))
+        self.overwrite = bool(overwrite)
         self.option_name = option_name
         self.empty_ok = empty_ok
+        self.sources = _labelled(sources)
+        self.tool = tool
         self.tmp = None
+        self.cleaned = []  # stale siblings removed by this instance (for callers/tests)
         self.check()
+        self.clean_stale()
 
-    def _occupied(self):
-        if self.empty_ok and os.path.isdir(self.out) and not os.path.islink(self.out):
-            return bool(os.listdir(self.out))
-        return os.path.lexists(self.out)
-
+    # -- policy
     def check(self):
-        if self._occupied() and not self.overwrite:
-            raise OutputExistsError(f'Output {self.out} already exists; refusing to overwrite it. '
-                                    f'Choose another output path or pass {self.option_name}.')
+        """Raise unless ``out`` may be written; returns 'new', 'empty' or 'replace'."""
+        out = self.out
+        check_disjoint(out, self.sources, 'Output', 'an output path', _SUGGEST_SUFFIX.get(self.tool, '_out'))
+        if not os.path.lexists(out):
+            return 'new'
+        if os.path.islink(out):
+            raise OutputExistsError(f'Output {out} is a symbolic link (to {os.path.realpath(out)}); outputs are '
+                                    f'never written through links. Choose another output path (or remove the link '
+                                    f'yourself).')
+        if not os.path.isdir(out):
+            raise OutputExistsError(f'Output {out} is an existing file, not a directory this project wrote; it is '
+                                    f'never replaced ({self.option_name} only replaces earlier outputs of '
+                                    f'tripled_basicsr). Choose another output path.')
+        if not os.listdir(out):
+            if self.empty_ok or self.overwrite:
+                return 'empty'
+            raise OutputExistsError(f'Output {out} already exists (an empty directory). Choose another output path '
+                                    f'or pass {self.option_name}.')
+        marker = read_marker(out)
+        if marker is None:
+            raise OutputExistsError(f'Output {out} already exists and was not written by tripled_basicsr (it has no '
+                                    f'{MARKER_FILE} or tripled_meta.json), so it is never replaced, not even with '
+                                    f'{self.option_name}. Choose a new output path.')
+        if not self.overwrite:
+            what = f'{marker.get("tool", "tripled_basicsr")} output'
+            when = f' of {marker["created"]}' if marker.get('created') else ''
+            raise OutputExistsError(f'Output {out} already exists (a {what}{when}); refusing to overwrite it. '
+                                    f'Choose another output path or pass {self.option_name} to replace it.')
+        return 'replace'
 
+    # -- leftovers of killed runs
+    def _stale_pattern(self):
+        return re.compile(r'^\.' + re.escape(os.path.basename(self.out)) + r'\.(tmp|old)-(\d+)-[0-9a-f]{8}$')
+
+    def clean_stale(self):
+        """Remove siblings ``.NAME.tmp-PID-*``/``.NAME.old-PID-*`` left by dead runs; report the rest."""
+        parent = os.path.dirname(self.out)
+        try:
+            names = os.listdir(parent)
+        except OSError:
+            return
+        pattern = self._stale_pattern()
+        host = socket.gethostname()
+        for name in sorted(names):
+            m = pattern.match(name)
+            if not m:
+                continue
+            path = os.path.join(parent, name)
+            kind, pid = m.group(1), int(m.group(2))
+            if os.path.islink(path) or not os.path.isdir(path):
+                logger.warning('%s: %s looks like a leftover of an earlier run but is not a directory; left alone, '
+                               'remove it yourself if it is not needed.', self.tool, path)
+                continue
+            empty = not os.listdir(path)
+            marker = read_marker(path)
+            if not empty and marker is None:
+                logger.warning('%s: %s looks like a leftover of an earlier run to %s but carries no %s; left alone, '
+                               'remove it yourself if it is not needed.', self.tool, path, self.out, MARKER_FILE)
+                continue
+            # a temp dir records its writer; an aside (old) dir is named after the run replacing it
+            owner_host = marker.get('host', host) if (marker and kind == 'tmp') else host
+            if owner_host != host or _pid_alive(pid):
+                where = f' on {owner_host}' if owner_host != host else ''
+                logger.warning('%s: %s belongs to a run (pid %d%s) that may still be writing %s; left alone. Remove '
+                               'it yourself once that run has ended.', self.tool, path, pid, where, self.out)
+                continue
+            with defer_sigint():
+                err = remove_tree(path)
+            if err is None:
+                self.cleaned.append(path)
+                logger.warning('%s: removed %s, left behind by an interrupted run (pid %d) to %s.', self.tool, path,
+                               pid, self.out)
+            else:
+                logger.warning('%s: could not remove %s, left behind by an interrupted run (pid %d): %s. Remove it '
+                               'yourself.', self.tool, path, pid, err)
+
+    # -- writing
     def _sibling(self, tag):
         parent, name = os.path.split(self.out)
         return os.path.join(parent, f'.{name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}')
+
+    def _marker(self, complete):
+        info = {'format': MARKER_FORMAT, 'tool': self.tool, 'tripled_basicsr_version': package_version(),
+                'complete': complete}
+        if not complete:
+            # who is writing: lets a later run prove a leftover temp dir is ours and its writer is gone.
+            # The finished marker leaves these (and the time) out, so equal runs give byte-identical outputs.
+            info.update(created=datetime.datetime.now().isoformat(timespec='seconds'), pid=os.getpid(),
+                        host=socket.gethostname(), temp=os.path.basename(self.tmp))
+        return info
 
     def __enter__(self):
         self.check()
         os.makedirs(os.path.dirname(self.out), exist_ok=True)
         self.tmp = self._sibling('tmp')
-        os.makedirs(self.tmp)  # normal permissions (mkdtemp would make it 0700)
+        with defer_sigint():  # a temp dir always carries its marker, so a later run can prove it is ours
+            os.makedirs(self.tmp)  # normal permissions (mkdtemp would make it 0700)
+            try:
+                _write_marker(self.tmp, self._marker(False))
+            except BaseException:
+                remove_tree(self.tmp)
+                raise
         return self.tmp
+
+    def _discard_tmp(self):
+        with defer_sigint():
+            err = remove_tree(self.tmp)
+        if err is not None:
+            logger.warning('%s: could not remove the temporary directory %s: %s. Remove it yourself (the next run '
+                           'to %s also retries).', self.tool, self.tmp, err, self.out)
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            self._discard_tmp()
             return False
         try:
-            self.check()
-            if os.path.lexists(self.out):
-                old = self._sibling('old')
-                os.rename(self.out, old)
-                os.rename(self.tmp, self.out)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(self.tmp, self.out)
+            with defer_sigint():
+                self._commit()
         except BaseException:
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            if os.path.lexists(self.tmp):
+                self._discard_tmp()
             raise
         return False
+
+    def _commit(self):
+        state = self.check()
+        _write_marker(self.tmp, self._marker(True))
+        if state != 'replace':
+            os.rename(self.tmp, self.out)  # POSIX rename replaces an empty directory atomically
+            return
+        old = self._sibling('old')
+        os.rename(self.out, old)
+        try:
+            os.rename(self.tmp, self.out)
+        except BaseException:
+            os.rename(old, self.out)
+            raise
+        err = remove_tree(old)
+        if err is not None:
+            logger.warning('%s: wrote %s, but could not delete the replaced output, now at %s: %s. Remove it '
+                           'yourself (the next run to %s also retries).', self.tool, self.out, old, err, self.out)
 
 
 def file_sha256(path, chunk=1 << 20):
@@ -91,16 +418,22 @@ def file_sha256(path, chunk=1 << 20):
 
 
 def tree_fingerprint(root):
-    """sha256 over relative paths and contents of every file under ``root`` (sorted)."""
+    """sha256 over everything under ``root``: file paths and contents, directories (empty ones
+    too) and symlink targets, in sorted order. Tests use it to prove a source was not touched."""
     h = hashlib.sha256()
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
-        for name in sorted(filenames):
+        rel_dir = os.path.relpath(dirpath, root)
+        h.update(f'D {rel_dir}\n'.encode())
+        for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
             path = os.path.join(dirpath, name)
+            rel = os.path.relpath(path, root)
+            if os.path.islink(path):
+                h.update(f'L {rel} {os.readlink(path)}\n'.encode())
+                continue
             if name == 'lock.mdb':  # LMDB's reader lock table changes on every read-only open
                 continue
-            h.update(os.path.relpath(path, root).encode())
-            h.update(file_sha256(path).encode())
+            h.update(f'F {rel} {file_sha256(path)}\n'.encode())
     return h.hexdigest()
 
 
