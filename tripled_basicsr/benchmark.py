@@ -1,0 +1,515 @@
+"""``python -m tripled_basicsr.benchmark -opt options/benchmark_*.yml``: trained models side by
+side on standard test sets, with the protocol papers use, in one table.
+
+Protocols (written into the table header):
+
+* ``sr`` (Set5, Set14, BSD100, Urban100, Manga109): GT mod-cropped to the scale; LQ from the
+  set's ``LRbicx{s}``/``LR_bicubic/X{s}``/``image_SRF_{s}`` files, else made from GT with
+  MATLAB-style bicubic (BasicSR's ``imresize``) and rounded to 8 bit; PSNR/SSIM on the Y
+  channel (ITU-R BT.601, BasicSR's ``calculate_psnr``/``calculate_ssim``) with ``scale``
+  pixels cropped from each border. ``y_channel: false`` gives RGB.
+* ``denoise`` (BSD68/CBSD68, Set12, Kodak24, McMaster): LQ = GT/255 + N(0, (sigma/255)^2),
+  float, not clipped, not rounded (the DnCNN/KAIR protocol); noise drawn with
+  ``np.random.RandomState(noise_seed + image index)`` so every model sees the same noise;
+  PSNR/SSIM on RGB (grey sets: the grey channel) without border crop, one row per sigma.
+* ``paired`` (Rain100L/H, SOTS, GoPro, LOL, UHD sets, any LQ/GT folders): RGB PSNR/SSIM, no
+  crop; no-reference PIQE (and BRISQUE with a user-supplied LIVE model) on the outputs.
+
+Every model is run with :func:`tripled_basicsr.utils.tiled.tiled_forward` when ``tile.size``
+> 0, so 4K frames fit a consumer GPU. Missing sets are skipped with a message that says
+where the files go (docs/benchmark.md lists where to get each set).
+"""
+import argparse
+import copy
+import csv
+import datetime
+import json
+import os
+import re
+import sys
+import time
+
+import cv2
+import numpy as np
+
+from tripled_basicsr.data.paired_source import IMG_EXTENSIONS
+from tripled_basicsr.utils.img import to_bgr_uint8
+from tripled_basicsr.utils.io import AtomicOutputDir, load_yaml_safe
+
+# name -> task, grey, where to get it and how its folder looks
+KNOWN_SETS = {
+    'Set5': ('sr', False, 'BasicSR test sets (docs/DatasetPreparation.md of BasicSR: Set5/GTmod12 + LRbicx{s})'),
+    'Set14': ('sr', False, 'BasicSR test sets (Set14/GTmod12 + LRbicx{s})'),
+    'BSD100': ('sr', False, 'BasicSR test sets (BSDS100) or the SelfExSR data (BSD100/image_SRF_{s})'),
+    'Urban100': ('sr', False, 'BasicSR test sets or the SelfExSR data (Urban100/image_SRF_{s})'),
+    'Manga109': ('sr', False, 'Manga109 (manga109.org, academic use); BasicSR test sets layout'),
+    'BSD68': ('denoise', True, 'DnCNN repository, testsets/BSD68 (grey PNGs)'),
+    'CBSD68': ('denoise', False, 'CBSD68 (colour BSD68), e.g. the KAIR / DnCNN test sets'),
+    'Set12': ('denoise', True, 'DnCNN repository, testsets/Set12'),
+    'Kodak24': ('denoise', False, 'Kodak PhotoCD set (r0k.us/graphics/kodak), 24 PNGs'),
+    'McMaster': ('denoise', False, 'McMaster colour set (18 images), e.g. the KAIR test sets'),
+    'Rain100L': ('paired', False, 'Rain100L test split (e.g. PReNet/MPRNet data): rainy/ + norain/ or input/ + target/'),
+    'Rain100H': ('paired', False, 'Rain100H test split: rainy/ + norain/ or input/ + target/'),
+    'SOTS': ('paired', False, 'RESIDE SOTS (outdoor or indoor): hazy/ + gt/ (hazy names start with the GT id)'),
+    'GoPro': ('paired', False, 'GoPro_Large test split: test/<sequence>/{blur,sharp} or input/ + target/'),
+    'LOL': ('paired', False, 'LOL: eval15/{low,high} (LOL-v2: Test/{Low,Normal})'),
+    'UHD-LL': ('paired', False, 'UHD-LL test split: input/ + gt/ (4K)'),
+    'UHD-Haze': ('paired', False, 'UHD-Haze test split: input/ + gt/ (4K)'),
+    'UHD-Blur': ('paired', False, 'UHD-Blur test split: input/ + gt/ (4K)'),
+    'UHD-Rain': ('paired', False, '4K-Rain13k test split: input/ + gt/ (4K)'),
+}
+ALIASES = {'B100': 'BSD100', 'BSDS100': 'BSD100', 'Kodak': 'Kodak24', 'Rain100': 'Rain100L'}
+
+# folder names of degraded / clean images in the usual layouts (lower case)
+LQ_DIRS = ('input', 'lq', 'lr', 'rainy', 'rain', 'hazy', 'blur', 'low', 'data', 'noisy')
+GT_DIRS = ('target', 'gt', 'hr', 'norain', 'clear', 'sharp', 'high', 'normal', 'label', 'groundtruth', 'gtmod12',
+           'original', 'clean')
+_TOKENS = re.compile(r'^(norain|rainy|rain|low|normal|high|hazy|clear|blur|sharp)[-_]?(?=\d)|'
+                     r'(_srf_\d+)?[-_]?(hr|lr|gt|lq)$|[-_]?x\d$')
+
+TASKS = ('sr', 'denoise', 'paired')
+
+
+class BenchmarkError(ValueError):
+    pass
+
+
+# ----------------------------------------------------------------------------- layouts
+def _images(folder):
+    out = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for f in sorted(filenames):
+            if f.lower().endswith(IMG_EXTENSIONS):
+                out.append(os.path.relpath(os.path.join(dirpath, f), folder))
+    return out
+
+
+def pair_key(rel):
+    """Name shared by an LQ file and its GT in the usual layouts ('rain-001' ~ 'norain-001',
+    'low00690' ~ 'normal00690', 'baby_GT' ~ 'babyx4' ~ 'baby', 'img_001_SRF_4_HR' ~ '..._LR')."""
+    d, stem = os.path.split(os.path.splitext(rel)[0])
+    stem = stem.lower()
+    for _ in range(2):
+        stem = _TOKENS.sub('', stem)
+    return os.path.join(d.lower(), stem)
+
+
+def _child(folder, names):
+    """First child folder of ``folder`` whose lower-case name is in ``names`` (in that order)."""
+    try:
+        kids = {k.lower(): k for k in os.listdir(folder) if os.path.isdir(os.path.join(folder, k))}
+    except OSError:
+        return None
+    for n in names:
+        if n in kids:
+            return os.path.join(folder, kids[n])
+    return None
+
+
+def pair_files(lq_dir, gt_dir):
+    """-> [(key, gt_path, lq_path)] matched by :func:`pair_key`; SOTS-style LQ names
+    ('0001_0.8_0.2') fall back to the part before the first '_'."""
+    gts = {pair_key(r): os.path.join(gt_dir, r) for r in _images(gt_dir)}
+    out = []
+    for r in _images(lq_dir):
+        k = pair_key(r)
+        if k not in gts:
+            d, s = os.path.split(k)
+            k = os.path.join(d, s.split('_')[0])
+        if k in gts:
+            out.append((k, gts[k], os.path.join(lq_dir, r)))
+    return out
+
+
+def find_sr_layout(root, scale):
+    """-> (gt_dir, lq_dir | None, pairs) for the SR layouts (BasicSR, EDSR benchmark, SelfExSR)."""
+    srf = _child(root, (f'image_srf_{scale}',))
+    if srf:  # SelfExSR: image_SRF_4/img_001_SRF_4_HR.png + _LR.png in one folder
+        files = _images(srf)
+        hr = {pair_key(f): os.path.join(srf, f) for f in files if '_hr' in f.lower()}
+        lr = {pair_key(f): os.path.join(srf, f) for f in files if '_lr' in f.lower()}
+        return srf, srf, [(k, hr[k], lr[k]) for k in sorted(hr) if k in lr]
+    gt_dir = _child(root, ('gtmod12', 'hr', 'gt', 'original')) or root
+    lq_dir = _child(root, (f'lrbicx{scale}', f'x{scale}'))
+    if lq_dir is None:
+        lr = _child(root, ('lr_bicubic', 'lr'))
+        lq_dir = _child(lr, (f'x{scale}',)) if lr else None
+    if lq_dir:
+        return gt_dir, lq_dir, pair_files(lq_dir, gt_dir)
+    return gt_dir, None, [(pair_key(r), os.path.join(gt_dir, r), None) for r in _images(gt_dir)
+                          if os.path.dirname(r) == '']
+
+
+def find_paired_layout(root, depth=3):
+    """-> [(key, gt, lq)] from the first folder under ``root`` (breadth first, ``depth``
+    levels) that holds an LQ folder and a GT folder of the usual names; GoPro's per-sequence
+    ``blur``/``sharp`` folders are gathered from every sequence."""
+    level = [root]
+    for _ in range(depth + 1):
+        found, nxt = [], []
+        for d in level:
+            lq, gt = _child(d, LQ_DIRS), _child(d, GT_DIRS)
+            if lq and gt:
+                found += [(os.path.join(os.path.relpath(d, root), k), g, q) for k, g, q in pair_files(lq, gt)]
+            else:
+                try:
+                    nxt += sorted(os.path.join(d, k) for k in os.listdir(d) if os.path.isdir(os.path.join(d, k)))
+                except OSError:
+                    pass
+        if found:
+            return found
+        level = nxt
+    return []
+
+
+def find_gt_only(root):
+    gt_dir = _child(root, ('gt', 'original', 'hr', 'clean')) or root
+    return [(pair_key(r), os.path.join(gt_dir, r), None) for r in _images(gt_dir) if os.path.dirname(r) == '']
+
+
+# ----------------------------------------------------------------------------- loading
+def set_spec(spec, defaults=None):
+    """Complete one test-set entry: name, root, task and the task's parameters."""
+    spec = {**(defaults or {}), **(spec if isinstance(spec, dict) else {'name': spec})}
+    name = ALIASES.get(spec.get('name'), spec.get('name'))
+    if not name:
+        raise BenchmarkError(f'test set entry {spec!r} has no name.')
+    known = KNOWN_SETS.get(name)
+    task = spec.get('task') or (known[0] if known else None)
+    if spec.get('dataroot_gt') and spec.get('dataroot_lq') and not spec.get('task'):
+        task = 'paired'
+    if task not in TASKS:
+        raise BenchmarkError(f'test set {name}: task must be one of {TASKS} (unknown set names need task:); '
+                             f'got {task!r}.')
+    out = {'name': name, 'task': task, 'root': spec.get('root') or os.path.join(spec.get('datasets_root', 'datasets'),
+                                                                              name),
+           'grey': bool(spec.get('grey', known[1] if known else False)), 'where': known[2] if known else None}
+    for k in ('dataroot_gt', 'dataroot_lq', 'scale', 'sigmas', 'sigma', 'noise_seed', 'y_channel', 'crop_border',
+              'max_images', 'no_reference'):
+        if k in spec:
+            out[k] = spec[k]
+    if task == 'sr':
+        out.setdefault('scale', 4)
+        out.setdefault('y_channel', True)
+        out.setdefault('crop_border', int(out['scale']))
+    else:
+        out.setdefault('scale', 1)
+        out.setdefault('y_channel', False)
+        out.setdefault('crop_border', 0)
+    if task == 'denoise':
+        sig = out.pop('sigma', None)
+        out['sigmas'] = [float(s) for s in (out.get('sigmas') or ([sig] if sig is not None else [25]))]
+        out.setdefault('noise_seed', 0)
+    unknown = sorted(set(spec) - set(out) - {'datasets_root', 'task', 'root', 'grey', 'sigma', 'name'})
+    if unknown:
+        raise BenchmarkError(f'test set {name}: unknown key(s) {unknown}; see docs/benchmark.md.')
+    return out
+
+
+def missing_message(spec):
+    where = f' Get it from: {spec["where"]}.' if spec.get('where') else ''
+    layout = {'sr': f'{spec["root"]}/GTmod12/*.png (+ LRbicx{spec["scale"]}/) or {spec["root"]}/HR/ or '
+                    f'{spec["root"]}/image_SRF_{spec["scale"]}/ or the images directly in {spec["root"]}',
+              'denoise': f'the clean images directly in {spec["root"]}/ (or {spec["root"]}/GT/)',
+              'paired': f'{spec["root"]}/input/ + {spec["root"]}/target/ (or rainy/norain, hazy/gt, blur/sharp, '
+                        f'low/high, ...)'}[spec['task']]
+    return f'skipped {spec["name"]}: no images found under {spec["root"]}; place them as {layout}.{where}'
+
+
+def _read(path):
+    return to_bgr_uint8(cv2.imread(path, cv2.IMREAD_UNCHANGED), path)
+
+
+def bicubic_down(gt, scale):
+    """MATLAB-style bicubic downscale of a uint8 BGR image, rounded to 8 bit (the LRbicx files)."""
+    from basicsr.utils.matlab_functions import imresize
+    lq = imresize(gt.astype(np.float64) / 255.0, 1.0 / scale)
+    return np.clip(np.round(lq * 255.0), 0, 255).astype(np.uint8)
+
+
+def add_noise(gt, sigma, seed):
+    """GT uint8 -> float32 noisy image in [0, 1] units (not clipped, not rounded)."""
+    rng = np.random.RandomState(seed)
+    return (gt.astype(np.float64) / 255.0 + rng.normal(0, sigma / 255.0, gt.shape)).astype(np.float32)
+
+
+def load_pairs(spec):
+    """-> list of (key, gt uint8 BGR, lq float32 BGR in [0, 1]) for one test set (and sigma for
+    denoising: one list per sigma, returned as {label: list}). Empty dict when the set is missing."""
+    if spec.get('dataroot_gt'):
+        for k in ('dataroot_gt', 'dataroot_lq'):
+            if not os.path.isdir(spec.get(k) or ''):
+                return {}
+        files = pair_files(spec['dataroot_lq'], spec['dataroot_gt'])
+    elif not os.path.isdir(spec['root']):
+        return {}
+    elif spec['task'] == 'sr':
+        files = find_sr_layout(spec['root'], int(spec['scale']))[2]
+    elif spec['task'] == 'denoise':
+        files = find_gt_only(spec['root'])
+    else:
+        files = find_paired_layout(spec['root'])
+    if spec.get('max_images'):
+        files = files[:int(spec['max_images'])]
+    if not files:
+        return {}
+    s = int(spec['scale'])
+    if spec['task'] == 'denoise':
+        gts = [(k, _read(g)) for k, g, _ in files]
+        return {f'{spec["name"]} sigma={sig:g}': [(k, gt, add_noise(gt, sig, int(spec['noise_seed']) + i))
+                                                  for i, (k, gt) in enumerate(gts)] for sig in spec['sigmas']}
+    out = []
+    for k, g, q in files:
+        gt = _read(g)
+        if q is None:  # SR from GT only
+            gt = gt[:gt.shape[0] - gt.shape[0] % s, :gt.shape[1] - gt.shape[1] % s]
+            lq = bicubic_down(gt, s) if s > 1 else gt
+        else:
+            lq = _read(q)
+            h, w = lq.shape[0] * s, lq.shape[1] * s
+            if gt.shape[0] < h or gt.shape[1] < w:
+                raise BenchmarkError(f'{spec["name"]}: {q} is {lq.shape[1]}x{lq.shape[0]} but its GT {g} is '
+                                     f'{gt.shape[1]}x{gt.shape[0]}, smaller than LQ x scale {s}; check scale.')
+            gt = gt[:h, :w]  # GT mod-crop to the LQ grid
+        out.append((k, gt, lq.astype(np.float32) / 255.0))
+    return {spec['name']: out}
+
+
+# ----------------------------------------------------------------------------- models
+def input_channels(network_opt):
+    for k in ('num_in_ch', 'in_chans', 'in_nc', 'in_channels'):
+        if k in (network_opt or {}):
+            return int(network_opt[k])
+    return 3
+
+
+def load_network(network_opt, weights, param_key='auto', device='cpu'):
+    """A BasicSR arch from its options and a checkpoint (``params_ema`` preferred by ``auto``)."""
+    import torch
+    from basicsr.archs import build_network
+
+    import tripled_basicsr  # noqa: F401  (registers archs)
+    if not os.path.isfile(weights or ''):
+        raise BenchmarkError(f'weights {weights!r} do not exist (path of a net_g_*.pth checkpoint).')
+    net = build_network(copy.deepcopy(network_opt))
+    state = torch.load(weights, map_location='cpu', weights_only=True)
+    if param_key == 'auto':
+        param_key = 'params_ema' if 'params_ema' in state else ('params' if 'params' in state else None)
+    if param_key:
+        if param_key not in state:
+            raise BenchmarkError(f'{weights} has no {param_key!r}; it holds {sorted(state)}. Set param_key.')
+        state = state[param_key]
+    net.load_state_dict({k[7:] if k.startswith('module.') else k: v for k, v in state.items()}, strict=True)
+    return net.eval().to(device)
+
+
+def restore(net, lq, tile=None, in_ch=3, device='cpu'):
+    """float32 BGR [0,1] HxWx3 -> uint8 BGR output of ``net`` (tiled when tile.size > 0)."""
+    import torch
+
+    from tripled_basicsr.utils.tiled import tiled_forward
+    x = lq[:, :, ::-1] if in_ch == 3 else lq[:, :, :1]
+    x = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1)))[None].to(device)
+    tile = tile or {}
+    with torch.no_grad():
+        y = tiled_forward(net, x, tile=int(tile.get('size', 0)), overlap=int(tile.get('overlap', 32)),
+                          blend=tile.get('blend', 'none'), blend_width=tile.get('blend_width'),
+                          pad_multiple=int(tile.get('pad_multiple', 1)))
+    y = y[0].float().clamp_(0, 1).numpy().transpose(1, 2, 0)
+    y = np.repeat(y, 3, axis=2) if y.shape[2] == 1 else y[:, :, ::-1]
+    return np.round(y * 255.0).astype(np.uint8)
+
+
+def input_baseline(lq, scale):
+    """The 'do nothing' output: LQ itself, or its MATLAB-bicubic upscale for SR."""
+    if scale == 1:
+        return np.clip(np.round(lq * 255.0), 0, 255).astype(np.uint8)
+    from basicsr.utils.matlab_functions import imresize
+    return np.clip(np.round(imresize(lq.astype(np.float64), scale) * 255.0), 0, 255).astype(np.uint8)
+
+
+def score(out, gt, spec, no_reference=()):
+    """Metrics of one output image under the set's protocol."""
+    from basicsr.metrics import calculate_psnr, calculate_ssim
+    cb, y = int(spec['crop_border']), bool(spec['y_channel'])
+    if spec['grey']:  # grey sets: score the grey channel (the three channels of a grey GT are equal)
+        out, gt, y = out[:, :, :1], gt[:, :, :1], False
+    res = {'psnr': float(calculate_psnr(out, gt, crop_border=cb, test_y_channel=y)),
+           'ssim': float(calculate_ssim(out, gt, crop_border=cb, test_y_channel=y))}
+    if 'piqe' in no_reference:
+        from tripled_basicsr.metrics.iqa_metric import calculate_piqe
+        res['piqe'] = calculate_piqe(out if out.shape[2] == 3 else np.repeat(out, 3, 2), crop_border=cb)
+    if 'brisque' in no_reference:
+        from tripled_basicsr.metrics.iqa_metric import calculate_brisque
+        res['brisque'] = calculate_brisque(out if out.shape[2] == 3 else np.repeat(out, 3, 2),
+                                           model_path=no_reference['brisque'], crop_border=cb)
+    return res
+
+
+def evaluate(run, pairs, spec, no_reference=()):
+    """Mean metrics of ``run(lq) -> uint8 output`` over ``pairs``; also per-image values."""
+    per = []
+    for key, gt, lq in pairs:
+        out = run(lq)
+        if out.shape != gt.shape:
+            raise BenchmarkError(f'{spec["name"]}/{key}: output {out.shape} differs from GT {gt.shape}; '
+                                 f'check the model scale ({spec["scale"]}).')
+        per.append({'key': key, **score(out, gt, spec, no_reference)})
+    mean = {m: float(np.mean([p[m] for p in per])) for m in per[0] if m != 'key'}
+    return mean, per
+
+
+def protocol_line(spec):
+    if spec['task'] == 'sr':
+        ch = 'Y (BT.601)' if spec['y_channel'] else 'RGB'
+        return (f'x{spec["scale"]} SR, LQ = set files or MATLAB bicubic of mod-cropped GT; PSNR/SSIM on {ch}, '
+                f'border {spec["crop_border"]} px cropped')
+    if spec['task'] == 'denoise':
+        return (f'AWGN sigma {", ".join(f"{s:g}" for s in spec["sigmas"])} (float, unclipped, '
+                f'RandomState(noise_seed={spec["noise_seed"]} + image index)); PSNR/SSIM on '
+                f'{"grey" if spec["grey"] else "RGB"}, no crop')
+    return f'paired LQ/GT, PSNR/SSIM on {"Y" if spec["y_channel"] else "RGB"}, border {spec["crop_border"]} px'
+
+
+# ----------------------------------------------------------------------------- command
+def _device(name):
+    import torch
+    if name in (None, 'auto'):
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    return name
+
+
+def model_specs(opt, path):
+    models = opt.get('models') or []
+    if not models:
+        raise BenchmarkError(f'{path}: models: is empty; list the trained models (name, network_g or opt, weights).')
+    out = []
+    for i, m in enumerate(models):
+        m = dict(m)
+        name = m.get('name') or f'model{i}'
+        if m.get('type') == 'input':
+            out.append({'name': name, 'type': 'input'})
+            continue
+        net = m.get('network_g')
+        if net is None and m.get('opt'):
+            net = load_yaml_safe(m['opt']).get('network_g')
+        if not net:
+            raise BenchmarkError(f'{path}: model {name}: give network_g (the arch options) or opt (its training YAML).')
+        if not m.get('weights'):
+            raise BenchmarkError(f'{path}: model {name}: weights is required (a net_g_*.pth checkpoint).')
+        out.append({'name': name, 'network_g': net, 'weights': m['weights'], 'param_key': m.get('param_key', 'auto')})
+    return out
+
+
+def run_benchmark(opt, path='<options>', log=print):
+    """Evaluate every model on every present set; returns (rows, skipped, specs)."""
+    defaults = {'datasets_root': opt.get('datasets_root', 'datasets')}
+    for k in ('scale', 'sigmas', 'noise_seed', 'y_channel', 'max_images'):
+        if k in opt:
+            defaults[k] = opt[k]
+    specs = [set_spec(s, defaults) for s in (opt.get('sets') or [])]
+    if not specs:
+        raise BenchmarkError(f'{path}: sets: is empty; list test sets (e.g. [Set5, Set14, BSD100, Urban100]).')
+    models = model_specs(opt, path)
+    device = _device(opt.get('device', 'auto'))
+    tile = opt.get('tile') or {}
+    nr = {}
+    for m in opt.get('no_reference') or []:
+        if isinstance(m, dict):
+            nr.update(m)
+        else:
+            nr[m] = None
+    rows, skipped = [], []
+    loaded = {}
+    for spec in specs:
+        groups = load_pairs(spec)
+        if not groups:
+            msg = missing_message(spec)
+            log(msg)
+            skipped.append(msg)
+            continue
+        loaded[spec['name']] = (spec, groups)
+    for m in models:
+        if m.get('type') == 'input':
+            net = None
+        else:
+            net = load_network(m['network_g'], m['weights'], m['param_key'], device)
+            in_ch = input_channels(m['network_g'])
+        for name, (spec, groups) in loaded.items():
+            for label, pairs in groups.items():
+                t = time.time()
+                if net is None:
+                    run = (lambda s: lambda lq: input_baseline(lq, s))(int(spec['scale']))
+                else:
+                    run = (lambda n, c: lambda lq: restore(n, lq, tile, c, device))(net, in_ch)
+                snr = dict(nr) if spec['task'] == 'paired' or spec.get('no_reference') else {}
+                mean, _ = evaluate(run, pairs, spec, snr)
+                rows.append({'model': m['name'], 'set': label, 'images': len(pairs), **mean,
+                             'seconds': round(time.time() - t, 2), 'protocol': protocol_line(spec)})
+                log(f'{m["name"]:<20} {label:<22} ' + ' '.join(f'{k} {v:.4f}' for k, v in mean.items()))
+    return rows, skipped, [s for s, _ in loaded.values()]
+
+
+def markdown_table(rows, skipped=(), title='Benchmark'):
+    sets = list(dict.fromkeys(r['set'] for r in rows))
+    models = list(dict.fromkeys(r['model'] for r in rows))
+    metrics = [m for m in ('psnr', 'ssim', 'piqe', 'brisque') if any(m in r for r in rows)]
+    by = {(r['model'], r['set']): r for r in rows}
+    lines = [f'# {title}', '', 'Protocol:']
+    for p in dict.fromkeys(r['protocol'] for r in rows):
+        lines.append(f'* {", ".join(s for s in sets if any(r["set"] == s and r["protocol"] == p for r in rows))}: {p}')
+    lines += ['', 'PSNR (dB) / SSIM' + (' / ' + ' / '.join(m.upper() for m in metrics[2:]) if metrics[2:] else '')
+              + ' (PIQE, BRISQUE: lower is better)' * bool(metrics[2:]), '',
+              '| set | ' + ' | '.join(models) + ' |', '|---|' + '---|' * len(models)]
+    for s in sets:
+        cells = []
+        for m in models:
+            r = by.get((m, s))
+            cells.append(' / '.join(f'{r[k]:.2f}' if k != 'ssim' else f'{r[k]:.4f}' for k in metrics if k in r)
+                         if r else '-')
+        lines.append(f'| {s} ({by[(models[0], s)]["images"] if (models[0], s) in by else "?"} images) | '
+                     + ' | '.join(cells) + ' |')
+    if skipped:
+        lines += [''] + [f'* {m}' for m in skipped]
+    return '\n'.join(lines) + '\n'
+
+
+def write_outputs(out_dir, rows, skipped, opt, overwrite=True):
+    with AtomicOutputDir(out_dir, overwrite=overwrite, option_name='output.overwrite') as tmp:
+        with open(os.path.join(tmp, 'results.md'), 'w', encoding='utf-8') as f:
+            f.write(markdown_table(rows, skipped, opt.get('name', 'Benchmark')))
+        with open(os.path.join(tmp, 'results.json'), 'w', encoding='utf-8') as f:
+            json.dump({'created': datetime.datetime.now().isoformat(timespec='seconds'), 'rows': rows,
+                       'skipped': skipped, 'options': opt}, f, indent=1)
+        keys = list(dict.fromkeys(k for r in rows for k in r))
+        with open(os.path.join(tmp, 'results.csv'), 'w', newline='', encoding='utf-8') as f:
+            w = csv.DictWriter(f, keys)
+            w.writeheader()
+            w.writerows(rows)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog='python -m tripled_basicsr.benchmark', description=__doc__.split('\n\n')[0])
+    p.add_argument('-opt', required=True, help='benchmark YAML (options/benchmark_*.yml)')
+    p.add_argument('--debug', action='store_true', help='full tracebacks')
+    args = p.parse_args(argv)
+    try:
+        opt = load_yaml_safe(args.opt)
+        out = (opt.get('output') or {}).get('path') or os.path.join('results', f'benchmark_{opt.get("name", "run")}')
+        rows, skipped, _ = run_benchmark(opt, args.opt)
+        if not rows:
+            raise BenchmarkError('no test set was found; nothing to report (see the skipped lines above).')
+        write_outputs(out, rows, skipped, opt, overwrite=(opt.get('output') or {}).get('overwrite', True))
+        print(markdown_table(rows, skipped, opt.get('name', 'Benchmark')))
+        print(f'written: {out}/results.md, results.csv, results.json')
+    except (BenchmarkError, FileNotFoundError, ValueError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f'benchmark: error: {exc}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
