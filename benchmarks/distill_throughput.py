@@ -1,4 +1,4 @@
-"""Throughput and memory of the TripleD feature stage (DESIGN.md 7).
+"""Throughput and memory of the TripleD feature stage.
 
     python benchmarks/distill_throughput.py [--num 256] [--size 512] [--format jpg]
         [--backbone vit_small_patch16_224] [--input-size 128] [--batch-size 32] [--num-workers 2]
@@ -53,7 +53,7 @@ def forward_alone(a, num):
     import torch
 
     from tripled_basicsr.distill.backbone import build_backbone, embed, normalization
-    from tripled_basicsr.distill.features import resolve_device
+    from tripled_basicsr.utils.device import resolve_device
     dev = resolve_device(a.device)
     model = build_backbone(a.backbone, False, None, a.input_size).to(dev)
     mean, std = normalization(model)

@@ -5,7 +5,7 @@ import torch
 
 import tripled_basicsr  # noqa: F401  (registers TripleDCalibrator, FeatureDistributionLoss)
 from tripled_basicsr.distill import scoring, selection
-from tripled_basicsr.distill.mmd import mmd_numpy, mmd_rbf
+from tripled_basicsr.utils.distribution import mmd_numpy, mmd_rbf
 from tripled_basicsr.distill.registry import COMPLEXITY, SELECTION, UNCERTAINTY, StrategyRegistry
 
 
@@ -94,15 +94,15 @@ def test_tripled_selection_quotas_determinism_and_coverage():
     x, truth = clustered((60, 30, 10))
     c = np.random.default_rng(0).random(len(x))
     u = np.random.default_rng(1).random(len(x))
-    ctx = {'seed': 3, 'labels': truth}
-    s1, lab = SELECTION.get('tripled')(x, c, u, 10, dict(ctx), clusters=3)
-    s2, _ = SELECTION.get('tripled')(x, c, u, 10, dict(ctx), clusters=3)
-    s3, _ = SELECTION.get('tripled')(x, c, u, 10, {'seed': 4, 'labels': truth}, clusters=3)
+    ctx = {'seed': 3, 'labels': truth, 'clusters': 3}
+    s1, lab = SELECTION.get('tripled')(x, c, u, 10, dict(ctx))
+    s2, _ = SELECTION.get('tripled')(x, c, u, 10, dict(ctx))
+    s3, _ = SELECTION.get('tripled')(x, c, u, 10, {'seed': 4, 'labels': truth, 'clusters': 3})
     assert np.array_equal(s1, s2) and not np.array_equal(s1, s3)
     assert len(np.unique(s1)) == 10
     assert np.bincount(truth[s1], minlength=3).tolist() == [6, 3, 1]  # proportional to 60/30/10
     with pytest.raises(ValueError, match='larger than the subset size'):
-        SELECTION.get('tripled')(x, c, u, 2, {'seed': 0}, clusters=3)
+        SELECTION.get('tripled')(x, c, u, 2, {'seed': 0, 'clusters': 3})
 
 
 def test_gumbel_topk_follows_weights():
@@ -119,7 +119,7 @@ def test_tripled_beats_random_mmd_on_clustered_data():
     u = scoring.rank_normalize(u)
     trip, rand = [], []
     for seed in range(6):
-        s, _ = SELECTION.get('tripled')(x, c, u, 12, {'seed': seed}, clusters=4)
+        s, _ = SELECTION.get('tripled')(x, c, u, 12, {'seed': seed, 'clusters': 4})
         r, _ = SELECTION.get('random')(x, c, u, 12, {'seed': seed})
         trip.append(mmd_numpy(x[s], x))
         rand.append(mmd_numpy(x[r], x))

@@ -1,6 +1,6 @@
 """TripleDCalibrator: a lightweight CNN predicting a smooth per-pixel colour/tone transform.
 
-DESIGN.md 4.6. The network looks at a low-resolution copy of the GT and predicts, on a
+See docs/method.md ("Calibration"). The network looks at a low-resolution copy of the GT and predicts, on a
 coarse ``grid x grid`` lattice, a 3x3 colour matrix and a bias (12 numbers) as a delta from
 the identity. The lattice is upsampled bilinearly to any image size, so the transform is
 smooth, resolution independent, and the SAME transform can be applied to the GT and to

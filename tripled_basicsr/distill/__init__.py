@@ -1,13 +1,17 @@
-"""The offline TripleD distillation pipeline (DESIGN.md 3-4; user doc: docs/distill.md).
+"""The offline TripleD distillation pipeline (user doc: docs/distill.md; the method and our
+choices: docs/method.md).
 
     python -m tripled_basicsr.distill -opt options/distill_demo.yml
     torchrun --nproc_per_node=K -m tripled_basicsr.distill -opt X.yml
 
-Modules: ``options`` (defaults, validation), ``backbone`` (timm model + offline-safe
+Modules: ``options`` (defaults, validation), ``checks`` (value checks), ``registry``
+(strategies and their signature-checked options), ``backbone`` (timm model + offline-safe
 weights), ``features`` (decode, embed, resumable memmap store, sharding), ``scoring``
-(complexity/uncertainty), ``selection`` (k-means strata, quotas, Gumbel top-k,
-baselines), ``mmd``, ``calibration``, ``report``, ``pipeline`` (``run_distill``),
-``registry`` (add your own strategies).
+(complexity/uncertainty strategies), ``selection`` (k-means strata, quotas, Gumbel top-k,
+baselines), ``calibration``, ``report``, ``pipeline`` (``run_distill`` and its stages).
+
+Importing this package does not import BasicSR; only the calibration stage does (through
+``tripled_basicsr.register()``), because the calibrator is a registered BasicSR arch.
 """
 from tripled_basicsr.distill import scoring, selection  # noqa: F401  (register the built-in strategies)
 from tripled_basicsr.distill.registry import COMPLEXITY, SELECTION, UNCERTAINTY  # noqa: F401

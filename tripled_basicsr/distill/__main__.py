@@ -13,19 +13,24 @@ def main(argv=None):
                                             'distribution-aware, curriculum-annotated LMDB subset.')
     p.add_argument('-opt', '--opt', required=True, help='YAML options (see docs/distill.md)')
     p.add_argument('--force-overwrite', action='store_true', help='same as output.overwrite: true')
-    p.add_argument('--quiet', action='store_true', help='no progress bars')
+    p.add_argument('--quiet', action='store_true', help='no progress bars and no full report; the one-line summary '
+                                                         'is still printed')
     p.add_argument('--debug', action='store_true', help='show full tracebacks')
     args = p.parse_args(argv)
 
-    import tripled_basicsr  # noqa: F401  (registers TripleDCalibrator / FeatureDistributionLoss)
     from tripled_basicsr.distill import run_distill
+    from tripled_basicsr.distill.report import one_line_summary
     from tripled_basicsr.utils.io import load_yaml_safe
 
     try:
-        opt = load_yaml_safe(args.opt)
+        opt = load_yaml_safe(args.opt)  # safe loader: a Python-object tag is refused, never run
         if args.force_overwrite:
-            opt.setdefault('output', {})['overwrite'] = True
-        run_distill(opt, progress=not args.quiet)
+            if not isinstance(opt.get('output'), dict):
+                opt['output'] = {}
+            opt['output']['overwrite'] = True
+        summary = run_distill(opt, progress=not args.quiet)
+        if summary is not None and args.quiet:
+            print(one_line_summary(summary))
     except KeyboardInterrupt:
         print('\ninterrupted: features computed so far are kept in the work dir; run the same command again to '
               'resume.', file=sys.stderr)

@@ -4,10 +4,12 @@ Weights, in order: ``checkpoint`` (a local file, always wins) > ``pretrained: tr
 hub: used when the file is already in the Hugging Face cache or the hub answers within a
 few seconds) > ``pretrained: false`` (random initialisation). When the hub is needed but not
 reachable we raise at once with instructions instead of sitting in timm's ~50 s retries.
+The reachability check is the hub library's own metadata request (``huggingface_hub``:
+proxies, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE`` and tokens as for every download), once,
+without retries, bounded by ``features.hub_timeout``.
 """
 import difflib
 import os
-import socket
 import sys
 
 import torch
@@ -15,9 +17,6 @@ import torch
 
 class WeightsError(RuntimeError):
     pass
-
-
-HUB_HOST = 'huggingface.co'
 
 
 def check_model_name(name):
@@ -56,17 +55,34 @@ def _hub_cached(model):
     return False
 
 
-def _hub_reachable(timeout=3.0):
-    if os.environ.get('HF_HUB_OFFLINE', '').lower() in ('1', 'true', 'yes') or \
-            os.environ.get('TRANSFORMERS_OFFLINE', '').lower() in ('1', 'true', 'yes'):
+def _offline_env():
+    # huggingface_hub reads HF_HUB_OFFLINE once at import; the environment may have changed since
+    from huggingface_hub import constants
+    env = any(os.environ.get(v, '').strip().lower() in ('1', 'on', 'true', 'yes')
+              for v in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE'))
+    return env or constants.is_offline_mode()
+
+
+def _hub_reachable(hub_id, timeout=3.0):
+    """-> (True, '') when the hub answers an HTTP request for ``hub_id`` within ``timeout``
+    seconds (any HTTP answer counts: the server is there), else (False, why). One request,
+    no retries, through huggingface_hub (its proxies, endpoint and offline settings)."""
+    if _offline_env():
         return False, 'HF_HUB_OFFLINE is set'
-    host = os.environ.get('HF_ENDPOINT', f'https://{HUB_HOST}').split('://')[-1].split('/')[0]
-    host, _, port = host.partition(':')
     try:
-        with socket.create_connection((host, int(port or 443)), timeout=timeout):
-            return True, ''
-    except OSError as exc:
-        return False, f'cannot connect to {host} ({exc})'
+        from huggingface_hub import get_hf_file_metadata, hf_hub_url
+        from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
+    except ImportError as exc:
+        return False, f'huggingface_hub is not importable ({exc})'
+    try:
+        get_hf_file_metadata(hf_hub_url(hub_id, 'config.json'), timeout=float(timeout), retry_on_errors=False)
+    except OfflineModeIsEnabled:
+        return False, 'HF_HUB_OFFLINE is set'
+    except HfHubHTTPError:
+        return True, ''  # 404/401 and the like: the hub answered; timm reports what is missing
+    except Exception as exc:  # noqa: BLE001 - connection refused, DNS, TLS, timeout, proxy errors
+        return False, f'{type(exc).__name__}: {str(exc)[:200]}'
+    return True, ''
 
 
 def weights_help(name):
@@ -165,10 +181,12 @@ def build_backbone(name, pretrained=True, checkpoint=None, input_size=128, model
     elif pretrained:
         probe = create(False)
         if not _hub_cached(probe):
-            ok, why = _hub_reachable(hub_timeout)
+            hub_id = (getattr(probe, 'pretrained_cfg', None) or {}).get('hf_hub_id') or f'timm/{name}'
+            ok, why = _hub_reachable(hub_id, hub_timeout)
             if not ok:
                 raise WeightsError(f'features.pretrained is true but the weights of {name!r} are not in the local '
-                                   f'cache and the hub is unreachable ({why}).\n' + weights_help(name))
+                                   f'cache and the hub is unreachable ({why}). Set features.checkpoint to a local '
+                                   f'weights file, or features.pretrained: false.\n' + weights_help(name))
         del probe
         try:
             model = create(True)

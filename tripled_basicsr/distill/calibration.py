@@ -1,8 +1,8 @@
-"""Stage 4: the feature-alignment CNN (DESIGN.md 4.6).
+"""The calibration stage: the feature-alignment CNN (docs/method.md, "Calibration").
 
 A ``TripleDCalibrator`` (ARCH_REGISTRY) predicts a smooth colour/tone transform from each
 subset GT; it is trained so that frozen-ViT features of the calibrated subset match the
-full-set feature bank (``FeatureDistributionLoss``: MMD + optional KL), with an L2
+full-set feature bank (MMD + optional KL, utils/distribution.py), with an L2
 fidelity term keeping images close to the originals. Features are the global-view
 embeddings (L2-normalised) of the first embedded image kind, exactly as in the bank.
 """
@@ -19,6 +19,8 @@ class CalibrationWorse(RuntimeError):
 
 
 def build_calibrator(net_opt):
+    import tripled_basicsr
+    tripled_basicsr.register()  # the calibrator is a BasicSR arch: the only step that needs BasicSR
     from basicsr.utils.registry import ARCH_REGISTRY
     net_opt = dict(net_opt or {'type': 'TripleDCalibrator'})
     return ARCH_REGISTRY.get(net_opt.pop('type'))(**net_opt)
@@ -73,8 +75,7 @@ def train_calibrator(backbone, gt_views, target_views, bank, copt, device='cpu',
     from tqdm import tqdm
 
     from tripled_basicsr.distill.backbone import normalization
-    from tripled_basicsr.distill.mmd import median_bandwidth, mmd_rbf
-    from tripled_basicsr.losses.distribution_loss import FeatureDistributionLoss
+    from tripled_basicsr.utils.distribution import feature_distribution_loss, median_bandwidth, mmd_rbf
 
     t0 = time.time()
     torch.manual_seed(seed)
@@ -85,7 +86,10 @@ def train_calibrator(backbone, gt_views, target_views, bank, copt, device='cpu',
     cal = build_calibrator(copt.get('network')).to(device)
     bank = bank.float()
     bw = median_bandwidth(bank)
-    loss_fn = FeatureDistributionLoss(mmd_weight=copt['mmd_weight'], kl_weight=copt['kl_weight'], bandwidth=bw)
+
+    def loss_fn(pred, target):  # FeatureDistributionLoss's maths, without BasicSR's loss registry
+        return feature_distribution_loss(pred, target, float(copt['mmd_weight']), float(copt['kl_weight']), bw)
+
     bank_dev = bank.to(device)
     before_feats = embed_all(backbone, target_views, mean, std, device)
     mmd_before = float(mmd_rbf(before_feats, bank, bw))

@@ -1,4 +1,4 @@
-"""Stage 1: decode at reduced size, embed with the frozen ViT, store float16 features on disk.
+"""The feature stage: decode at reduced size, embed with the frozen ViT, store float16 features on disk.
 
 The work dir (``{output.path}.work`` unless ``work_dir`` is set) holds::
 
@@ -6,12 +6,19 @@ The work dir (``{output.path}.work`` unless ``work_dir`` is set) holds::
     features.f16   np.memmap float16 (N, V, D): V views per pair (image kinds x (1 + local_views))
     stats.f32      np.memmap float32 (N, 3): entropy, gradient, token_var of each pair
     done.u8        np.memmap uint8 (N,): 0 to do, 1 embedded, 2 skipped (on_error: skip)
+    fingerprints.i64  np.memmap int64 (N, 2): what each row was computed from (GT, LQ): a hash
+                   of size + mtime_ns for files, of the value bytes for LMDB entries
+    source_stat.json  size + mtime_ns of LMDB data files (skips re-hashing unchanged LMDBs)
     errors.json    {index: message} of skipped pairs
+    .lock          held while a run uses the work dir (utils/lock.py)
+
+A pair whose file changed since its row was computed (same name, new content) is
+re-embedded on the next run (``stale_rows``), so a resume never mixes stale features in.
 
 Rows are flushed before the done-mask that marks them, so after a kill (Ctrl-C, SIGKILL)
 a restart embeds exactly the pairs not yet marked. Work is split in rounds of
 ``world_size`` batches of ``batch_size`` consecutive remaining indices; rank r embeds the
-r-th batch of each round and results are gathered with ``mmengine.dist`` to rank 0, which
+r-th batch of each round and results are gathered (``all_gather_object``) to rank 0, which
 writes them. A single process runs the same loop with world_size 1, and batch
 composition does not depend on the world size.
 """
@@ -25,10 +32,11 @@ import cv2
 import numpy as np
 import torch
 
+from tripled_basicsr.utils.device import resolve_device
 from tripled_basicsr.utils.img import to_bgr_uint8
 
 STATE_FILE = 'state.json'
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: per-row source fingerprints
 KINDS = {'gt': ('gt',), 'lq': ('lq',), 'both': ('gt', 'lq')}
 
 
@@ -124,6 +132,71 @@ def make_views(img, input_size, local_views, rng):
     return np.stack([v[:, :, ::-1] for v in views])
 
 
+# ---------------------------------------------------------------- source fingerprints
+def _digest(data):
+    """A signed 64-bit hash of ``data`` (never 0: 0 marks 'unknown')."""
+    v = int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), 'little', signed=True)
+    return v or 1
+
+
+def file_fingerprint(source, i, which, buf=None):
+    """What row ``i`` is computed from: size + mtime_ns of a file (cheap, no read), or a hash
+    of the value for an LMDB entry (LMDB values have no own mtime). 0 when unreadable."""
+    try:
+        if source.kind == 'lmdb':
+            return _digest(bytes(buf if buf is not None else source.read_bytes(i, which)))
+        st = os.stat(source.source_path(i, which))
+        return _digest(f'{st.st_size}:{st.st_mtime_ns}'.encode())
+    except Exception:  # noqa: BLE001 - an unreadable file is reported by the decode, not here
+        return 0
+
+
+def _lmdb_stat(source):
+    out = {}
+    for which, root in (('gt', source.dataroot_gt), ('lq', source.dataroot_lq)):
+        st = os.stat(os.path.join(root, 'data.mdb'))
+        out[which] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def stale_rows(source, store, progress=False):
+    """Rows already computed (done 1 or 2) whose source changed since: re-marked 'to do'.
+
+    Folders: one ``stat`` per file. LMDBs: nothing is read while ``data.mdb`` keeps its size
+    and mtime; otherwise every computed row's values are hashed and compared. Returns the
+    keys of the re-marked pairs.
+    """
+    done = np.asarray(store.done)
+    rows = np.flatnonzero(done != 0)
+    state_path = os.path.join(store.work, 'source_stat.json')
+    if source.kind == 'lmdb':
+        now = _lmdb_stat(source)
+        try:
+            with open(state_path, encoding='utf-8') as f:
+                same = json.load(f) == now
+        except (OSError, ValueError):
+            same = False
+        if same:
+            rows = rows[:0]
+    if len(rows):
+        from tqdm import tqdm
+        cur = np.array([[file_fingerprint(source, int(i), w) for w in ('gt', 'lq')]
+                        for i in tqdm(rows, desc='check sources', unit='pair', disable=not progress, leave=False)],
+                       np.int64).reshape(-1, 2)
+        changed = rows[(cur != np.asarray(store.fp[rows])).any(1)]
+    else:
+        changed = rows
+    if len(changed):
+        store.done[changed] = 0
+        store.done.flush()
+    if source.kind == 'lmdb':
+        tmp = state_path + '.tmp'
+        with open(tmp, 'w', encoding='utf-8') as f:
+            json.dump(_lmdb_stat(source), f)
+        os.replace(tmp, state_path)
+    return [source.keys[int(i)] for i in changed]
+
+
 class EmbedInputs(torch.utils.data.Dataset):
     """Decodes pair ``i`` into its views; errors are returned, not raised (the caller
     applies ``on_error``)."""
@@ -140,8 +213,14 @@ class EmbedInputs(torch.utils.data.Dataset):
         src = self.source
         v = (1 + self.local_views) * len(self.kinds)
         empty = np.zeros((v, self.input_size, self.input_size, 3), np.uint8)
+        bufs = {}
+        fps = torch.zeros(2, dtype=torch.int64)
         try:
+            if src.kind != 'lmdb':  # stat before reading: a file replaced meanwhile is caught next run
+                fps[:] = torch.tensor([file_fingerprint(src, i, w) for w in ('gt', 'lq')])
             bufs = {w: src.read_bytes(i, w) for w in ('gt', 'lq')}
+            if src.kind == 'lmdb':
+                fps[:] = torch.tensor([file_fingerprint(src, i, w, bufs[w]) for w in ('gt', 'lq')])
             sizes = {}
             for w in ('gt', 'lq'):
                 if not bufs[w]:
@@ -163,14 +242,17 @@ class EmbedInputs(torch.utils.data.Dataset):
             if lh * s != gh or lw * s != gw:
                 raise ValueError(f'pair {src.keys[i]!r}: LQ {src.source_path(i, "lq")} is {lw}x{lh} but GT is '
                                  f'{gw}x{gh}; with scale {s} LQ must be GT / {s}.')
-            return i, torch.from_numpy(np.concatenate(views)), torch.tensor([stats['entropy'], stats['gradient']]), ''
+            return (i, torch.from_numpy(np.concatenate(views)), torch.tensor([stats['entropy'], stats['gradient']]), '',
+                    fps)
         except Exception as exc:  # noqa: BLE001 - reported per item, on_error decides
-            return i, torch.from_numpy(empty), torch.zeros(2), f'{type(exc).__name__}: {exc}'
+            return i, torch.from_numpy(empty), torch.zeros(2), f'{type(exc).__name__}: {exc}', fps
 
 
 def _collate(items):
+    """-> (indices, views, stats, error strings, fingerprints (B, 2) int64)."""
     idx = torch.tensor([it[0] for it in items], dtype=torch.long)
-    return idx, torch.stack([it[1] for it in items]), torch.stack([it[2] for it in items]), [it[3] for it in items]
+    return (idx, torch.stack([it[1] for it in items]), torch.stack([it[2] for it in items]), [it[3] for it in items],
+            torch.stack([it[4] for it in items]))
 
 
 # ---------------------------------------------------------------- work dir
@@ -195,7 +277,7 @@ class FeatureStore:
         self.work, self.n, self.v, self.d = work, int(n), int(v), int(d)
         self.paths = {k: os.path.join(work, f) for k, f in
                       (('feat', 'features.f16'), ('stats', 'stats.f32'), ('done', 'done.u8'),
-                       ('errors', 'errors.json'), ('state', STATE_FILE))}
+                       ('fp', 'fingerprints.i64'), ('errors', 'errors.json'), ('state', STATE_FILE))}
         state = {'state_version': STATE_VERSION, 'num_pairs': self.n, 'views': self.v, 'dim': self.d,
                  'depends_on': depends_on}
         if rank == 0:
@@ -203,7 +285,7 @@ class FeatureStore:
             if os.path.isfile(self.paths['state']):
                 self._check_resume(state)
             else:
-                for k in ('feat', 'stats', 'done', 'errors'):
+                for k in ('feat', 'stats', 'done', 'fp', 'errors'):
                     if os.path.exists(self.paths[k]):
                         os.remove(self.paths[k])
                 self._create()
@@ -219,6 +301,10 @@ class FeatureStore:
                 old = json.load(f)
         except (OSError, ValueError) as exc:
             raise WorkDirMismatch(f'{self.paths["state"]} is unreadable ({exc}); delete the work dir {self.work}.')
+        if old.get('state_version') != state['state_version']:
+            raise WorkDirMismatch(f'Work dir {self.work} was written by another version of the distiller (state '
+                                  f'version {old.get("state_version")}, this one writes {state["state_version"]}); '
+                                  f'delete it (or set another `work_dir`) to start over.')
         new_flat = _flat({k: v for k, v in state.items()})
         old_flat = _flat(old)
         new_flat = json.loads(json.dumps(new_flat, default=str))
@@ -230,7 +316,7 @@ class FeatureStore:
                 f'Work dir {self.work} holds features from a run with different options: {diffs}'
                 f'{" ..." if len(changed) > 6 else ""}. Refusing to resume. Restore the option(s), set another '
                 f'`work_dir`, or delete the work dir to start over.')
-        for k in ('feat', 'stats', 'done'):
+        for k in ('feat', 'stats', 'done', 'fp'):
             if not os.path.isfile(self.paths[k]):
                 raise WorkDirMismatch(f'Work dir {self.work} is incomplete ({self.paths[k]} is missing); '
                                       f'delete it to start over.')
@@ -239,11 +325,13 @@ class FeatureStore:
         np.memmap(self.paths['feat'], np.float16, 'w+', shape=(self.n, self.v, self.d)).flush()
         np.memmap(self.paths['stats'], np.float32, 'w+', shape=(self.n, 3)).flush()
         np.memmap(self.paths['done'], np.uint8, 'w+', shape=(self.n,)).flush()
+        np.memmap(self.paths['fp'], np.int64, 'w+', shape=(self.n, 2)).flush()
 
     def open(self, mode='r+'):
         self.feat = np.memmap(self.paths['feat'], np.float16, mode, shape=(self.n, self.v, self.d))
         self.stats = np.memmap(self.paths['stats'], np.float32, mode, shape=(self.n, 3))
         self.done = np.memmap(self.paths['done'], np.uint8, mode, shape=(self.n,))
+        self.fp = np.memmap(self.paths['fp'], np.int64, mode, shape=(self.n, 2))
         return self
 
     def errors(self):
@@ -252,8 +340,10 @@ class FeatureStore:
                 return {int(k): v for k, v in json.load(f).items()}
         return {}
 
-    def write(self, idx, feats, stats, errors):
+    def write(self, idx, feats, stats, errors, fps):
         """Rows first, flushed, then the done-mask: a kill never marks a row that is not on disk."""
+        self.fp[idx] = fps
+        self.fp.flush()
         ok = [j for j, e in enumerate(errors) if not e]
         if ok:
             rows = idx[ok]
@@ -274,14 +364,6 @@ class FeatureStore:
 
 
 # ---------------------------------------------------------------- extraction
-def resolve_device(device, local_rank=0):
-    if device in (None, 'auto'):
-        if torch.cuda.is_available():
-            return torch.device(f'cuda:{local_rank}')
-        return torch.device('cpu')
-    return torch.device(device)
-
-
 def _round_batches(remaining, batch_size, world):
     chunks = [remaining[s:s + batch_size] for s in range(0, len(remaining), batch_size)]
     rounds = -(-len(chunks) // world) if chunks else 0
@@ -295,13 +377,12 @@ def extract_features(source, store, model, fopt, on_error='raise', rank=0, world
     ``interrupt_after`` (int | None): raise KeyboardInterrupt after that many rounds, or
     SIGKILL this process when negative (test hooks for resume; TRIPLED_DISTILL_INTERRUPT_AFTER).
     """
-    from mmengine import dist
     from tqdm import tqdm
 
     from tripled_basicsr.distill.backbone import embed, normalization
 
     kinds = KINDS[fopt['image']]
-    device = resolve_device(fopt['device'], int(os.environ.get('LOCAL_RANK', 0)))
+    device = resolve_device(fopt['device'], int(os.environ.get('LOCAL_RANK', 0)), 'features.device')
     model = model.to(device)
     mean, std = normalization(model)
     amp = fopt.get('amp', 'auto')
@@ -341,7 +422,7 @@ def extract_features(source, store, model, fopt, on_error='raise', rank=0, world
     try:
         for r in range(rounds):
             if len(mine[r]):
-                idx, views, stats, errs = next(it)
+                idx, views, stats, errs, fps = next(it)
                 tf = time.time()
                 x = views.to(device, non_blocking=True).reshape(-1, s, s, 3).permute(0, 3, 1, 2).float().div_(255)
                 with torch.no_grad(), torch.autocast(device.type, enabled=use_amp):
@@ -353,15 +434,20 @@ def extract_features(source, store, model, fopt, on_error='raise', rank=0, world
                     torch.cuda.synchronize(device)
                 t_forward += time.time() - tf
                 stats = np.concatenate([stats.numpy(), tvar.cpu().numpy()[:, None]], 1).astype(np.float32)
-                part = (idx.numpy(), feats, stats, errs)
+                part = (idx.numpy(), feats, stats, errs, fps.numpy())
             else:
                 part = (np.zeros(0, np.int64), np.zeros((0, v_per, store.d), np.float32), np.zeros((0, 3), np.float32),
-                        [])
-            parts = dist.all_gather_object(part) if world > 1 else [part]
+                        [], np.zeros((0, 2), np.int64))
+            if world > 1:
+                parts = [None] * world
+                torch.distributed.all_gather_object(parts, part)
+            else:
+                parts = [part]
             idx = np.concatenate([p[0] for p in parts])
             feats = np.concatenate([p[1] for p in parts])
             stats = np.concatenate([p[2] for p in parts])
             errs = [e for p in parts for e in p[3]]
+            fps = np.concatenate([p[4] for p in parts])
             ok = np.array([not e for e in errs], bool)
             if ok.any() and not np.isfinite(feats[ok]).all():
                 bad = [int(i) for i, f in zip(idx[ok], feats[ok]) if not np.isfinite(f).all()]
@@ -379,7 +465,7 @@ def extract_features(source, store, model, fopt, on_error='raise', rank=0, world
                                    f'Fix or remove the pair, or set `source.on_error: skip` to leave such pairs out '
                                    f'(they are listed in tripled_meta.json).')
             if rank == 0:
-                store.write(idx, f16, stats, errs)
+                store.write(idx, f16, stats, errs, fps)
             bar.update(len(idx))
             if interrupt_after is not None and r + 1 >= abs(interrupt_after) and r + 1 < rounds:
                 if interrupt_after < 0:  # a hard kill: no cleanup, no finally blocks

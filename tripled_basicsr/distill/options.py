@@ -1,12 +1,16 @@
 """Options of ``python -m tripled_basicsr.distill``: defaults, merging, validation.
 
-Every key is documented in docs/distill.md. Sections ``complexity``, ``uncertainty`` and
-the strategy part of ``selection`` are passed to registered strategies, so their extra
-keys are not checked here (the strategy rejects unknown ones).
+Every key is documented in docs/distill.md. ``merge_options`` checks every key and value
+before any work starts: fixed sections against ``DEFAULTS``, the strategy sections
+(``complexity``, ``uncertainty``, ``selection``) against the registered strategy's
+signature (registry.py), so a typo fails in milliseconds, not after the feature stage.
 """
 import copy
-import difflib
+import math
 import os
+
+from tripled_basicsr.distill import checks as ck
+from tripled_basicsr.distill.checks import OptionError  # noqa: F401  (re-exported: the historical import path)
 
 DEFAULTS = {
     'name': 'distill',
@@ -37,18 +41,10 @@ DEFAULTS = {
         'seed': 0,
         'hub_timeout': 3.0,
     },
+    # strategy sections: `type` picks a registered strategy, whose signature gives the other keys
     'complexity': {'type': 'vit_entropy'},
-    'uncertainty': {'type': 'knn_rarity', 'k': 10},
-    'selection': {
-        'type': 'tripled',
-        'ratio': 0.02,
-        'num': None,
-        'clusters': 'auto',
-        'seed': 0,
-        'kmeans_iters': 50,
-    },
-    # defaults of the `tripled` strategy (merged only when selection.type == tripled)
-    '_tripled_selection': {'complexity_weight': 1.0, 'uncertainty_weight': 1.0, 'temperature': 2.0},
+    'uncertainty': {'type': 'knn_rarity'},
+    'selection': {'type': 'tripled', 'ratio': 0.02, 'num': None, 'clusters': 'auto', 'seed': 0, 'kmeans_iters': 50},
     'curriculum': {'easy_quantile': 0.5},
     'calibration': {
         'enabled': True,
@@ -75,56 +71,64 @@ FEATURE_KEYS = {
     'features': ('backbone', 'pretrained', 'checkpoint', 'model_kwargs', 'input_size', 'image', 'local_views',
                  'decode_size', 'seed'),
 }
-_OPEN_SECTIONS = ('complexity', 'uncertainty', 'selection')
+_STRATEGY_SECTIONS = ('complexity', 'uncertainty', 'selection')
+_FREE_MAPPINGS = ('model_kwargs', 'network', 'io_backend')  # passed through, checked by their consumer
 
 
-class OptionError(ValueError):
-    pass
-
-
-def _merge(base, over, path, check):
+def _merge(base, over, path):
     out = copy.deepcopy(base)
-    for k, v in (over or {}).items():
-        if check and k not in base:
-            close = difflib.get_close_matches(k, list(base), n=3)
-            hint = f' Did you mean {", ".join(close)}?' if close else ''
-            raise OptionError(f'Unknown option {path}{k}.{hint} See docs/distill.md for every key.')
-        if isinstance(base.get(k), dict) and isinstance(v, dict) and k not in ('model_kwargs', 'network',
-                                                                               'io_backend'):
-            out[k] = _merge(base[k], v, f'{path}{k}.', check and k not in _OPEN_SECTIONS)
+    for k, v in ck.mapping(path.rstrip('.') or 'options', over).items():
+        if k not in base:
+            raise ck.unknown_key(path, k, list(base))
+        if isinstance(base.get(k), dict) and k not in _FREE_MAPPINGS:
+            if k in _STRATEGY_SECTIONS:
+                v = ck.mapping(k, v)
+                # another strategy type: start from its own defaults, not from the default type's keys
+                out[k] = dict(v) if 'type' in v and v['type'] != base[k].get('type') else {**base[k], **v}
+                if k == 'selection':
+                    out[k] = {**{s: base[k][s] for s in base[k] if s != 'type'}, **out[k]}
+            else:
+                out[k] = _merge(base[k], v, f'{path}{k}.')
         else:
             out[k] = copy.deepcopy(v)
     return out
 
 
 def merge_options(user):
-    """User options (dict from YAML) on top of DEFAULTS, with checks; returns a new dict."""
-    user = dict(user or {})
-    base = {k: v for k, v in DEFAULTS.items() if not k.startswith('_')}
-    opt = _merge(base, user, '', True)
-    sel = opt['selection']
-    if sel.get('type', 'tripled') == 'tripled':
-        for k, v in DEFAULTS['_tripled_selection'].items():
-            sel.setdefault(k, v)
-    for sec in ('complexity', 'uncertainty'):
-        if 'type' not in opt[sec]:
-            raise OptionError(f'{sec}.type is required.')
+    """User options (dict from YAML) on top of DEFAULTS, every key and value checked; returns a new dict."""
+    from tripled_basicsr.distill import scoring, selection  # noqa: F401  (register the built-in strategies)
+    from tripled_basicsr.distill.registry import COMPLEXITY, SELECTION, UNCERTAINTY
+    opt = _merge(DEFAULTS, user or {}, '')
+    for sec, reg in (('complexity', COMPLEXITY), ('uncertainty', UNCERTAINTY), ('selection', SELECTION)):
+        opt[sec] = reg.resolve(opt[sec])
     validate(opt)
     return opt
 
 
+def _int_or(path, v, words, lo):
+    return v if v in words else ck.integer(path, v, lo=lo)
+
+
 def validate(opt):
+    """Value checks of the fixed sections (types, ranges, choices, combinations); normalises in place."""
+    opt['name'] = ck.string('name', opt['name'])
+    opt['work_dir'] = ck.string('work_dir', opt['work_dir'], allow_none=True)
     src, out, f, sel = opt['source'], opt['output'], opt['features'], opt['selection']
     for k in ('dataroot_gt', 'dataroot_lq'):
         if not src.get(k):
             raise OptionError(f'source.{k} is required (a folder or a BasicSR .lmdb).')
+        ck.string(f'source.{k}', src[k])
     if not out.get('path'):
         raise OptionError('output.path is required (the distilled dir to create).')
-    if src['on_error'] not in ('raise', 'skip'):
-        raise OptionError(f'source.on_error must be raise or skip; got {src["on_error"]!r}.')
-    backend = (src.get('io_backend') or {}).get('type', 'disk')
-    if backend not in ('disk', 'lmdb'):
-        raise OptionError(f'source.io_backend.type must be disk or lmdb; got {backend!r}.')
+    ck.string('output.path', out['path'])
+    ck.choice('source.on_error', src['on_error'], ('raise', 'skip'))
+    src['filename_tmpl'] = ck.string('source.filename_tmpl', src['filename_tmpl'])
+    if '{}' not in src['filename_tmpl']:
+        raise OptionError(f'source.filename_tmpl must contain "{{}}" (the GT name); got {src["filename_tmpl"]!r}.')
+    ck.string('source.meta_info_file', src['meta_info_file'], allow_none=True)
+    src['scale'] = ck.integer('source.scale', src['scale'], lo=1)
+    backend = ck.mapping('source.io_backend', src.get('io_backend')).get('type', 'disk')
+    ck.choice('source.io_backend.type', backend, ('disk', 'lmdb'))
     for root in (src['dataroot_gt'], src['dataroot_lq']):
         is_lmdb = os.path.isdir(root) and (str(root).rstrip('/').endswith('.lmdb')
                                            or os.path.isfile(os.path.join(root, 'data.mdb')))
@@ -132,32 +136,68 @@ def validate(opt):
             want = 'lmdb' if is_lmdb else 'disk'
             raise OptionError(f'source.io_backend.type is {backend!r} but {root} is '
                               f'{"a BasicSR LMDB" if is_lmdb else "a folder"}; set io_backend: {{type: {want}}}.')
-    if f['image'] not in ('gt', 'lq', 'both'):
-        raise OptionError(f'features.image must be gt, lq or both; got {f["image"]!r}.')
-    if int(f['input_size']) < 16:
-        raise OptionError(f'features.input_size must be >= 16; got {f["input_size"]}.')
-    if int(f['local_views']) < 0:
-        raise OptionError('features.local_views must be >= 0.')
+    out['tile_size'] = ck.integer('output.tile_size', out['tile_size'], lo=0)
+    out['compress_level'] = ck.integer('output.compress_level', out['compress_level'], lo=0, hi=9)
+    ck.boolean('output.overwrite', out['overwrite'])
+
+    ck.string('features.backbone', f['backbone'])
+    ck.boolean('features.pretrained', f['pretrained'])
+    ck.string('features.checkpoint', f['checkpoint'], allow_none=True)
+    ck.mapping('features.model_kwargs', f['model_kwargs'])
+    f['input_size'] = ck.integer('features.input_size', f['input_size'], lo=16)
+    ck.choice('features.image', f['image'], ('gt', 'lq', 'both'))
+    f['local_views'] = ck.integer('features.local_views', f['local_views'], lo=0)
+    f['decode_size'] = _int_or('features.decode_size', f['decode_size'], ('auto',), 16)
     if f['decode_size'] == 'auto':
-        f['decode_size'] = int(f['input_size']) * (4 if int(f['local_views']) else 2)
-    if int(f['decode_size']) < int(f['input_size']):
+        f['decode_size'] = f['input_size'] * (4 if f['local_views'] else 2)
+    if f['decode_size'] < f['input_size']:
         raise OptionError(f'features.decode_size ({f["decode_size"]}) must be >= input_size ({f["input_size"]}).')
-    if int(f['batch_size']) < 1:
-        raise OptionError('features.batch_size must be >= 1.')
+    f['batch_size'] = ck.integer('features.batch_size', f['batch_size'], lo=1)
+    f['num_workers'] = ck.integer('features.num_workers', f['num_workers'], lo=0)
+    ck.string('features.device', f['device'])
+    if f['amp'] != 'auto':
+        ck.boolean('features.amp', f['amp'])
+    f['seed'] = ck.integer('features.seed', f['seed'])
+    f['hub_timeout'] = ck.number('features.hub_timeout', f['hub_timeout'], lo=0, lo_open=True)
+
     if sel.get('num') is None and sel.get('ratio') is None:
         raise OptionError('selection: set ratio (fraction of pairs) or num (number of pairs).')
-    if sel.get('num') is None and not 0 < float(sel['ratio']) <= 1:
-        raise OptionError(f'selection.ratio must be in (0, 1]; got {sel["ratio"]}.')
-    if opt['calibration']['on_worse'] not in ('raise', 'keep', 'skip'):
-        raise OptionError('calibration.on_worse must be raise, keep or skip.')
-    cq = opt['curriculum']['easy_quantile']
-    if not 0 < float(cq) <= 1:
-        raise OptionError(f'curriculum.easy_quantile must be in (0, 1]; got {cq}.')
+    if sel.get('num') is not None:
+        sel['num'] = ck.integer('selection.num', sel['num'], lo=1)
+    if sel.get('ratio') is not None:
+        sel['ratio'] = ck.number('selection.ratio', sel['ratio'], lo=0, hi=1, lo_open=True)
+    sel['seed'] = ck.integer('selection.seed', sel['seed'])
+    sel['clusters'] = _int_or('selection.clusters', sel['clusters'], ('auto',), 1)
+    sel['kmeans_iters'] = ck.integer('selection.kmeans_iters', sel['kmeans_iters'], lo=1)
+
+    cq = opt['curriculum']
+    cq['easy_quantile'] = ck.number('curriculum.easy_quantile', cq['easy_quantile'], lo=0, hi=1, lo_open=True)
+
+    c = opt['calibration']
+    ck.boolean('calibration.enabled', c['enabled'])
+    net = ck.mapping('calibration.network', c['network'])
+    if not net.get('type'):
+        raise OptionError('calibration.network.type is required (e.g. TripleDCalibrator).')
+    c['iters'] = ck.integer('calibration.iters', c['iters'], lo=0)
+    c['lr'] = ck.number('calibration.lr', c['lr'], lo=0, lo_open=True)
+    for k in ('batch_size', 'bank_batch', 'bank_size', 'max_images'):
+        c[k] = ck.integer(f'calibration.{k}', c[k], lo=1)
+    for k in ('mmd_weight', 'kl_weight', 'fidelity_weight'):
+        c[k] = ck.number(f'calibration.{k}', c[k], lo=0)
+    ck.boolean('calibration.keep_best', c['keep_best'])
+    if c['eval_every'] is not None:
+        c['eval_every'] = ck.integer('calibration.eval_every', c['eval_every'], lo=1)
+    ck.choice('calibration.on_worse', c['on_worse'], ('raise', 'keep', 'skip'))
+
+    r = opt['report']
+    r['mmd_samples'] = ck.integer('report.mmd_samples', r['mmd_samples'], lo=2)
+    r['random_repeats'] = ck.integer('report.random_repeats', r['random_repeats'], lo=1)
+    ck.boolean('report.plot', r['plot'])
+    ck.boolean('report.scores_csv', r['scores_csv'])
 
 
 def resolve_budget(sel, total):
     """-> n from selection.num or ceil(ratio * N), with clear errors."""
-    import math
     if sel.get('num') is not None:
         n = int(sel['num'])
         if not 1 <= n <= total:

@@ -1,19 +1,83 @@
-"""The TripleD pipeline: features -> scores -> selection -> calibration -> distilled LMDB.
+"""The TripleD pipeline as small stages over one run state.
 
-``run_distill(opt)`` is the whole command; it runs the same code on one process and under
-``torchrun`` (ranks share the embedding, rank 0 does the rest and writes).
+    preflight -> features -> scores -> selection -> report -> calibration -> write
+
+``run_distill(opt)`` is the whole command. ``preflight`` checks everything that can be
+checked without data (options, strategy keys, paths, device, output policy, the work-dir
+lock) so a mistake fails in seconds, before the backbone is built. ``features`` runs on
+every rank (under ``torchrun`` the ranks share the embedding); the later stages run on
+rank 0 only, each reading what the earlier ones left in ``RunState`` and adding its own
+results. To change one step, replace its stage function; to add a scoring or selection
+rule, register a strategy (registry.py) instead.
 """
+import contextlib
 import hashlib
 import math
 import os
 import sys
 import time
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from tripled_basicsr.distill.options import (OptionError, feature_dependencies, merge_options, resolve_budget,
-                                             work_dir_of)
+from tripled_basicsr.distill.checks import OptionError
+from tripled_basicsr.distill.options import feature_dependencies, merge_options, resolve_budget, work_dir_of
+
+
+@dataclass
+class RunState:
+    """Everything one run knows; each stage fills its own block."""
+    opt: dict
+    progress: bool = True
+    rank: int = 0
+    world: int = 1
+    t_start: float = field(default_factory=time.time)
+    timings: dict = field(default_factory=dict)
+    # preflight
+    out_path: str = ''
+    work: str = ''
+    device: object = None
+    writer: object = None  # DistilledWriter: output policy checked up front, entered by `write`
+    lock: object = None
+    # features
+    source: object = None
+    skipped: list = field(default_factory=list)  # unpaired / undecodable pairs (dicts)
+    n_budget: int = 0
+    model: object = None
+    kinds: tuple = ()
+    views_per_kind: int = 1
+    store: object = None
+    feat_info: dict = field(default_factory=dict)
+    changed: list = field(default_factory=list)  # keys re-embedded because their file changed
+    # scores
+    valid: object = None  # (N_usable,) source indices with features
+    n: int = 0  # subset size
+    feats: object = None  # (N_usable, D) float32, L2-normalised
+    stats: dict = field(default_factory=dict)
+    k: int = 0
+    labels: object = None
+    c: object = None
+    u: object = None
+    ctx: dict = field(default_factory=dict)
+    # selection
+    picked: object = None  # positions into valid
+    stages: object = None
+    # report
+    mmd: dict = field(default_factory=dict)
+    # calibration
+    cal: object = None
+    cal_report: dict = field(default_factory=dict)
+    # write
+    summary: dict = field(default_factory=dict)
+    summary_text: str = ''
+
+
+@contextlib.contextmanager
+def timed(st, name):
+    t = time.time()
+    yield
+    st.timings[name] = time.time() - t
 
 
 # ---------------------------------------------------------------- distributed helpers
@@ -28,8 +92,7 @@ def init_distributed():
         if backend == 'nccl':
             torch.cuda.set_device(int(os.environ.get('LOCAL_RANK', 0)))
         tdist.init_process_group(backend=backend)
-    from mmengine import dist
-    return dist.get_rank(), dist.get_world_size()
+    return tdist.get_rank(), tdist.get_world_size()
 
 
 def _on_rank0(fn, rank, world):
@@ -50,7 +113,109 @@ def _on_rank0(fn, rank, world):
     return result
 
 
-# ---------------------------------------------------------------- source
+# ---------------------------------------------------------------- entry point
+def run_distill(user_opt, progress=True):
+    """Run the whole pipeline. Returns the summary dict on rank 0 (None on other ranks)."""
+    st = RunState(opt=merge_options(user_opt), progress=progress)
+    st.rank, st.world = init_distributed()
+    try:
+        preflight(st)
+        with timed(st, 'setup'):
+            setup_features(st)
+        with timed(st, 'features'):
+            extract(st)
+        if st.world > 1:
+            torch.distributed.barrier()
+        if st.rank != 0:
+            return None
+        scores(st)
+        with timed(st, 'selection'):
+            select(st)
+        with timed(st, 'mmd'):
+            report(st)
+        with timed(st, 'calibration'):
+            calibrate(st)
+        write(st)
+        return st.summary
+    finally:
+        if st.lock is not None:
+            st.lock.release()
+
+
+# ---------------------------------------------------------------- preflight
+def _sources(opt):
+    s = opt['source']
+    return [('source.dataroot_gt', s['dataroot_gt']), ('source.dataroot_lq', s['dataroot_lq'])]
+
+
+def check_work_dir(work, out_path, sources):
+    """The work dir may not be, contain or lie inside the output (replacing the output would
+    delete the features, or the output would be built inside the cache) nor a source."""
+    from tripled_basicsr.utils.io import _relation, check_disjoint
+    rel = _relation(work, out_path)
+    if rel is not None:
+        raise OptionError(f'work_dir {work} {rel} output.path {out_path}: replacing the output would delete the '
+                          f'features (or the output would be written into the work dir). Use a work_dir beside the '
+                          f'output, e.g. the default {out_path.rstrip(os.sep)}.work (leave work_dir unset).')
+    check_disjoint(work, sources, 'work_dir', 'a work_dir', '_work')
+
+
+def _writer_error(exc):
+    """DistilledWriter's parameter errors, prefixed with the option that sets them."""
+    msg = str(exc)
+    for word, sec in (('tile_size', 'output'), ('compress_level', 'output'), ('scale', 'source')):
+        if msg.startswith(word):
+            return OptionError(f'{sec}.{msg}')
+    return exc
+
+
+def _check_output(st):
+    from tripled_basicsr.data.distilled_format import DistilledWriter
+    out = st.opt['output']
+    try:
+        return DistilledWriter(st.out_path, scale=st.opt['source']['scale'], tile_size=out['tile_size'],
+                               compress_level=out['compress_level'], overwrite=out['overwrite'], tool='distill',
+                               overwrite_option='output.overwrite: true (or --force-overwrite)',
+                               sources=_sources(st.opt))
+    except ValueError as exc:
+        raise _writer_error(exc) from exc
+
+
+def _check_calibrator(opt):
+    """The calibration network must be a registered BasicSR arch (needs BasicSR's registries)."""
+    if not opt['calibration']['enabled']:
+        return
+    import tripled_basicsr
+    tripled_basicsr.register()
+    from basicsr.utils.registry import ARCH_REGISTRY
+    name = opt['calibration']['network']['type']
+    if name not in ARCH_REGISTRY:
+        raise OptionError(f'calibration.network.type {name!r} is not a registered BasicSR arch (TripleD ships '
+                          f'TripleDCalibrator).')
+
+
+def preflight(st):
+    """Every check that needs no data, before the first expensive step; takes the work-dir lock."""
+    from tripled_basicsr.utils.device import resolve_device
+    from tripled_basicsr.utils.lock import DirLock
+    opt = st.opt
+    st.out_path = os.path.abspath(os.path.expanduser(opt['output']['path']))
+    st.work = work_dir_of(opt)
+    st.device = resolve_device(opt['features']['device'], int(os.environ.get('LOCAL_RANK', 0)), 'features.device')
+
+    def rank0():
+        check_work_dir(st.work, st.out_path, _sources(opt))
+        writer = _check_output(st)
+        _check_calibrator(opt)
+        lock = DirLock(st.work, 'work_dir', 'Two runs may share features only one after the other.').acquire()
+        return writer, lock
+
+    res = _on_rank0(rank0, st.rank, st.world)
+    if st.rank == 0:
+        st.writer, st.lock = res
+
+
+# ---------------------------------------------------------------- features
 def open_source(opt):
     """PairedSource from ``source`` options; with on_error: skip, unpaired files (GT without
     LQ or the reverse, folders or LMDBs) are left out and returned as skipped entries."""
@@ -76,191 +241,217 @@ def _weights_id(fopt):
     return {'pretrained': bool(fopt.get('pretrained'))}
 
 
-def _versions():
-    import timm
-    out = {'python': sys.version.split()[0], 'torch': torch.__version__, 'timm': timm.__version__,
-           'numpy': np.__version__}
-    for mod in ('basicsr', 'mmengine', 'tripled_basicsr'):
-        try:
-            out[mod] = __import__(mod).__version__
-        except Exception:
-            out[mod] = 'unknown'
-    return out
-
-
-# ---------------------------------------------------------------- main
-def run_distill(user_opt, progress=True):
-    """Run the whole pipeline. Returns the summary dict on rank 0 (None on other ranks)."""
-    from tripled_basicsr.distill.backbone import build_backbone
-    from tripled_basicsr.distill.features import KINDS, FeatureStore, extract_features
-    from tripled_basicsr.utils.io import AtomicOutputDir
-
-    t_start = time.time()
-    timings = {}
-    opt = merge_options(user_opt)
-    rank, world = init_distributed()
-    out_path = os.path.abspath(os.path.expanduser(opt['output']['path']))
-    AtomicOutputDir(out_path, opt['output']['overwrite'], 'output.overwrite: true')  # fail before any work
-    work = work_dir_of(opt)
-    fopt = opt['features']
-
-    t = time.time()
-    source, skipped_unpaired = open_source(opt)
-    n_total = len(source)
-    n_budget = resolve_budget(opt['selection'], n_total)  # fail fast; re-checked after skipping
-    keys_hash = hashlib.sha256('\n'.join(source.keys).encode()).hexdigest()
-    model = build_backbone(fopt['backbone'], fopt['pretrained'], fopt['checkpoint'], fopt['input_size'],
-                           fopt['model_kwargs'], fopt['hub_timeout'], fopt['seed'])
+def setup_features(st):
+    """Source listing, budget check, backbone, feature store (created or checked for resume)."""
+    from tripled_basicsr.distill.backbone import build_backbone, embed, normalization
+    from tripled_basicsr.distill.features import KINDS, FeatureStore, stale_rows
+    opt, fopt = st.opt, st.opt['features']
+    st.source, st.skipped = open_source(opt)
+    n_total = len(st.source)
+    st.n_budget = resolve_budget(opt['selection'], n_total)  # fail fast; re-checked after skipping
+    keys_hash = hashlib.sha256('\n'.join(st.source.keys).encode()).hexdigest()
+    st.model = build_backbone(fopt['backbone'], fopt['pretrained'], fopt['checkpoint'], fopt['input_size'],
+                              fopt['model_kwargs'], fopt['hub_timeout'], fopt['seed'])
     with torch.no_grad():
-        from tripled_basicsr.distill.backbone import embed, normalization
-        mean, std = normalization(model)
-        probe, _ = embed(model, torch.zeros(1, 3, fopt['input_size'], fopt['input_size']), mean, std)
+        mean, std = normalization(st.model)
+        probe, _ = embed(st.model, torch.zeros(1, 3, fopt['input_size'], fopt['input_size']), mean, std)
     dim = probe.shape[1]
-    kinds = KINDS[fopt['image']]
-    views_per_kind = 1 + int(fopt['local_views'])
+    st.kinds = KINDS[fopt['image']]
+    st.views_per_kind = 1 + int(fopt['local_views'])
     deps = feature_dependencies(opt, keys_hash, _weights_id(fopt))
-    store = _on_rank0(lambda: FeatureStore(work, n_total, views_per_kind * len(kinds), dim, deps), rank, world)
-    if rank != 0:
-        store = FeatureStore(work, n_total, views_per_kind * len(kinds), dim, deps, rank=rank)
-    timings['setup'] = time.time() - t
+    v = st.views_per_kind * len(st.kinds)
 
-    t = time.time()
-    interrupt = os.environ.get('TRIPLED_DISTILL_INTERRUPT_AFTER')
-    feat_info = extract_features(source, store, model, fopt, opt['source']['on_error'], rank, world, progress,
-                                 interrupt_after=int(interrupt) if interrupt else None)
-    timings['features'] = time.time() - t
-    if world > 1:
-        torch.distributed.barrier()
-    if rank != 0:
-        return None
-    return _select_and_write(opt, source, store.open('r'), model, feat_info, skipped_unpaired, n_budget, kinds,
-                             views_per_kind, timings, t_start, world, progress, out_path, work)
+    def create():
+        store = FeatureStore(st.work, n_total, v, dim, deps)
+        changed = stale_rows(st.source, store.open('r+'), st.progress)
+        if changed:
+            print(f'note: {len(changed)} source pair(s) changed since their features were computed (first: '
+                  f'{changed[0]!r}); embedding them again.', file=sys.stderr)
+        return store, changed
+
+    res = _on_rank0(create, st.rank, st.world)
+    if st.rank == 0:
+        st.store, st.changed = res
+    else:
+        st.store = FeatureStore(st.work, n_total, v, dim, deps, rank=st.rank)
 
 
-def _select_and_write(opt, source, store, model, feat_info, skipped_unpaired, n_budget, kinds, views_per_kind,
-                      timings, t_start, world, progress, out_path, work):
-    from tqdm import tqdm
+def extract(st):
+    from tripled_basicsr.distill.features import extract_features
+    interrupt = os.environ.get('TRIPLED_DISTILL_INTERRUPT_AFTER')  # test hook (resume tests)
+    st.feat_info = extract_features(st.source, st.store, st.model, st.opt['features'], st.opt['source']['on_error'],
+                                    st.rank, st.world, st.progress,
+                                    interrupt_after=int(interrupt) if interrupt else None)
 
-    from tripled_basicsr.data.distilled_format import DistilledWriter
-    from tripled_basicsr.distill.features import pair_features, resolve_device
-    from tripled_basicsr.distill.mmd import median_bandwidth, mmd_numpy
-    from tripled_basicsr.distill.registry import COMPLEXITY, SELECTION, UNCERTAINTY, call_strategy
-    from tripled_basicsr.distill.selection import curriculum_stages, kmeans, resolve_clusters
 
-    fopt, sel_opt = opt['features'], dict(opt['selection'])
+# ---------------------------------------------------------------- scores
+def scores(st):
+    """Usable rows, pair features, k-means strata, complexity c and uncertainty u in [0, 1]."""
+    from tripled_basicsr.distill.features import pair_features
+    from tripled_basicsr.distill.registry import COMPLEXITY, UNCERTAINTY
+    from tripled_basicsr.distill.selection import kmeans, resolve_clusters
+    opt, store, source = st.opt, st.store.open('r'), st.source
+    sel = opt['selection']
     done = np.asarray(store.done)
-    valid = np.flatnonzero(done == 1)
+    st.valid = np.flatnonzero(done == 1)
     errors = store.errors()
-    skipped = list(skipped_unpaired) + [{'key': source.keys[i], 'gt_path': source.source_path(i, 'gt'),
-                                         'lq_path': source.source_path(i, 'lq'), 'reason': errors.get(i, '')}
-                                        for i in np.flatnonzero(done == 2)]
-    if len(valid) == 0:
+    st.skipped += [{'key': source.keys[i], 'gt_path': source.source_path(i, 'gt'),
+                    'lq_path': source.source_path(i, 'lq'), 'reason': errors.get(i, '')}
+                   for i in np.flatnonzero(done == 2)]
+    if len(st.valid) == 0:
         raise RuntimeError('No usable pairs: every pair was skipped (see errors above / work dir errors.json).')
-    n_valid = len(valid)
-    n = resolve_budget(sel_opt, n_valid) if len(valid) != source.__len__() else n_budget
+    n_valid = len(st.valid)
+    st.n = resolve_budget(sel, n_valid) if n_valid != len(source) else st.n_budget
 
-    t = time.time()
-    feats = pair_features(store.feat, len(kinds), views_per_kind)[valid]
-    stats_arr = np.asarray(store.stats, np.float64)[valid]
-    stats = {'entropy': stats_arr[:, 0], 'gradient': stats_arr[:, 1], 'token_var': stats_arr[:, 2]}
-    seed = int(sel_opt.pop('seed'))
-    clusters_opt = sel_opt.pop('clusters')
-    kmeans_iters = int(sel_opt.pop('kmeans_iters'))
-    sel_opt.pop('ratio', None)
-    sel_opt.pop('num', None)
-    k = resolve_clusters(clusters_opt, n, OptionError)
-    labels, _ = kmeans(feats, k, seed=seed, iters=kmeans_iters, progress=progress)
-    timings['kmeans'] = time.time() - t
+    with timed(st, 'kmeans'):
+        st.feats = pair_features(store.feat, len(st.kinds), st.views_per_kind)[st.valid]
+        stats_arr = np.asarray(store.stats, np.float64)[st.valid]
+        st.stats = {'entropy': stats_arr[:, 0], 'gradient': stats_arr[:, 1], 'token_var': stats_arr[:, 2]}
+        st.k = resolve_clusters(sel['clusters'], st.n)
+        st.labels, _ = kmeans(st.feats, st.k, seed=sel['seed'], iters=sel['kmeans_iters'], progress=st.progress)
 
-    t = time.time()
-    device = str(resolve_device(fopt['device']))
-    ctx = {'seed': seed, 'labels': labels, 'progress': progress, 'device': device}
-    c = np.clip(np.asarray(call_strategy(COMPLEXITY, opt['complexity'], feats, stats, ctx), np.float64), 0, 1)
-    u = np.clip(np.asarray(call_strategy(UNCERTAINTY, opt['uncertainty'], feats, stats, ctx), np.float64), 0, 1)
-    for name, arr in (('complexity', c), ('uncertainty', u)):
-        if arr.shape != (n_valid,) or not np.isfinite(arr).all():
-            raise RuntimeError(f'{name} strategy {opt[name]["type"]!r} returned an invalid array '
-                               f'(shape {arr.shape}, finite: {np.isfinite(arr).all()}).')
-    timings['scoring'] = time.time() - t
+    with timed(st, 'scoring'):
+        st.ctx = {'seed': sel['seed'], 'labels': st.labels, 'clusters': st.k, 'kmeans_iters': sel['kmeans_iters'],
+                  'progress': st.progress, 'device': str(st.device)}
+        for name, reg in (('complexity', COMPLEXITY), ('uncertainty', UNCERTAINTY)):
+            arr = np.asarray(reg.call(opt[name], st.feats, st.stats, st.ctx), np.float64)
+            if arr.shape != (n_valid,) or not np.isfinite(arr).all():
+                raise RuntimeError(f'{name} strategy {opt[name]["type"]!r} returned an invalid array '
+                                   f'(shape {arr.shape}, finite: {np.isfinite(arr).all()}).')
+            setattr(st, name[0], np.clip(arr, 0, 1))
 
-    t = time.time()
-    stype = sel_opt.pop('type')
-    if stype == 'tripled':
-        sel_opt['clusters'] = k
-    picked, _ = SELECTION.get(stype)(feats, c, u, n, ctx, **sel_opt)
+
+# ---------------------------------------------------------------- selection
+def select(st):
+    """The selection strategy picks n positions; the curriculum splits them in two stages."""
+    from tripled_basicsr.distill.registry import SELECTION
+    from tripled_basicsr.distill.selection import curriculum_stages
+    sel = st.opt['selection']
+    picked, _ = SELECTION.call(sel, st.feats, st.c, st.u, st.n, st.ctx)
     picked = np.asarray(picked, np.int64)
-    if len(picked) != n or len(np.unique(picked)) != n:
-        raise RuntimeError(f'selection {stype!r} returned {len(picked)} items ({len(np.unique(picked))} unique), '
-                           f'expected {n}.')
-    stages = curriculum_stages(c[picked], opt['curriculum']['easy_quantile'])
-    timings['selection'] = time.time() - t
+    if len(picked) != st.n or len(np.unique(picked)) != st.n:
+        raise RuntimeError(f'selection {sel["type"]!r} returned {len(picked)} items ({len(np.unique(picked))} '
+                           f'unique), expected {st.n}.')
+    st.picked = picked
+    st.stages = curriculum_stages(st.c[picked], st.opt['curriculum']['easy_quantile'])
 
-    # ---- MMD report: subset vs source, and baselines of the same size
-    t = time.time()
-    ropt = opt['report']
+
+# ---------------------------------------------------------------- report
+def report(st):
+    """MMD of the subset to the source, next to random and top-complexity subsets of the same size."""
+    from tripled_basicsr.utils.distribution import median_bandwidth, mmd_numpy
+    ropt, seed, n_valid = st.opt['report'], st.opt['selection']['seed'], len(st.valid)
     rng = np.random.default_rng([seed, 7])
-    m = int(ropt['mmd_samples'])
+    m = ropt['mmd_samples']
     bank_idx = np.sort(rng.choice(n_valid, min(m, n_valid), replace=False))
-    bank = feats[bank_idx]
+    bank = st.feats[bank_idx]
     bw = median_bandwidth(bank)
 
     def mmd_of(idx):
         idx = np.asarray(idx)
         if len(idx) > m:
             idx = np.sort(np.random.default_rng([seed, 8]).choice(idx, m, replace=False))
-        return mmd_numpy(feats[idx], bank, bw)
+        return mmd_numpy(st.feats[idx], bank, bw)
 
-    mmd_tripled = mmd_of(picked)
-    rand = [mmd_of(np.random.default_rng([seed, 100 + r]).choice(n_valid, n, replace=False))
-            for r in range(int(ropt['random_repeats']))]
-    mmd_top = mmd_of(np.argsort(-c, kind='stable')[:n])
-    timings['mmd'] = time.time() - t
+    rand = [mmd_of(np.random.default_rng([seed, 100 + r]).choice(n_valid, st.n, replace=False))
+            for r in range(ropt['random_repeats'])]
+    st.mmd = {'subset': mmd_of(st.picked), 'random_mean': float(np.mean(rand)), 'random_std': float(np.std(rand)),
+              'random_repeats': len(rand), 'top_complexity': mmd_of(np.argsort(-st.c, kind='stable')[:st.n]),
+              'bandwidth': bw, 'bank_size': int(len(bank_idx))}
 
-    # ---- calibration
-    t = time.time()
-    copt = opt['calibration']
-    cal, cal_report = None, {'enabled': bool(copt['enabled'])}
-    if copt['enabled']:
-        cal, cal_report = _calibrate(opt, source, store, model, valid, picked, seed, progress)
-        cal_report['enabled'] = True
-        worse = cal_report['mmd_after'] > cal_report['mmd_before']
-        no_gain = cal_report['mmd_after'] == cal_report['mmd_before']
-        cal_report['improved'] = not (worse or no_gain)
-        if no_gain:
-            print('note: calibration found no transform that brings the subset closer to the source (MMD '
-                  f'{cal_report["mmd_before"]:.5g}); writing the subset uncalibrated.', file=sys.stderr)
-            cal = None
-            cal_report['applied'] = False
-        elif worse:
-            msg = (f'Calibration moved the subset away from the source: MMD {cal_report["mmd_before"]:.5g} '
-                   f'before, {cal_report["mmd_after"]:.5g} after.')
-            if copt['on_worse'] == 'raise':
-                from tripled_basicsr.distill.calibration import CalibrationWorse
-                raise CalibrationWorse(msg + ' Nothing was written. Set calibration.on_worse: skip (write the '
-                                       'uncalibrated subset), keep (write it calibrated anyway), '
-                                       'calibration.keep_best: true, or calibration.enabled: false; or try a lower '
-                                       'lr / more iters.')
-            if copt['on_worse'] == 'skip':
-                print(f'warning: {msg} Writing the uncalibrated subset (on_worse: skip).', file=sys.stderr)
-                cal = None
-                cal_report['applied'] = False
-        if cal is not None:
-            cal_report['applied'] = True
-    timings['calibration'] = time.time() - t
 
-    # ---- write
-    t = time.time()
+# ---------------------------------------------------------------- calibration
+def calibrate(st):
+    """Train the calibrator when enabled and decide, by MMD before/after, whether to apply it."""
+    copt = st.opt['calibration']
+    st.cal, st.cal_report = None, {'enabled': bool(copt['enabled'])}
+    if not copt['enabled']:
+        return
+    cal, rep = _train_calibrator(st)
+    rep['enabled'] = True
+    worse = rep['mmd_after'] > rep['mmd_before']
+    no_gain = rep['mmd_after'] == rep['mmd_before']
+    rep['improved'] = not (worse or no_gain)
+    rep['applied'] = True
+    if no_gain:
+        print('note: calibration found no transform that brings the subset closer to the source (MMD '
+              f'{rep["mmd_before"]:.5g}); writing the subset uncalibrated.', file=sys.stderr)
+        cal, rep['applied'] = None, False
+    elif worse:
+        msg = (f'Calibration moved the subset away from the source: MMD {rep["mmd_before"]:.5g} before, '
+               f'{rep["mmd_after"]:.5g} after.')
+        if copt['on_worse'] == 'raise':
+            from tripled_basicsr.distill.calibration import CalibrationWorse
+            raise CalibrationWorse(msg + ' Nothing was written. Set calibration.on_worse: skip (write the '
+                                   'uncalibrated subset), keep (write it calibrated anyway), '
+                                   'calibration.keep_best: true, or calibration.enabled: false; or try a lower '
+                                   'lr / more iters.')
+        if copt['on_worse'] == 'skip':
+            print(f'warning: {msg} Writing the uncalibrated subset (on_worse: skip).', file=sys.stderr)
+            cal, rep['applied'] = None, False
+    st.cal, st.cal_report = cal, rep
+
+
+def _train_calibrator(st):
+    from tripled_basicsr.distill.calibration import train_calibrator
+    from tripled_basicsr.distill.features import EmbedInputs, _collate
+    fopt, copt, seed = st.opt['features'], st.opt['calibration'], st.opt['selection']['seed']
+    valid = st.valid
+    rng = np.random.default_rng([seed, 9])
+    bank_rows = valid if len(valid) <= copt['bank_size'] else np.sort(rng.choice(valid, copt['bank_size'],
+                                                                               replace=False))
+    bank = torch.from_numpy(np.asarray(st.store.feat[bank_rows, 0, :], np.float32))
+    bank = torch.nn.functional.normalize(bank, dim=1)
+    sub = valid[st.picked]
+    if len(sub) > copt['max_images']:
+        sub = np.sort(rng.choice(sub, copt['max_images'], replace=False))
+    kinds = ('gt',) if fopt['image'] in ('gt', 'both') else ('gt', 'lq')
+    ds = EmbedInputs(st.source, kinds, fopt['input_size'], 0, fopt['decode_size'], fopt['seed'])
+    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, sub.tolist()), batch_size=64,
+                                         num_workers=fopt['num_workers'], collate_fn=_collate)
+    views = []
+    for _, v, _, errs, _ in loader:
+        if any(errs):
+            raise RuntimeError(f'calibration: cannot decode a subset image: {next(e for e in errs if e)}')
+        views.append(v)
+    v = torch.cat(views).permute(0, 1, 4, 2, 3).float().div_(255)  # (n, kinds, 3, S, S)
+    gt_views = v[:, 0].contiguous()
+    target = gt_views if len(kinds) == 1 else v[:, 1].contiguous()
+    return train_calibrator(st.model, gt_views, target, bank, copt, device=str(st.device), seed=seed,
+                            progress=st.progress)
+
+
+# ---------------------------------------------------------------- write
+def _versions():
+    from importlib import metadata
+    out = {'python': sys.version.split()[0]}
+    for dist in ('torch', 'timm', 'numpy', 'basicsr', 'tripled_basicsr'):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = 'unknown'
+    return out
+
+
+def _psnr(a, b):
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return 100.0 if mse == 0 else min(100.0, 10 * math.log10(255.0 ** 2 / mse))
+
+
+def write(st):
+    """Write the subset (calibrated when applied), the summary and the report files, atomically."""
+    from tqdm import tqdm
+
     from tripled_basicsr.distill.calibration import calibrate_pair
-    out = opt['output']
-    sel_global = valid[picked]
-    provenance = {'source': source.describe(), 'options': opt, 'work_dir': work}
-    psnrs = []
-    write_skipped = []
-    summary = {}
-    with DistilledWriter(out_path, scale=int(opt['source']['scale']), tile_size=out['tile_size'],
-                         compress_level=out['compress_level'], overwrite=out['overwrite'], tool='distill',
-                         provenance=provenance, overwrite_option='output.overwrite: true') as w:
-        for j, gi in enumerate(tqdm(sel_global, desc='write', unit='pair', disable=not progress, dynamic_ncols=True)):
+    t = time.time()
+    opt, source, c, u = st.opt, st.source, st.c, st.u
+    w = st.writer
+    w.provenance = {'source': source.describe(), 'options': opt, 'work_dir': st.work}
+    psnrs, write_skipped = [], []
+    sel_global = st.valid[st.picked]
+    with w:
+        for j, gi in enumerate(tqdm(sel_global, desc='write', unit='pair', disable=not st.progress,
+                                    dynamic_ncols=True)):
             gi = int(gi)
             try:
                 gt, lq = source.read_pair(gi)
@@ -269,81 +460,61 @@ def _select_and_write(opt, source, store, model, feat_info, skipped_unpaired, n_
                     raise
                 write_skipped.append({'key': source.keys[gi], 'reason': f'{type(exc).__name__}: {exc}'})
                 continue
-            if cal is not None:
-                gt_c, lq_c = calibrate_pair(cal, gt, lq)
-                mse = np.mean((gt_c.astype(np.float64) - gt.astype(np.float64)) ** 2)
-                psnrs.append(100.0 if mse == 0 else min(100.0, 10 * math.log10(255.0 ** 2 / mse)))
+            if st.cal is not None:
+                gt_c, lq_c = calibrate_pair(st.cal, gt, lq)
+                psnrs.append(_psnr(gt_c, gt))
                 gt, lq = gt_c, lq_c
-            pi = int(picked[j])
-            w.add(source.keys[gi], gt, lq, gt_path=source.source_path(gi, 'gt'), lq_path=source.source_path(gi, 'lq'),
-                  complexity=round(float(c[pi]), 6), uncertainty=round(float(u[pi]), 6), cluster=int(labels[pi]),
-                  stage=int(stages[j]), calibrated=cal is not None, source_index=gi)
-        if cal is not None:
-            cal_report['psnr_fidelity'] = float(np.mean(psnrs)) if psnrs else None
-            torch.save(cal.state_dict(), os.path.join(w.tmp, 'calibrator.pth'))
-        timings['write'] = time.time() - t
-        timings['total'] = time.time() - t_start
-        sizes = np.bincount(labels, minlength=k)
-        summary = {
-            'name': opt['name'], 'N': int(len(source)), 'N_usable': int(n_valid), 'n': int(len(w.samples)),
-            'n_selected': int(n), 'ratio': n / n_valid, 'selection': stype, 'clusters': int(k),
-            'cluster_sizes': sizes.tolist(), 'cluster_picks': np.bincount(labels[picked], minlength=k).tolist(),
-            'stage1': int((stages == 1).sum()), 'stage2': int((stages == 2).sum()),
-            'mmd': {'subset': mmd_tripled, 'random_mean': float(np.mean(rand)), 'random_std': float(np.std(rand)),
-                    'random_repeats': len(rand), 'top_complexity': mmd_top, 'bandwidth': bw,
-                    'bank_size': int(len(bank_idx))},
-            'complexity': {'type': opt['complexity']['type'], 'source_mean': float(c.mean()),
-                           'subset_mean': float(c[picked].mean())},
-            'uncertainty': {'type': opt['uncertainty']['type'], 'source_mean': float(u.mean()),
-                            'subset_mean': float(u[picked].mean())},
-            'calibration': cal_report,
-            'features': {'backbone': fopt['backbone'], 'weights': model.tripled_weights, 'dim': int(feats.shape[1]),
-                         'views_per_pair': int(store.v), 'embedded_this_run': feat_info['embedded_now'],
-                         'resumed_from': feat_info['resumed_from'], 'world_size': int(world),
-                         'forward_seconds': feat_info['forward_seconds']},
-            'skipped': skipped + write_skipped,
-            'timings': {k2: round(v, 3) for k2, v in timings.items()},
-            'versions': _versions(),
-            'options': opt,
-        }
-        w.set_summary(summary)
-        from tripled_basicsr.distill.report import text_summary, write_report_png, write_scores_csv
-        text = text_summary(summary, out_path)
-        with open(os.path.join(w.tmp, 'report.txt'), 'w', encoding='utf-8') as f:
-            f.write(text + '\n')
-        if ropt['plot']:
-            write_report_png(os.path.join(w.tmp, 'report.png'), feats, c, picked, labels, summary, seed)
-        if ropt['scores_csv']:
-            write_scores_csv(os.path.join(w.tmp, 'source_scores.csv'), source, valid, c, u, labels, picked, stats)
-    if progress:
-        print(text)
-    return summary
+            pi = int(st.picked[j])
+            w.add(source.keys[gi], gt, lq, gt_path=source.source_path(gi, 'gt'),
+                  lq_path=source.source_path(gi, 'lq'), complexity=round(float(c[pi]), 6),
+                  uncertainty=round(float(u[pi]), 6), cluster=int(st.labels[pi]), stage=int(st.stages[j]),
+                  calibrated=st.cal is not None, source_index=gi)
+        if st.cal is not None:
+            st.cal_report['psnr_fidelity'] = float(np.mean(psnrs)) if psnrs else None
+            torch.save(st.cal.state_dict(), os.path.join(w.tmp, 'calibrator.pth'))
+        st.timings['write'] = time.time() - t
+        st.timings['total'] = time.time() - st.t_start
+        st.summary = _summary(st, n_written=len(w.samples), write_skipped=write_skipped)
+        w.set_summary(st.summary)
+        _write_reports(st, w.tmp)
+    if st.progress:
+        print(st.summary_text)
 
 
-def _calibrate(opt, source, store, model, valid, picked, seed, progress):
-    from tripled_basicsr.distill.calibration import train_calibrator
-    from tripled_basicsr.distill.features import EmbedInputs, _collate, resolve_device
-    fopt, copt = opt['features'], opt['calibration']
-    rng = np.random.default_rng([seed, 9])
-    bank_rows = valid if len(valid) <= int(copt['bank_size']) else \
-        np.sort(rng.choice(valid, int(copt['bank_size']), replace=False))
-    bank = torch.from_numpy(np.asarray(store.feat[bank_rows, 0, :], np.float32))
-    bank = torch.nn.functional.normalize(bank, dim=1)
-    sub = valid[picked]
-    if len(sub) > int(copt['max_images']):
-        sub = np.sort(rng.choice(sub, int(copt['max_images']), replace=False))
-    kinds = ('gt',) if fopt['image'] in ('gt', 'both') else ('gt', 'lq')
-    ds = EmbedInputs(source, kinds, fopt['input_size'], 0, fopt['decode_size'], fopt['seed'])
-    loader = torch.utils.data.DataLoader(torch.utils.data.Subset(ds, sub.tolist()), batch_size=64,
-                                         num_workers=int(fopt['num_workers']), collate_fn=_collate)
-    views = []
-    for _, v, _, errs in loader:
-        if any(errs):
-            raise RuntimeError(f'calibration: cannot decode a subset image: {next(e for e in errs if e)}')
-        views.append(v)
-    v = torch.cat(views).permute(0, 1, 4, 2, 3).float().div_(255)  # (n, kinds, 3, S, S)
-    gt_views = v[:, 0].contiguous()
-    target = gt_views if len(kinds) == 1 else v[:, 1].contiguous()
-    cal, rep = train_calibrator(model, gt_views, target, bank, copt, device=str(resolve_device(fopt['device'])),
-                                seed=seed, progress=progress)
-    return cal, rep
+def _summary(st, n_written, write_skipped):
+    opt, fopt, c, u, picked, n_valid = st.opt, st.opt['features'], st.c, st.u, st.picked, len(st.valid)
+    return {
+        'name': opt['name'], 'N': int(len(st.source)), 'N_usable': int(n_valid), 'n': int(n_written),
+        'n_selected': int(st.n), 'ratio': st.n / n_valid, 'selection': opt['selection']['type'], 'clusters': int(st.k),
+        'cluster_sizes': np.bincount(st.labels, minlength=st.k).tolist(),
+        'cluster_picks': np.bincount(st.labels[picked], minlength=st.k).tolist(),
+        'stage1': int((st.stages == 1).sum()), 'stage2': int((st.stages == 2).sum()),
+        'mmd': st.mmd,
+        'complexity': {'type': opt['complexity']['type'], 'source_mean': float(c.mean()),
+                       'subset_mean': float(c[picked].mean())},
+        'uncertainty': {'type': opt['uncertainty']['type'], 'source_mean': float(u.mean()),
+                        'subset_mean': float(u[picked].mean())},
+        'calibration': st.cal_report,
+        'features': {'backbone': fopt['backbone'], 'weights': st.model.tripled_weights, 'dim': int(st.feats.shape[1]),
+                     'views_per_pair': int(st.store.v), 'embedded_this_run': st.feat_info['embedded_now'],
+                     'resumed_from': st.feat_info['resumed_from'], 'changed_since_last_run': len(st.changed),
+                     'world_size': int(st.world), 'forward_seconds': st.feat_info['forward_seconds']},
+        'skipped': st.skipped + write_skipped,
+        'timings': {k: round(v, 3) for k, v in st.timings.items()},
+        'versions': _versions(),
+        'options': opt,
+    }
+
+
+def _write_reports(st, directory):
+    from tripled_basicsr.distill.report import text_summary, write_report_png, write_scores_csv
+    ropt, seed = st.opt['report'], st.opt['selection']['seed']
+    st.summary_text = text_summary(st.summary, st.out_path)
+    with open(os.path.join(directory, 'report.txt'), 'w', encoding='utf-8') as f:
+        f.write(st.summary_text + '\n')
+    if ropt['plot']:
+        write_report_png(os.path.join(directory, 'report.png'), st.feats, st.c, st.picked, st.labels, st.summary,
+                         seed)
+    if ropt['scores_csv']:
+        write_scores_csv(os.path.join(directory, 'source_scores.csv'), st.source, st.valid, st.c, st.u, st.labels,
+                         st.picked, st.stats)

@@ -37,6 +37,17 @@ def text_summary(s, out_path):
     return '\n'.join(lines)
 
 
+def one_line_summary(s):
+    """The result in one line (what ``--quiet`` prints)."""
+    cal = s['calibration']
+    cal_txt = ('calibrated' if cal.get('applied') else 'calibration not applied') if cal.get('enabled') else \
+        'no calibration'
+    out = s['options']['output']['path']
+    return (f'distilled {s["n"]} of {s["N_usable"]} pairs ({100 * s["n"] / s["N_usable"]:.2f} %) -> {out}: MMD '
+            f'{_f(s["mmd"]["subset"])} (random {_f(s["mmd"]["random_mean"])}), {cal_txt}, '
+            f'{s["timings"].get("total", 0):.1f} s')
+
+
 def _pca2(x, max_fit=20000, seed=0):
     rng = np.random.default_rng(seed)
     fit = x if len(x) <= max_fit else x[rng.choice(len(x), max_fit, replace=False)]

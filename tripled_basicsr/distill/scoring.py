@@ -1,4 +1,4 @@
-"""Complexity c_i and uncertainty u_i, both in [0, 1] (DESIGN.md 4.2-4.3).
+"""Complexity c_i and uncertainty u_i, both in [0, 1] (docs/method.md, "Scores").
 
 Pure functions over arrays; the registered strategies at the bottom are what the YAML
 ``complexity: {type: ...}`` / ``uncertainty: {type: ...}`` sections name.
@@ -6,7 +6,9 @@ Pure functions over arrays; the registered strategies at the bottom are what the
 import numpy as np
 import torch
 
+from tripled_basicsr.distill.checks import choice, integer, number
 from tripled_basicsr.distill.registry import COMPLEXITY, UNCERTAINTY
+from tripled_basicsr.utils.device import resolve_device
 
 STAT_NAMES = ('entropy', 'gradient', 'token_var')
 
@@ -86,12 +88,6 @@ def ridge_fit_predict(feats, target, alpha=1.0, chunk=65536):
     return pred
 
 
-def _device(device):
-    if device in (None, 'auto'):
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
-    return torch.device(device)
-
-
 def knn_mean_cosine_distance(feats, k=10, query_chunk=2048, db_chunk=65536, device='auto', progress=False):
     """Mean cosine distance of each row to its k nearest other rows, never building N x N.
 
@@ -108,7 +104,7 @@ def knn_mean_cosine_distance(feats, k=10, query_chunk=2048, db_chunk=65536, devi
     k = int(min(k, n - 1))
     if k < 1:
         return np.zeros(n)
-    dev = _device(device)
+    dev = resolve_device(device)
     out = np.empty(n)
     x_all = torch.as_tensor(np.asarray(feats, np.float32))
     x_all = torch.nn.functional.normalize(x_all, dim=1)
@@ -142,7 +138,7 @@ def knn_mean_cosine_distance_bruteforce(feats, k=10):
 
 
 # ---------------------------------------------------------------- complexity strategies
-@COMPLEXITY.register('vit_entropy')
+@COMPLEXITY.register('vit_entropy', checks={'alpha': lambda p, v: number(p, v, lo=0, lo_open=True)})
 def vit_entropy(feats, stats, ctx, alpha=1.0):
     """Ridge head on the ViT features fitted to the grayscale Shannon entropy, rank-normalised.
 
@@ -173,7 +169,10 @@ def gradient_energy(feats, stats, ctx):
 
 
 # ---------------------------------------------------------------- uncertainty strategies
-@UNCERTAINTY.register('knn_rarity')
+@UNCERTAINTY.register('knn_rarity', checks={
+    'k': lambda p, v: integer(p, v, lo=1), 'scope': lambda p, v: choice(p, v, ('auto', 'global', 'cluster')),
+    'global_max': lambda p, v: integer(p, v, lo=1), 'query_chunk': lambda p, v: integer(p, v, lo=1),
+    'db_chunk': lambda p, v: integer(p, v, lo=1)})
 def knn_rarity(feats, stats, ctx, k=10, scope='auto', global_max=200000, query_chunk=2048, db_chunk=65536):
     """Rarity: mean cosine distance to the k nearest neighbours, rank-normalised.
 

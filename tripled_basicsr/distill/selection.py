@@ -1,4 +1,4 @@
-"""Distribution-aware selection (DESIGN.md 4.4) and the baselines it is compared with.
+"""Distribution-aware selection (docs/method.md, "Selection") and the baselines it is compared with.
 
 * ``kmeans``: deterministic k-means++ seeding + Lloyd (mini-batch updates for large N),
   assignments computed in chunks, on L2-normalised features.
@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from tripled_basicsr.distill.checks import OptionError, number
 from tripled_basicsr.distill.registry import SELECTION
 
 
@@ -22,8 +23,10 @@ def auto_clusters(n, lo=2, hi=256):
     return int(max(1, min(n, max(lo, min(hi, round(math.sqrt(n)))))))
 
 
-def resolve_clusters(clusters, n, error=ValueError):
+def resolve_clusters(clusters, n, error=OptionError):
     """The number of k-means strata for ``selection.clusters`` (an int or 'auto') and budget n."""
+    if clusters not in (None, 'auto') and (isinstance(clusters, bool) or not isinstance(clusters, int)):
+        raise error(f'selection.clusters must be an integer >= 1 or "auto"; got {clusters!r}.')
     k = auto_clusters(n) if clusters in (None, 'auto') else int(clusters)
     if k < 1:
         raise error(f'selection.clusters must be >= 1 or "auto"; got {clusters!r}.')
@@ -169,20 +172,29 @@ def _check_budget(n, total):
 
 
 # ---------------------------------------------------------------- strategies
-@SELECTION.register('tripled')
-def select_tripled(feats, c, u, n, ctx, clusters='auto', complexity_weight=1.0, uncertainty_weight=1.0,
-                   temperature=2.0, kmeans_iters=50):
+def _positive(path, v):
+    return number(path, v, lo=0, lo_open=True)
+
+
+@SELECTION.register('tripled', checks={'temperature': _positive})
+def select_tripled(feats, c, u, n, ctx, complexity_weight=1.0, uncertainty_weight=1.0, temperature=2.0):
     """k-means strata, quota by cluster size, Gumbel-top-k inside each cluster with
-    p_i ~ exp((a*c_i + b*u_i)/T). Returns (sorted indices (n,), labels (N,))."""
+    p_i ~ exp((a*c_i + b*u_i)/T). Returns (sorted indices (n,), labels (N,)).
+
+    The strata come from ``ctx['labels']`` (the pipeline's k-means); without them k-means
+    runs here with ``ctx['clusters']`` (an int or 'auto') and ``ctx['kmeans_iters']``.
+    """
     total = feats.shape[0]
     _check_budget(n, total)
-    k = resolve_clusters(clusters, n)
     if temperature <= 0:
-        raise ValueError(f'selection.temperature must be > 0; got {temperature}.')
+        raise OptionError(f'selection.temperature must be > 0; got {temperature}.')
     seed = int(ctx.get('seed', 0))
     labels = ctx.get('labels')
     if labels is None:
-        labels, _ = kmeans(feats, k, seed=seed, iters=kmeans_iters, progress=ctx.get('progress', False))
+        k = resolve_clusters(ctx.get('clusters', 'auto'), n)
+        labels, _ = kmeans(feats, k, seed=seed, iters=int(ctx.get('kmeans_iters', 50)),
+                           progress=ctx.get('progress', False))
+    k = max(int(np.max(labels)) + 1, ctx['clusters'] if isinstance(ctx.get('clusters'), int) else 0)
     sizes = np.bincount(labels, minlength=k)
     quotas = cluster_quotas(sizes, n)
     score = (complexity_weight * np.asarray(c) + uncertainty_weight * np.asarray(u)) / temperature
@@ -208,7 +220,7 @@ def select_random(feats, c, u, n, ctx):
 
 @SELECTION.register('top_complexity')
 def select_top_complexity(feats, c, u, n, ctx):
-    """The n most complex items (baseline; DESIGN.md 8: trains worse than random)."""
+    """The n most complex items (baseline; it trained worse than random in our measurements, docs/method.md)."""
     _check_budget(n, feats.shape[0])
     return np.sort(np.argsort(-np.asarray(c), kind='stable')[:n]), None
 

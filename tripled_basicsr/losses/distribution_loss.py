@@ -1,9 +1,10 @@
 """FeatureDistributionLoss: MMD (multi-scale RBF) + optional diagonal-Gaussian KL between
-two feature sets; used by the TripleD calibration step and usable in any BasicSR model."""
+two feature sets; used by the TripleD calibration step and usable in any BasicSR model.
+The maths lives in ``tripled_basicsr.utils.distribution`` (shared with the distiller)."""
 from basicsr.utils.registry import LOSS_REGISTRY
 from torch import nn
 
-from tripled_basicsr.distill.mmd import DEFAULT_SCALES, gaussian_kl, mmd_rbf
+from tripled_basicsr.utils.distribution import DEFAULT_SCALES, feature_distribution_loss
 
 
 @LOSS_REGISTRY.register()
@@ -33,9 +34,5 @@ class FeatureDistributionLoss(nn.Module):
     def forward(self, pred, target):
         pred = pred.reshape(pred.shape[0], -1).float()
         target = target.reshape(target.shape[0], -1).float().to(pred.device)
-        loss = pred.new_zeros(())
-        if self.mmd_weight:
-            loss = loss + self.mmd_weight * mmd_rbf(pred, target, self.bandwidth, self.scales)
-        if self.kl_weight:
-            loss = loss + self.kl_weight * gaussian_kl(pred, target)
-        return self.loss_weight * loss
+        return self.loss_weight * feature_distribution_loss(pred, target, self.mmd_weight, self.kl_weight,
+                                                            self.bandwidth, self.scales)

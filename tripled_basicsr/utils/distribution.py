@@ -1,7 +1,6 @@
-"""Maximum mean discrepancy between feature sets (RBF kernels), torch, chunked.
-
-Used to report how well a subset matches the source distribution and, differentiably,
-as the calibration objective (``FeatureDistributionLoss``).
+"""Distances between two sets of feature vectors: multi-scale RBF MMD and a diagonal
+Gaussian KL. Pure torch maths, no BasicSR: the distiller's report and calibration and the
+``FeatureDistributionLoss`` (losses/distribution_loss.py) all use this one copy.
 """
 import numpy as np
 import torch
@@ -23,7 +22,7 @@ def median_bandwidth(x, max_points=2048, seed=0):
 
 
 def _kernel_mean(a, b, bandwidth, scales, chunk=4096):
-    """Mean over all pairs of sum_s exp(-|a-b|^2 / (2 (s*bw)^2)) / len(scales)."""
+    """Mean over all pairs of sum_s exp(-|a-b|^2 / (2 (s*bw)^2)) / len(scales), in row chunks."""
     total = a.new_zeros(())
     gammas = [1.0 / (2.0 * (s * bandwidth) ** 2) for s in scales]
     for i in range(0, a.shape[0], chunk):
@@ -34,7 +33,7 @@ def _kernel_mean(a, b, bandwidth, scales, chunk=4096):
 
 
 def mmd_rbf(x, y, bandwidth=None, scales=DEFAULT_SCALES):
-    """Biased (V-statistic) squared MMD with a multi-scale RBF kernel; >= 0, 0 iff equal sets.
+    """Biased (V-statistic) squared MMD with a multi-scale RBF kernel; >= 0, 0 for equal sets.
 
     Differentiable in x and y.
 
@@ -58,6 +57,16 @@ def gaussian_kl(x, y, eps=1e-5):
     mx, my = x.mean(0), y.mean(0)
     vx, vy = x.var(0, unbiased=False) + eps, y.var(0, unbiased=False) + eps
     return 0.5 * (torch.log(vy / vx) + (vx + (mx - my) ** 2) / vy - 1).mean()
+
+
+def feature_distribution_loss(pred, target, mmd_weight=1.0, kl_weight=0.0, bandwidth=None, scales=DEFAULT_SCALES):
+    """mmd_weight * MMD^2(pred, target) + kl_weight * KL(pred || target) of (n, D) / (m, D) features."""
+    loss = pred.new_zeros(())
+    if mmd_weight:
+        loss = loss + mmd_weight * mmd_rbf(pred, target, bandwidth, scales)
+    if kl_weight:
+        loss = loss + kl_weight * gaussian_kl(pred, target)
+    return loss
 
 
 def mmd_numpy(x, y, bandwidth=None, scales=DEFAULT_SCALES):

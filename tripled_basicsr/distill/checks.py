@@ -1,0 +1,118 @@
+"""Option value checks of the distiller, in one place: each names the option key, says
+what is allowed and what it got, and returns the value in canonical type.
+
+YAML 1.1 (PyYAML) reads ``1e-3`` (no dot) as a string; numeric options therefore accept a
+string that parses as a number, and refuse anything else (``"2%"``).
+"""
+import difflib
+import numbers
+
+
+class OptionError(ValueError):
+    """A bad option: the message names the key (``section.key``) and what to do."""
+
+
+def _got(v):
+    return f'got {v!r} ({type(v).__name__})'
+
+
+def _as_number(path, v, what):
+    if isinstance(v, bool) or v is None:
+        raise OptionError(f'{path} must be {what}; {_got(v)}.')
+    if isinstance(v, numbers.Real):
+        return v
+    if isinstance(v, str):
+        try:
+            return float(v) if any(ch in v.lower() for ch in '.en') else int(v)
+        except ValueError:
+            pass
+    hint = ' Write a plain number (e.g. 0.02 for 2 %).' if isinstance(v, str) and '%' in v else ''
+    raise OptionError(f'{path} must be {what}; {_got(v)}.{hint}')
+
+
+def _range_text(lo, hi, lo_open, hi_open):
+    if lo is None and hi is None:
+        return ''
+    if hi is None:
+        return f' {">" if lo_open else ">="} {lo}'
+    if lo is None:
+        return f' {"<" if hi_open else "<="} {hi}'
+    return f' in {"(" if lo_open else "["}{lo}, {hi}{")" if hi_open else "]"}'
+
+
+def _in_range(path, x, v, what, lo, hi, lo_open, hi_open):
+    bad = (lo is not None and (x < lo or (lo_open and x == lo))) or \
+          (hi is not None and (x > hi or (hi_open and x == hi)))
+    if bad or x != x:  # NaN
+        raise OptionError(f'{path} must be {what}{_range_text(lo, hi, lo_open, hi_open)}; {_got(v)}.')
+    return x
+
+
+def number(path, v, lo=None, hi=None, lo_open=False, hi_open=False):
+    """A real number (int or float) -> float."""
+    x = float(_as_number(path, v, 'a number'))
+    return _in_range(path, x, v, 'a number', lo, hi, lo_open, hi_open)
+
+
+def integer(path, v, lo=None, hi=None):
+    """A whole number -> int (1.0 is accepted, 1.5 is not)."""
+    x = _as_number(path, v, 'an integer')
+    if float(x) != int(x):
+        raise OptionError(f'{path} must be an integer; {_got(v)}.')
+    return _in_range(path, int(x), v, 'an integer', lo, hi, False, False)
+
+
+def boolean(path, v):
+    if not isinstance(v, bool):
+        raise OptionError(f'{path} must be true or false; {_got(v)}.')
+    return v
+
+
+def choice(path, v, choices):
+    if v not in choices:
+        close = difflib.get_close_matches(str(v), [str(c) for c in choices], n=1)
+        hint = f' Did you mean {close[0]}?' if close else ''
+        raise OptionError(f'{path} must be one of {", ".join(map(str, choices))}; {_got(v)}.{hint}')
+    return v
+
+
+def string(path, v, allow_none=False):
+    if v is None and allow_none:
+        return v
+    if not isinstance(v, str) or not v:
+        raise OptionError(f'{path} must be a non-empty string{" or null" if allow_none else ""}; {_got(v)}.')
+    return v
+
+
+def mapping(path, v):
+    if v is None:
+        return {}
+    if not isinstance(v, dict):
+        raise OptionError(f'{path} must be a mapping (key: value); {_got(v)}.')
+    return v
+
+
+def unknown_key(path, key, allowed, extra=''):
+    """The error for an option key that does not exist, with close matches."""
+    close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=3)
+    hint = f' Did you mean {", ".join(close)}?' if close else ''
+    return OptionError(f'Unknown option {path}{key}.{hint}{extra} See docs/distill.md for every key.')
+
+
+def like_default(path, v, default):
+    """Check ``v`` against the type of a strategy parameter's default (None: anything)."""
+    if default is None:
+        return v
+    if isinstance(default, bool):
+        return boolean(path, v)
+    if isinstance(default, numbers.Integral):
+        return integer(path, v)
+    if isinstance(default, numbers.Real):
+        return number(path, v)
+    if isinstance(default, str):
+        return string(path, v)
+    if isinstance(default, (list, tuple)):
+        if not isinstance(v, (list, tuple)):
+            raise OptionError(f'{path} must be a list; {_got(v)}.')
+        return list(v)
+    return v
