@@ -43,6 +43,9 @@ _LEGACY_MARKERS = (('tripled_meta.json', 'format', 'tripled-distilled'),
                    ('demo_data.json', 'generator', 'tripled_basicsr.demo_data'))
 # the suffix suggested for an output next to a source ("<source>_packed")
 _SUGGEST_SUFFIX = {'pack': '_packed', 'distill': '_distilled', 'demo_data': '_demo'}
+# temp/aside dirs this process is using right now: its own pid is alive, so this tells a
+# leftover of an earlier writer in the same process (a failed delete) from one in use
+_IN_USE = set()
 
 
 class OutputExistsError(FileExistsError):
@@ -170,9 +173,9 @@ def check_disjoint(out, sources, what='Output', option='the output path', suffix
 
 
 # ----------------------------------------------------------------------------- removal
-def _pid_alive(pid):
+def _pid_alive(pid, path=None):
     if pid == os.getpid():
-        return True
+        return path in _IN_USE
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -324,7 +327,7 @@ class AtomicOutputDir:
                 continue
             # a temp dir records its writer; an aside (old) dir is named after the run replacing it
             owner_host = marker.get('host', host) if (marker and kind == 'tmp') else host
-            if owner_host != host or _pid_alive(pid):
+            if owner_host != host or _pid_alive(pid, path):
                 where = f' on {owner_host}' if owner_host != host else ''
                 logger.warning('%s: %s belongs to a run (pid %d%s) that may still be writing %s; left alone. Remove '
                                'it yourself once that run has ended.', self.tool, path, pid, where, self.out)
@@ -358,6 +361,7 @@ class AtomicOutputDir:
         self.check()
         os.makedirs(os.path.dirname(self.out), exist_ok=True)
         self.tmp = self._sibling('tmp')
+        _IN_USE.add(self.tmp)
         with defer_sigint():  # a temp dir always carries its marker, so a later run can prove it is ours
             os.makedirs(self.tmp)  # normal permissions (mkdtemp would make it 0700)
             try:
@@ -370,6 +374,7 @@ class AtomicOutputDir:
     def _discard_tmp(self):
         with defer_sigint():
             err = remove_tree(self.tmp)
+        _IN_USE.discard(self.tmp)
         if err is not None:
             logger.warning('%s: could not remove the temporary directory %s: %s. Remove it yourself (the next run '
                            'to %s also retries).', self.tool, self.tmp, err, self.out)
@@ -385,6 +390,8 @@ class AtomicOutputDir:
             if os.path.lexists(self.tmp):
                 self._discard_tmp()
             raise
+        finally:
+            _IN_USE.discard(self.tmp)
         return False
 
     def _commit(self):
@@ -394,13 +401,16 @@ class AtomicOutputDir:
             os.rename(self.tmp, self.out)  # POSIX rename replaces an empty directory atomically
             return
         old = self._sibling('old')
+        _IN_USE.add(old)
         os.rename(self.out, old)
         try:
             os.rename(self.tmp, self.out)
         except BaseException:
             os.rename(old, self.out)
+            _IN_USE.discard(old)
             raise
         err = remove_tree(old)
+        _IN_USE.discard(old)
         if err is not None:
             logger.warning('%s: wrote %s, but could not delete the replaced output, now at %s: %s. Remove it '
                            'yourself (the next run to %s also retries).', self.tool, self.out, old, err, self.out)
@@ -438,12 +448,14 @@ def tree_fingerprint(root):
 
 
 def load_yaml_safe(path):
-    """Load a YAML option file with the safe loader (no Python object construction)."""
+    """Load a YAML option file with the safe loader (no Python object construction; one
+    loader for all option files: ``tripled_basicsr/safe_yaml.py``)."""
+    from tripled_basicsr.safe_yaml import load_options_stream
     if not os.path.isfile(path):
         raise FileNotFoundError(f'Option file {path} does not exist.')
     with open(path, encoding='utf-8') as f:
         try:
-            opt = yaml.safe_load(f)
+            opt = load_options_stream(f)
         except yaml.YAMLError as exc:
             raise ValueError(f'Option file {path} is not valid YAML: {exc}') from exc
     if not isinstance(opt, dict):
