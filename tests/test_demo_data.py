@@ -1,5 +1,4 @@
 """Tests for tripled_basicsr.demo_data (offline deterministic paired demo-data generator)."""
-import hashlib
 import json
 import os
 import socket
@@ -8,10 +7,14 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from tripled_basicsr import demo_data as dd
-from tripled_basicsr.demo_data import (DemoDataError, generate_gt, generate_pairs, main, matlab_downscale,
-                                       parse_size, write_demo_dataset)
+from tripled_basicsr.demo_data import (DemoDataError, generate_gt, generate_pairs, main, parse_size,
+                                       write_demo_dataset)
+from tripled_basicsr.demo_data import degradations, generate, sources
+from tripled_basicsr.iqa.resize import imresize
+from tripled_basicsr.utils.io import MARKER_FILE, tree_fingerprint
 
 
 def _hf_energy(img):
@@ -32,20 +35,6 @@ def _dark_channel_mean(img, patch=7):
 
 def _pairs(task, num=6, size=48, seed=3, **kw):
     return list(generate_pairs(task, num, size, seed=seed, **kw))
-
-
-def _dir_digest(root):
-    h = hashlib.sha256()
-    for dirpath, dirnames, filenames in sorted(os.walk(root)):
-        dirnames.sort()
-        for f in sorted(filenames):
-            if f == 'lock.mdb':  # LMDB reader table (pids); not data
-                continue
-            p = os.path.join(dirpath, f)
-            h.update(os.path.relpath(p, root).encode())
-            with open(p, 'rb') as fh:
-                h.update(fh.read())
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------ arguments
@@ -99,23 +88,29 @@ def test_shapes_and_dtype(task):
 
 @pytest.mark.parametrize('scale', [2, 3, 4])
 def test_sr_lq_is_matlab_bicubic_downscale(scale):
+    """LQ = MATLAB imresize(GT, 1/scale) (BasicSR's port as the reference), rounded to uint8."""
+    from basicsr.utils.matlab_functions import imresize as basicsr_imresize
     w, h = 12 * scale, 8 * scale
     for _, gt, lq in _pairs('sr', num=3, size=(w, h), scale=scale):
         assert lq.shape == (h // scale, w // scale, 3)
-        ref = np.clip(matlab_downscale(gt.astype(np.float32) / 255.0, scale) * 255.0 + 0.5, 0, 255)
-        assert np.abs(lq.astype(int) - ref.astype(np.uint8).astype(int)).max() <= 1
+        ref = basicsr_imresize(gt.astype(np.float32) / 255.0, 1 / scale)
+        ref = np.clip(ref * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        assert np.abs(lq.astype(int) - ref.astype(int)).max() <= 1
     cv2_lq = _pairs('sr', num=1, size=(w, h), scale=scale, sr_kernel='cv2')[0][2]
     assert cv2_lq.shape == (h // scale, w // scale, 3)
 
 
-def test_matlab_downscale_matches_basicsr_imresize():
-    from basicsr.utils.matlab_functions import imresize
-    x = np.random.default_rng(0).random((36, 28, 3), dtype=np.float32)
-    for scale in (2, 4):
-        ref = imresize(x, 1 / scale)
-        out = matlab_downscale(x, scale)
-        assert out.shape == ref.shape
-        np.testing.assert_allclose(out, ref, atol=1e-5)
+def test_sr_uses_the_one_matlab_resize_and_exact_integer_sizes():
+    """The sr degradation is ``iqa.resize.imresize`` (one MATLAB bicubic in the package); its LQ
+    is exactly GT / scale even where ceil((1 / s) * H) overshoots (s = 75, H = 525 -> 8, not 7)."""
+    x = np.random.default_rng(0).random((36, 24, 3), dtype=np.float32)
+    for scale in (2, 3, 4):
+        out = degradations.sr(x, None, {'sr_kernel': 'matlab'}, scale)
+        ref = imresize(torch.from_numpy(x.astype(np.float64)).permute(2, 0, 1), 1 / scale).permute(1, 2, 0).numpy()
+        assert out.shape == (36 // scale, 24 // scale, 3) and out.dtype == np.float32
+        np.testing.assert_allclose(out, ref, atol=2e-6)
+    (_, gt, lq), = _pairs('sr', num=1, size='525x150', scale=75, source='procedural')
+    assert lq.shape == (2, 7, 3)
 
 
 def test_determinism_same_seed_same_bytes_different_seed_differs():
@@ -195,7 +190,7 @@ def test_haze_lowers_contrast_and_raises_dark_channel():
             checked += 1
     assert checked >= 3
     # on a textured image without large-scale structure, global contrast drops as well
-    gt = dd._fractal(np.random.default_rng(1), 64, 64)
+    gt = sources._fractal(np.random.default_rng(1), 64, 64)
     lq = dd.degrade(gt, 'haze', {'beta': 1.5, 'airlight': 0.9})
     assert lq.astype(float).std() < gt.astype(float).std()
 
@@ -212,6 +207,48 @@ def test_task_chain_applies_in_order():
     assert np.array_equal(gt, gt2) and not np.array_equal(lq, lq_sr)
 
 
+@pytest.fixture
+def speckle():
+    """A degradation added the documented way: one registered function."""
+    from tripled_basicsr.demo_data.degradations import DEGRADATIONS, Param, register, sample
+
+    @register('speckle', Param('speckle_sigma', 0.2, 0.0, 1.0, 'speckle: multiplicative noise std'))
+    def _speckle(x, rng, p, scale):
+        sigma = np.float32(sample(rng, p['speckle_sigma']))  # a number or a per-image (lo, hi) range
+        return x * (1 + rng.standard_normal(x.shape, dtype=np.float32) * sigma)
+
+    yield 'speckle'
+    del DEGRADATIONS['speckle']
+
+
+def test_a_registered_degradation_is_a_task_with_flags_checks_and_record(speckle, tmp_path, capsys):
+    assert 'speckle' in dd.tasks() and dd.task_defaults()['speckle'] == {'speckle_sigma': 0.2}
+    (_, gt, lq), = _pairs('noise,speckle', num=1, size=32, speckle_sigma=0.5)
+    (_, gt2, lq_noise), = _pairs('noise', num=1, size=32)
+    assert np.array_equal(gt, gt2) and not np.array_equal(lq, lq_noise)
+    with pytest.raises(DemoDataError, match=r'--speckle-sigma: value 2 out of range \[0, 1\]'):
+        generate_pairs('speckle', 1, 16, speckle_sigma=2)
+    with pytest.raises(DemoDataError, match='--speckle-sigma: only applies to task speckle'):
+        generate_pairs('noise', 1, 16, speckle_sigma=0.1)
+    out = tmp_path / 'sp'
+    assert main(['--task', 'speckle', '--num', '1', '--size', '16', '--out', str(out), '--quiet',
+                 '--speckle-sigma', '0.1,0.3']) == 0
+    assert json.loads((out / 'demo_data.json').read_text())['params'] == {'speckle_sigma': [0.1, 0.3]}
+    with pytest.raises(SystemExit):
+        main(['--help'])
+    assert '--speckle-sigma' in capsys.readouterr().out
+
+
+def test_register_refuses_a_taken_task_or_parameter_name():
+    from tripled_basicsr.demo_data.degradations import DEGRADATIONS, Param, register
+    before = dict(DEGRADATIONS)
+    with pytest.raises(ValueError, match="'noise' is registered twice"):
+        register('noise')(lambda x, rng, p, scale: x)
+    with pytest.raises(ValueError, match="parameter 'sigma' of 'other' is already used by 'noise'"):
+        register('other', Param('sigma', 1.0, 0.0, 2.0, ''))(lambda x, rng, p, scale: x)
+    assert DEGRADATIONS == before
+
+
 # ------------------------------------------------------------------------------------ sources
 def test_bundled_photos_present_and_loaded_offline(monkeypatch):
     names = dd.available_photos()
@@ -221,7 +258,7 @@ def test_bundled_photos_present_and_loaded_offline(monkeypatch):
         raise AssertionError('network access attempted')
 
     monkeypatch.setattr(socket.socket, 'connect', no_network)
-    dd._PHOTO_CACHE.clear()
+    sources._PHOTO_CACHE.clear()
     kinds = [generate_gt(i, 32, source='photos')[1] for i in range(12)]
     assert all(k.startswith('photo:') for k in kinds)
     assert len(set(kinds)) >= 4
@@ -262,7 +299,7 @@ def test_write_png_folders_deterministic_and_atomic(tmp_path):
     # byte-identical re-run; different seed differs
     write_demo_dataset(tmp_path / 'again', 'sr', 3, '32x16', scale=2, progress=False)
     write_demo_dataset(tmp_path / 'other', 'sr', 3, '32x16', scale=2, seed=1, progress=False)
-    assert _dir_digest(out) == _dir_digest(tmp_path / 'again') != _dir_digest(tmp_path / 'other')
+    assert tree_fingerprint(out) == tree_fingerprint(tmp_path / 'again') != tree_fingerprint(tmp_path / 'other')
 
 
 def test_refuses_to_overwrite_unless_asked(tmp_path):
@@ -281,6 +318,43 @@ def test_refuses_to_overwrite_unless_asked(tmp_path):
     write_demo_dataset(tmp_path / 'empty', 'noise', 1, 16, progress=False)
 
 
+@pytest.mark.parametrize('kind', ['folder', 'file', 'symlink'])
+def test_overwrite_never_touches_what_demo_data_did_not_write(tmp_path, capsys, kind):
+    """--overwrite replaces only an earlier output of this project: an unrelated folder (a
+    thesis, notes), a file, or a link to a folder is refused, byte for byte unchanged, and no
+    hidden sibling is left behind."""
+    notes = tmp_path / 'notes'
+    (notes / 'chapter').mkdir(parents=True)
+    (notes / 'thesis.tex').write_text('years of work')
+    (notes / 'chapter' / 'fig.png').write_bytes(b'\x89PNG not really')
+    out = {'folder': notes, 'file': notes / 'thesis.tex', 'symlink': tmp_path / 'link'}[kind]
+    if kind == 'symlink':
+        out.symlink_to(notes, target_is_directory=True)
+    before, listing = tree_fingerprint(tmp_path), sorted(os.listdir(tmp_path))
+    with pytest.raises(FileExistsError, match=str(out)):
+        write_demo_dataset(out, 'noise', 2, 16, overwrite=True, progress=False)
+    with pytest.raises(SystemExit) as exc:
+        main(['--task', 'noise', '--num', '2', '--size', '16', '--out', str(out), '--overwrite', '--quiet'])
+    assert exc.value.code == 2 and str(out) in capsys.readouterr().err
+    assert tree_fingerprint(tmp_path) == before and sorted(os.listdir(tmp_path)) == listing
+    assert sorted(os.listdir(notes)) == ['chapter', 'thesis.tex']
+
+
+def test_output_carries_the_marker_that_allows_replacing_it(tmp_path):
+    out = tmp_path / 'ds'
+    write_demo_dataset(out, 'noise', 1, 16, progress=False)
+    assert json.loads((out / MARKER_FILE).read_text())['tool'] == 'demo_data'
+    os.remove(out / MARKER_FILE)  # an output of an earlier version: recognised by demo_data.json
+    write_demo_dataset(out, 'noise', 2, 16, overwrite=True, progress=False)
+    assert sorted(os.listdir(out / 'gt')) == ['0000.png', '0001.png']
+    (out / 'demo_data.json').write_text('{"generator": "someone else"}')
+    os.remove(out / MARKER_FILE)
+    before = tree_fingerprint(out)
+    with pytest.raises(FileExistsError, match='not written by tripled_basicsr'):
+        write_demo_dataset(out, 'noise', 1, 16, overwrite=True, progress=False)
+    assert tree_fingerprint(out) == before
+
+
 def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
     calls = []
 
@@ -290,8 +364,8 @@ def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
             raise RuntimeError('boom')
         return real(*a, **k)
 
-    real = dd._apply_chain
-    monkeypatch.setattr(dd, '_apply_chain', boom)
+    real = generate.apply_chain
+    monkeypatch.setattr(generate, 'apply_chain', boom)
     with pytest.raises(RuntimeError, match='boom'):
         write_demo_dataset(tmp_path / 'ds', 'noise', 3, 16, progress=False)
     assert os.listdir(tmp_path) == []
@@ -329,7 +403,7 @@ def test_lmdb_readable_by_stock_paired_image_dataset(tmp_path):
         np.testing.assert_allclose(item['gt'].numpy().transpose(1, 2, 0)[..., ::-1] * 255, gt, atol=1e-3)
         np.testing.assert_allclose(item['lq'].numpy().transpose(1, 2, 0)[..., ::-1] * 255, lq, atol=1e-3)
     write_demo_dataset(tmp_path / 'lm2', 'sr', 3, '32x24', scale=2, lmdb=True, progress=False)
-    assert _dir_digest(out) == _dir_digest(tmp_path / 'lm2')
+    assert tree_fingerprint(out) == tree_fingerprint(tmp_path / 'lm2')
 
 
 # ------------------------------------------------------------------------------------ CLI

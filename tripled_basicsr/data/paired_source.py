@@ -6,8 +6,9 @@
 * two folders plus a ``meta_info`` list of GT names (BasicSR's ``meta_info_file``).
 
 A source never writes anything; it only lists pairs and decodes them. LMDB environments
-are opened lazily and re-opened after a fork, so a source can be used from DataLoader
-workers.
+are opened lazily through the shared per-process handles of ``utils/lmdb_io.py`` (re-opened
+after a fork), so a source can be used from DataLoader workers and next to a dataset that
+reads the same LMDB.
 """
 import os
 import re
@@ -16,6 +17,7 @@ import cv2
 import numpy as np
 
 from tripled_basicsr.utils.img import to_bgr_uint8
+from tripled_basicsr.utils.lmdb_io import is_lmdb, open_lmdb_readonly
 
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 _KEY_OK = re.compile(r'^[\x21-\x7e]+$')
@@ -94,7 +96,7 @@ class PairedSource:
         for root, opt in ((self.dataroot_gt, 'dataroot_gt'), (self.dataroot_lq, 'dataroot_lq')):
             if not os.path.exists(root):
                 raise SourceError(f'{opt}: {root} does not exist.')
-        gt_lmdb, lq_lmdb = (self._is_lmdb(self.dataroot_gt), self._is_lmdb(self.dataroot_lq))
+        gt_lmdb, lq_lmdb = is_lmdb(self.dataroot_gt), is_lmdb(self.dataroot_lq)
         if gt_lmdb != lq_lmdb:
             raise SourceError(f'dataroot_gt ({self.dataroot_gt}) and dataroot_lq ({self.dataroot_lq}) must both be '
                               f'folders or both be BasicSR LMDBs.')
@@ -106,13 +108,6 @@ class PairedSource:
             self._list_folders(meta_info_file)
         if not self.keys:
             raise SourceError(f'No image pairs found in {self.dataroot_gt} / {self.dataroot_lq}.')
-        self._envs = None
-        self._pid = None
-
-    @staticmethod
-    def _is_lmdb(path):
-        return os.path.isdir(path) and (path.rstrip('/').endswith('.lmdb')
-                                        or os.path.isfile(os.path.join(path, 'data.mdb')))
 
     def __len__(self):
         return len(self.keys)
@@ -194,16 +189,6 @@ class PairedSource:
         self.skipped.extend(entries)
 
     # ---------------------------------------------------------------- reading
-    def _lmdb_envs(self):
-        if self._envs is None or self._pid != os.getpid():
-            import lmdb
-            self._envs = {
-                'gt': lmdb.open(self.dataroot_gt, readonly=True, lock=False, readahead=False, meminit=False),
-                'lq': lmdb.open(self.dataroot_lq, readonly=True, lock=False, readahead=False, meminit=False)
-            }
-            self._pid = os.getpid()
-        return self._envs
-
     def source_path(self, index, which='gt'):
         ref = self.refs[index][0 if which == 'gt' else 1]
         if self.kind == 'lmdb':
@@ -214,7 +199,7 @@ class PairedSource:
         """Encoded bytes of one image of pair ``index``; ``which`` is 'gt' or 'lq'."""
         ref = self.refs[index][0 if which == 'gt' else 1]
         if self.kind == 'lmdb':
-            with self._lmdb_envs()[which].begin(write=False) as txn:
+            with open_lmdb_readonly(self.dataroot_gt if which == 'gt' else self.dataroot_lq).begin() as txn:
                 buf = txn.get(ref.encode('ascii'))
             if buf is None:
                 raise SourceError(f'{self.source_path(index, which)}: key listed in meta_info.txt but missing '
@@ -251,3 +236,30 @@ def check_pair_shapes(gt, lq, scale, key, where=''):
         raise SourceError(f'Pair {key!r} ({where}): LQ is {lw}x{lh} but GT is {gw}x{gh}; with scale {scale} '
                           f'LQ must be exactly GT / {scale} = {gw / scale:g}x{gh / scale:g}. Check --scale, '
                           f'or mod-crop the GT to a multiple of the scale before packing.')
+
+
+def write_pair_folders(root, pairs, ext='.png', compress_level=1, params=None, lq_tmpl='{}'):
+    """Write ``(name, gt, lq)`` pairs in the folder layout a PairedSource (and BasicSR's
+    ``PairedImageDataset``) reads: ``root/gt/NAME.EXT`` and ``root/lq/LQ_TMPL(NAME).EXT``.
+
+    The one image-folder writer of the package (demo data, test and benchmark data). PNGs
+    are encoded as in the distilled format (``compress_level``, BasicSR's default 1); other
+    extensions with ``cv2.imencode(ext, img, params)``. Returns ``(gt_dir, lq_dir)``.
+    """
+    from tripled_basicsr.data.distilled_format import encode_png
+    gt_dir, lq_dir = os.path.join(root, 'gt'), os.path.join(root, 'lq')
+    os.makedirs(gt_dir, exist_ok=True)
+    os.makedirs(lq_dir, exist_ok=True)
+    for name, gt, lq in pairs:
+        for img, path in ((gt, os.path.join(gt_dir, name + ext)),
+                          (lq, os.path.join(lq_dir, lq_tmpl.format(name) + ext))):
+            if ext.lower() == '.png' and params is None:
+                data = encode_png(img, compress_level)
+            else:
+                ok, buf = cv2.imencode(ext, img, list(params or []))
+                if not ok:
+                    raise RuntimeError(f'{path}: encoding as {ext} failed')
+                data = buf.tobytes()
+            with open(path, 'wb') as f:
+                f.write(data)
+    return gt_dir, lq_dir

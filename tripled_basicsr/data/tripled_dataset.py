@@ -12,35 +12,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data as data
 
 from tripled_basicsr.data.distilled_format import read_meta, tile_key
-
-
-_ENVS = {}
-
-
-def open_lmdb_readonly(path, **kwargs):
-    """One read-only LMDB environment per file per process.
-
-    py-lmdb refuses to open the same environment twice in one process (its locks are
-    per process), so datasets sharing an LMDB (train and val on one distilled dir) share
-    the handle. After a fork (DataLoader workers) the inherited handle is closed and the
-    file re-opened, as LMDB requires.
-    """
-    import lmdb
-    real = os.path.realpath(path)
-    cached = _ENVS.get(real)
-    if cached is not None:
-        pid, env = cached
-        if pid == os.getpid():
-            return env
-        try:
-            env.close()
-        except Exception:
-            pass
-    kw = dict(readonly=True, lock=False, readahead=False, meminit=False)
-    kw.update(kwargs)
-    env = lmdb.open(real, **kw)
-    _ENVS[real] = (os.getpid(), env)
-    return env
+from tripled_basicsr.utils.lmdb_io import close_lmdb, open_lmdb_readonly
 
 
 @DATASET_REGISTRY.register()
@@ -63,7 +35,8 @@ class TripleDDataset(data.Dataset):
     0 when unknown), ``cluster`` (int, -1 when unknown).
 
     Random crops decode only the tiles they overlap (``tiles_decoded`` counts decodes in
-    this process, for tests and benchmarks). LMDBs are opened lazily in each worker process.
+    this process, for tests and benchmarks). LMDBs are opened lazily in each worker process
+    (``utils/lmdb_io.py``: one shared handle per file per process).
     """
 
     def __init__(self, opt):
@@ -123,9 +96,7 @@ class TripleDDataset(data.Dataset):
     def close(self):
         """Release this process's LMDB handles of this dir (e.g. before another reader opens it)."""
         for which in ('gt', 'lq'):
-            cached = _ENVS.pop(os.path.realpath(os.path.join(self.root, f'{which}.lmdb')), None)
-            if cached is not None and cached[0] == os.getpid():
-                cached[1].close()
+            close_lmdb(os.path.join(self.root, f'{which}.lmdb'))
 
     def _decode(self, which, key):
         with self._env(which).begin(write=False) as txn:

@@ -129,13 +129,18 @@ def _resize_dim(x, dim, out_length, scale, antialiasing):
     return out
 
 
-def imresize(x, scale, antialiasing=True):
+def imresize(x, scale, antialiasing=True, size=None):
     """MATLAB ``imresize(x, scale)`` (bicubic) for tensors (..., H, W), batched, differentiable.
 
-    Output size is ceil(scale * H) x ceil(scale * W), as in MATLAB. Values are not clipped.
-    Computed in ``x.dtype`` (use float64 for MATLAB-level agreement).
+    Output size is ceil(scale * H) x ceil(scale * W), as in MATLAB, unless ``size``
+    ``(out_h, out_w)`` is given: ``scale = 1 / s`` is inexact in floating point, and
+    ``ceil`` of e.g. ``(1 / 75) * 525`` is 8, not 7, so integer down-scaling by ``s`` passes
+    ``size=(H // s, W // s)``. Values are not clipped. Computed in ``x.dtype`` (use float64
+    for MATLAB-level agreement). Any strides work: a channels-last HxWxC image viewed as
+    (C, H, W) with ``permute`` is resized without a copy (faster than a contiguous copy,
+    since each tap then moves whole pixel rows).
     """
     h, w = x.shape[-2:]
-    oh, ow = int(math.ceil(scale * h)), int(math.ceil(scale * w))
+    oh, ow = (int(math.ceil(scale * h)), int(math.ceil(scale * w))) if size is None else map(int, size)
     x = _resize_dim(x, x.ndim - 2, oh, float(scale), antialiasing)
     return _resize_dim(x, x.ndim - 1, ow, float(scale), antialiasing)

@@ -1,0 +1,86 @@
+"""Shared read-only LMDB handles (tripled_basicsr/utils/lmdb_io.py)."""
+import os
+import shutil
+
+import cv2
+import numpy as np
+
+from tripled_basicsr.data.paired_source import PairedSource
+from tripled_basicsr.demo_data import generate_pairs, write_demo_dataset
+from tripled_basicsr.utils import lmdb_io
+from tripled_basicsr.utils.lmdb_io import close_lmdb, is_lmdb, open_lmdb_readonly
+
+
+def _demo_lmdbs(root, seed=0):
+    write_demo_dataset(root, 'noise', 2, 16, lmdb=True, seed=seed, progress=False)
+    return os.path.join(root, 'gt.lmdb'), os.path.join(root, 'lq.lmdb')
+
+
+def _get(path, key):
+    with open_lmdb_readonly(path).begin() as txn:
+        return cv2.imdecode(np.frombuffer(txn.get(key.encode()), np.uint8), cv2.IMREAD_COLOR)
+
+
+def test_is_lmdb(tmp_path):
+    gt, _ = _demo_lmdbs(str(tmp_path / 'd'))
+    assert is_lmdb(gt) and is_lmdb(gt + '/')
+    renamed = tmp_path / 'plain_name'
+    shutil.copytree(gt, renamed)
+    assert is_lmdb(renamed)  # holds data.mdb
+    (tmp_path / 'x.lmdb').mkdir()
+    assert is_lmdb(tmp_path / 'x.lmdb')  # BasicSR's naming convention
+    (tmp_path / 'folder').mkdir()
+    (tmp_path / 'file.lmdb').write_text('')
+    assert not is_lmdb(tmp_path / 'folder') and not is_lmdb(tmp_path / 'file.lmdb')
+    assert not is_lmdb(tmp_path / 'missing.lmdb')
+
+
+def test_readers_of_one_lmdb_share_the_process_handle(tmp_path):
+    """py-lmdb opens an environment once per process: two sources on one LMDB used to fail."""
+    gt, lq = _demo_lmdbs(str(tmp_path / 'd'))
+    a, b = PairedSource(gt, lq), PairedSource(gt, lq)
+    expected = {n: (g, q) for n, g, q in generate_pairs('noise', 2, 16)}
+    for src in (a, b):
+        for i, key in enumerate(src.keys):
+            g, q = src.read_pair(i)
+            assert np.array_equal(g, expected[key][0]) and np.array_equal(q, expected[key][1])
+    assert open_lmdb_readonly(gt) is open_lmdb_readonly(os.path.join(str(tmp_path), 'd', '.', 'gt.lmdb'))
+    close_lmdb(gt)
+    close_lmdb(lq)
+
+
+def test_a_forked_child_opens_its_own_handle(tmp_path):
+    gt, _ = _demo_lmdbs(str(tmp_path / 'd'))
+    parent_env = open_lmdb_readonly(gt)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: must not use the parent's handle
+        ok = 0
+        try:
+            env = open_lmdb_readonly(gt)
+            ok = int(env is not parent_env and lmdb_io._ENVS[os.path.realpath(gt)][0] == os.getpid()
+                     and _get(gt, '0001').shape == (16, 16, 3))
+        finally:
+            os.write(w, bytes([ok]))
+            os._exit(0)
+    os.close(w)
+    got = os.read(r, 1)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert got == b'\x01'
+    assert open_lmdb_readonly(gt) is parent_env  # the parent keeps its handle
+    close_lmdb(gt)
+
+
+def test_a_replaced_lmdb_is_reopened_not_read_through_a_stale_map(tmp_path):
+    """An output rewritten in the same process (``--overwrite``) is read afresh."""
+    gt, _ = _demo_lmdbs(str(tmp_path / 'd'), seed=0)
+    first = _get(gt, '0000')
+    _demo_lmdbs(str(tmp_path / 'e'), seed=1)
+    shutil.rmtree(tmp_path / 'd')
+    os.rename(tmp_path / 'e', tmp_path / 'd')
+    second = _get(gt, '0000')
+    assert np.array_equal(second, next(iter(generate_pairs('noise', 1, 16, seed=1)))[1])
+    assert not np.array_equal(first, second)
+    close_lmdb(gt)
+    assert os.path.realpath(gt) not in lmdb_io._ENVS
