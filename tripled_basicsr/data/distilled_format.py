@@ -67,7 +67,9 @@ class _LmdbOut:
     def __init__(self, path, compress_level, map_size=1 << 40, commit_every=256):
         import lmdb
         os.makedirs(path, exist_ok=True)
-        self.env = lmdb.open(path, map_size=map_size, subdir=True, meminit=False, map_async=True)
+        # meminit=True: LMDB zeroes unused page space; with False it writes whatever heap
+        # bytes were there, so equal runs give different data.mdb files (and memory leaks to disk)
+        self.env = lmdb.open(path, map_size=map_size, subdir=True, meminit=True, map_async=True)
         self.txn = self.env.begin(write=True)
         self.meta = open(os.path.join(path, 'meta_info.txt'), 'w', encoding='utf-8')
         self.compress_level = compress_level
@@ -233,9 +235,12 @@ def read_meta(root):
                           f'`python -m tripled_basicsr.pack` or `python -m tripled_basicsr.distill`.')
     if not os.path.isfile(path):
         # the packed copy goes next to the folder, never into it: ``--out`` inside a source is refused
+        gt, lq = ('GT_DIR', 'LQ_DIR')
+        if os.path.isdir(os.path.join(root, 'gt')) and os.path.isdir(os.path.join(root, 'lq')):
+            gt, lq = os.path.join(root, 'gt'), os.path.join(root, 'lq')
         raise FormatError(f'{root} has no {META_FILE}, so it is not a distilled dir. If it holds your images, pack '
-                          f'them into a new directory next to it: `python -m tripled_basicsr.pack --gt GT_DIR --lq '
-                          f'LQ_DIR --out {suggest_output(root, [root], "_packed")}` and point dataroot there (or '
+                          f'them into a new directory next to it: `python -m tripled_basicsr.pack --gt {gt} --lq '
+                          f'{lq} --out {suggest_output(root, [root], "_packed")}` and point dataroot there (or '
                           f'point dataroot_gt/dataroot_lq of a PairedImageDataset at plain LMDBs).')
     try:
         with open(path, encoding='utf-8') as f:
