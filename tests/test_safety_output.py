@@ -115,7 +115,7 @@ def test_dataset_hint_never_suggests_packing_into_the_folder(tmp_path, src):
         with pytest.raises(FormatError) as exc:
             call()
         msg = str(exc.value)
-        assert f'--out {os.path.abspath(root)}_packed`' in msg and f'--out {root}`' not in msg
+        assert f'--gt {gt} --lq {lq} --out {os.path.abspath(root)}_packed`' in msg and f'--out {root}`' not in msg
     # following the hint works and leaves the folder as it was
     assert pack_cli('--gt', gt, '--lq', lq, '--out', root + '_packed') == 0
     assert read_meta(root + '_packed')['num_samples'] == 3 and tree_fingerprint(root) == fp
@@ -296,4 +296,31 @@ def test_gt_equal_lq_warns_but_packs(tmp_path, src, caplog):
         s = pack(gt, gt, str(tmp_path / 'teacher'), progress=False)
     assert s['num_pairs'] == 3
     assert f'--gt and --lq are the same ({gt})' in caplog.text and 'clean->clean' in caplog.text
+    assert tree_fingerprint(root) == fp
+
+
+# ----------------------------------------------------------------------------- outputs built in place
+def test_demo_workdir_overwrite_never_deletes_a_folder_it_did_not_create(tmp_path):
+    from tripled_basicsr.demo import main as demo_main
+    thesis = tmp_path / 'thesis'
+    thesis.mkdir()
+    (thesis / 'draft.tex').write_text('days of work')
+    before = snapshot(tmp_path)
+    with pytest.raises(SystemExit, match=rf'demo: Output {thesis} already exists and was not written by '):
+        demo_main(['--workdir', str(thesis), '--overwrite'])
+    assert snapshot(tmp_path) == before
+
+
+def test_prepare_output_dir_applies_the_same_policy(tmp_path, src):
+    from tripled_basicsr.utils.io import prepare_output_dir
+    gt, lq, root, fp = src
+    work = prepare_output_dir(str(tmp_path / 'w'), tool='study')
+    assert read_marker(work)['tool'] == 'study'
+    (tmp_path / 'w' / 'partial.txt').write_text('x')
+    with pytest.raises(OutputExistsError, match=r'already exists \(a study output.*--overwrite'):
+        prepare_output_dir(work, tool='study')
+    assert prepare_output_dir(work, overwrite=True, tool='study') == work
+    assert os.listdir(work) == [MARKER_FILE] and hidden(tmp_path) == []
+    with pytest.raises(OutputConflictError, match='lies inside the source dataroot_gt'):
+        prepare_output_dir(os.path.join(gt, 'w'), sources={'dataroot_gt': gt}, tool='study')
     assert tree_fingerprint(root) == fp

@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -142,14 +141,15 @@ def main(argv=None):
     p.add_argument('--iters', type=int, default=300, help='training iterations')
     p.add_argument('--batch', type=int, default=8)
     p.add_argument('--patch', type=int, default=48)
-    p.add_argument('--overwrite', action='store_true', help='delete an existing --workdir first')
+    p.add_argument('--overwrite', action='store_true',
+                   help='delete an existing --workdir first (only one an earlier demo run created)')
     args = p.parse_args(argv)
 
-    work = os.path.abspath(args.workdir)
-    if os.path.exists(work):
-        if not args.overwrite:
-            raise SystemExit(f'demo: {work} already exists; pass --overwrite to start again or choose --workdir.')
-        shutil.rmtree(work)
+    from tripled_basicsr.utils.io import prepare_output_dir
+    try:  # the shared output policy: --overwrite only ever deletes an earlier demo work dir (docs/safety.md)
+        work = prepare_output_dir(args.workdir, args.overwrite, '--overwrite', tool='demo')
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f'demo: {exc}') from None
     os.makedirs(os.path.join(work, 'options'))
     log = os.path.join(work, 'demo.log')
     py = sys.executable

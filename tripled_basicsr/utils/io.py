@@ -416,6 +416,35 @@ class AtomicOutputDir:
                            'yourself (the next run to %s also retries).', self.tool, self.out, old, err, self.out)
 
 
+def prepare_output_dir(out, overwrite=False, option_name='--overwrite', sources=(), tool='demo', empty_ok=True):
+    """The same policy for an output built in place over a long run (the demo's work dir, a study).
+
+    Sources, files, symlinks and folders without our marker are refused exactly as by
+    :class:`AtomicOutputDir`; with ``overwrite`` an earlier output of ours is moved aside and
+    deleted; then the directory is created with its marker and returned (absolute path) for
+    the caller to fill. Use :class:`AtomicOutputDir` instead where the output can be built
+    in one go.
+    """
+    a = AtomicOutputDir(out, overwrite, option_name, empty_ok, sources, tool)
+    if a.check() == 'replace':
+        old = a._sibling('old')
+        _IN_USE.add(old)
+        try:
+            with defer_sigint():
+                os.rename(a.out, old)
+                err = remove_tree(old)
+        finally:
+            _IN_USE.discard(old)
+        if err is not None:
+            logger.warning('%s: could not delete the replaced output, now at %s: %s. Remove it yourself (the next '
+                           'run to %s also retries).', tool, old, err, a.out)
+    os.makedirs(a.out, exist_ok=True)
+    _write_marker(a.out, {'format': MARKER_FORMAT, 'tool': tool, 'tripled_basicsr_version': package_version(),
+                          'complete': False, 'in_place': True,
+                          'created': datetime.datetime.now().isoformat(timespec='seconds')})
+    return a.out
+
+
 def file_sha256(path, chunk=1 << 20):
     h = hashlib.sha256()
     with open(path, 'rb') as f:
