@@ -63,7 +63,7 @@ def _offline_env():
     return env or constants.is_offline_mode()
 
 
-def _hub_reachable(hub_id, timeout=3.0):
+def _hub_reachable(hub_id, timeout=3.0, endpoint=None):
     """-> (True, '') when the hub answers an HTTP request for ``hub_id`` within ``timeout``
     seconds (any HTTP answer counts: the server is there), else (False, why). One request,
     no retries, through huggingface_hub (its proxies, endpoint and offline settings)."""
@@ -75,7 +75,8 @@ def _hub_reachable(hub_id, timeout=3.0):
     except ImportError as exc:
         return False, f'huggingface_hub is not importable ({exc})'
     try:
-        get_hf_file_metadata(hf_hub_url(hub_id, 'config.json'), timeout=float(timeout), retry_on_errors=False)
+        get_hf_file_metadata(hf_hub_url(hub_id, 'config.json', endpoint=endpoint), timeout=float(timeout),
+                             retry_on_errors=False)
     except OfflineModeIsEnabled:
         return False, 'HF_HUB_OFFLINE is set'
     except HfHubHTTPError:

@@ -4,6 +4,11 @@
 or is killed (SIGKILL included), so a stale lock can never block a later run; the file
 itself stays (deleting a lock file races with a second acquirer) and only records the
 holder's pid for the error message. POSIX only (the project targets Linux).
+
+A run that created the directory and fails before writing anything else leaves nothing
+behind: ``release`` removes the lock file and the directory when they are all there is.
+The lock file is unlinked while still locked, and ``acquire`` re-checks that the file it
+locked is still the one at the path, so this cannot let two runs hold the lock at once.
 """
 import fcntl
 import os
@@ -32,20 +37,33 @@ class DirLock:
         self.path = os.path.join(self.directory, self.LOCK_NAME)
         self.what, self.hint = what, hint
         self._fd = None
+        self._created = False
 
     def acquire(self):
         if self._fd is not None:
             return self
-        os.makedirs(self.directory, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            holder = _read_holder(fd)
-            os.close(fd)
-            raise LockedError(f'{self.what} {self.directory} is in use by another run ({holder}); two runs on one '
-                              f'{self.what} would interleave their writes. Wait for it to finish, stop it, or use '
-                              f'another {self.what}.{" " + self.hint if self.hint else ""}') from None
+        self._created = not os.path.isdir(self.directory)
+        while True:
+            os.makedirs(self.directory, exist_ok=True)
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except FileNotFoundError:  # the directory was removed by a releasing holder meanwhile
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise LockedError(f'{self.what} {self.directory} is in use by another run ({holder}); two runs on '
+                                  f'one {self.what} would interleave their writes. Wait for it to finish, stop it, '
+                                  f'or use another {self.what}.{" " + self.hint if self.hint else ""}') from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # the previous holder removed the file after we opened it: lock the new one
         os.ftruncate(fd, 0)
         os.write(fd, f'pid {os.getpid()} on {socket.gethostname()}: {" ".join(sys.argv)[:300]}\n'.encode())
         self._fd = fd
@@ -53,6 +71,12 @@ class DirLock:
 
     def release(self):
         if self._fd is not None:
+            try:
+                if self._created and os.listdir(self.directory) == [self.LOCK_NAME]:
+                    os.unlink(self.path)  # still locked here: see the module docstring
+                    os.rmdir(self.directory)
+            except OSError:
+                pass
             try:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
             finally:
