@@ -62,7 +62,7 @@ def test_out_overlapping_a_source_is_refused_even_with_overwrite(tmp_path, src, 
     assert f'Output {os.path.abspath(out)} {rel} the source {label} {os.path.abspath(source)}' in err
     assert 'refused' in err and '--overwrite' not in err  # the message must not lead to overwriting
     suggestion = err.split('e.g. ')[1].strip().rstrip('.')
-    assert not any(outio._relation(suggestion, s) for s in (gt, lq))
+    assert not any(outio.path_relation(suggestion, s) for s in (gt, lq))
     assert tree_fingerprint(root) == fp and snapshot(tmp_path) == before
 
 

@@ -127,8 +127,11 @@ def _labelled(sources):
     return out
 
 
-def _relation(out, src):
-    """How ``out`` relates to ``src``: 'is', 'lies inside', 'contains' or None (symlinks resolved too)."""
+def path_relation(out, src):
+    """How ``out`` relates to ``src``: 'is', 'lies inside', 'contains' or None.
+
+    Compared as written and with symlinks resolved (any of the four combinations counts),
+    so a link to a source, or a source reached through a link, is caught either way."""
     forms = {(_norm(out), _norm(src)), (_norm(os.path.realpath(out)), _norm(os.path.realpath(src))),
              (_norm(os.path.realpath(out)), _norm(src)), (_norm(out), _norm(os.path.realpath(src)))}
     for o, s in forms:
@@ -143,16 +146,19 @@ def _relation(out, src):
     return None
 
 
+_relation = path_relation  # the earlier private name
+
+
 def suggest_output(out, sources, suffix='_out'):
     """A path next to the sources, outside all of them, for the "choose another output" hint."""
     srcs = [p for _, p in _labelled(sources)]
     base = os.path.abspath(out)
     for _ in range(len(srcs) + 1):
-        inner = [s for s in srcs if _relation(base, s) in ('is', 'lies inside')]
+        inner = [s for s in srcs if path_relation(base, s) in ('is', 'lies inside')]
         if inner:  # move up to the (outermost) source and put the output beside it
             base = min((os.path.abspath(s) for s in inner), key=len)
         cand = base.rstrip(os.sep) + suffix
-        if not any(_relation(cand, s) for s in srcs) and not os.path.lexists(cand):
+        if not any(path_relation(cand, s) for s in srcs) and not os.path.lexists(cand):
             return cand
         base = cand
     return os.path.join(os.path.dirname(os.path.abspath(out)), 'tripled_output')
@@ -161,7 +167,7 @@ def suggest_output(out, sources, suffix='_out'):
 def check_disjoint(out, sources, what='Output', option='the output path', suffix='_out'):
     """Raise :class:`OutputConflictError` when ``out`` is, contains, or lies inside a source."""
     for label, src in _labelled(sources):
-        rel = _relation(out, src)
+        rel = path_relation(out, src)
         if rel is None:
             continue
         real = os.path.realpath(out)
