@@ -319,8 +319,14 @@ def test_prepare_output_dir_applies_the_same_policy(tmp_path, src):
     (tmp_path / 'w' / 'partial.txt').write_text('x')
     with pytest.raises(OutputExistsError, match=r'already exists \(a study output.*--overwrite'):
         prepare_output_dir(work, tool='study')
+    assert prepare_output_dir(work, tool='study', reuse=True) == work  # a resumable run keeps its files
+    assert sorted(os.listdir(work)) == [MARKER_FILE, 'partial.txt']
     assert prepare_output_dir(work, overwrite=True, tool='study') == work
     assert os.listdir(work) == [MARKER_FILE] and hidden(tmp_path) == []
+    (tmp_path / 'mine').mkdir()
+    (tmp_path / 'mine' / 'a.txt').write_text('x')
+    with pytest.raises(OutputExistsError, match='not written by tripled_basicsr'):
+        prepare_output_dir(str(tmp_path / 'mine'), tool='study', reuse=True)
     with pytest.raises(OutputConflictError, match='lies inside the source dataroot_gt'):
         prepare_output_dir(os.path.join(gt, 'w'), sources={'dataroot_gt': gt}, tool='study')
     assert tree_fingerprint(root) == fp

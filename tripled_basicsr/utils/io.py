@@ -422,15 +422,22 @@ class AtomicOutputDir:
                            'yourself (the next run to %s also retries).', self.tool, self.out, old, err, self.out)
 
 
-def prepare_output_dir(out, overwrite=False, option_name='--overwrite', sources=(), tool='demo', empty_ok=True):
+def prepare_output_dir(out, overwrite=False, option_name='--overwrite', sources=(), tool='demo', empty_ok=True,
+                       reuse=False):
     """The same policy for an output built in place over a long run (the demo's work dir, a study).
 
     Sources, files, symlinks and folders without our marker are refused exactly as by
     :class:`AtomicOutputDir`; with ``overwrite`` an earlier output of ours is moved aside and
     deleted; then the directory is created with its marker and returned (absolute path) for
-    the caller to fill. Use :class:`AtomicOutputDir` instead where the output can be built
-    in one go.
+    the caller to fill. ``reuse=True`` (a resumable run) returns an earlier output of ours
+    as it is instead of refusing it (``overwrite`` still starts afresh). Use
+    :class:`AtomicOutputDir` instead where the output can be built in one go.
     """
+    if reuse and not overwrite:
+        path = os.path.abspath(os.path.expanduser(os.fspath(out)))
+        check_disjoint(path, sources, 'Output', 'an output path', _SUGGEST_SUFFIX.get(tool, '_out'))
+        if read_marker(path) is not None:
+            return path
     a = AtomicOutputDir(out, overwrite, option_name, empty_ok, sources, tool)
     if a.check() == 'replace':
         old = a._sibling('old')
