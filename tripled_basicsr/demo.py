@@ -2,6 +2,7 @@
 against the same stock arch trained on the full set.
 
     python -m tripled_basicsr.demo [--workdir demo_run] [--iters 300] [--ratio 0.05] [--overwrite]
+                                   [--recipe options/distill_demo.yml]
 
 Runs on CPU in a few minutes with data generated from images that ship with installed
 packages (``tripled_basicsr.demo_data``), so it needs no download. Every step is the
@@ -11,7 +12,8 @@ command a user would run by hand; the YAML files it trains and tests with are wr
 1. ``python -m tripled_basicsr.demo_data --task noise ...`` -> WORKDIR/data/{train,val}/{gt,lq}
 2. ``python -m tripled_basicsr.pack ...``   -> WORKDIR/data/{train,val}_packed (full sets)
 3. ``python -m tripled_basicsr.distill -opt WORKDIR/options/distill_demo.yml``
-   -> WORKDIR/data/train_tripled (``--ratio`` of the pool, with report.png)
+   -> WORKDIR/data/train_tripled (``--ratio`` of the pool, with report.png); the recipe is
+   ``options/distill_demo.yml`` as shipped, with only the paths and ``--ratio`` set by the demo
 4. ``python -m tripled_basicsr.train -opt WORKDIR/options/train_tripled.yml``: stock
    SRVGGNetCompact (1x) on the distilled set, TripleDCurriculumSampler + TripleDModel,
    stock BasicSR training loop; then the same arch, iterations and batch on the full set
@@ -21,7 +23,7 @@ command a user would run by hand; the YAML files it trains and tests with are wr
 and prints a summary: PSNR of the input and of each model on the held-out set, and the
 share of the full-data gain (PSNR - input PSNR) that the distilled set keeps. With a
 random-init ViT (the demo runs offline) and a few hundred CPU iterations this is a smoke
-test of the workflow, not the study of DESIGN.md section 7.
+test of the workflow, not a measurement of the method (benchmarks/RESULTS.md has those).
 """
 import argparse
 import json
@@ -32,6 +34,11 @@ import sys
 import time
 
 import yaml
+
+from tripled_basicsr.utils.io import load_yaml_safe
+
+# the recipe the demo runs (and docs/distill.md documents), in a source checkout
+RECIPE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'options', 'distill_demo.yml')
 
 
 def _run(cmd, cwd, log):
@@ -47,25 +54,27 @@ def _run(cmd, cwd, log):
     return proc.stdout
 
 
-def distill_options(src, out, ratio):
-    """The demo's distillation recipe (options/distill_demo.yml with the demo's paths)."""
-    return {
-        'name': 'distill_demo',
-        'source': {'dataroot_gt': os.path.join(src, 'gt'), 'dataroot_lq': os.path.join(src, 'lq'),
-                   'io_backend': {'type': 'disk'}, 'filename_tmpl': '{}', 'scale': 1},
-        'output': {'path': out, 'tile_size': 0, 'compress_level': 1, 'overwrite': False},
-        # offline: random-init ViT (strata, rarity and MMD stay meaningful; see docs/distill.md)
-        'features': {'backbone': 'vit_small_patch16_224', 'pretrained': False, 'checkpoint': None,
-                     'input_size': 128, 'image': 'gt', 'local_views': 0, 'batch_size': 32, 'num_workers': 1,
-                     'device': 'auto'},
-        'complexity': {'type': 'vit_entropy'},
-        'uncertainty': {'type': 'knn_rarity', 'k': 10},
-        'selection': {'type': 'tripled', 'ratio': ratio, 'clusters': 'auto', 'complexity_weight': 1.0,
-                      'uncertainty_weight': 1.0, 'temperature': 2.0, 'seed': 0},
-        'curriculum': {'easy_quantile': 0.5},
-        'calibration': {'enabled': True, 'network': {'type': 'TripleDCalibrator'}, 'iters': 20, 'batch_size': 8,
-                        'lr': 2e-3, 'mmd_weight': 1.0, 'kl_weight': 0.1, 'fidelity_weight': 10.0},
-    }
+def distill_options(src, out, ratio, recipe=RECIPE):
+    """The recipe ``recipe`` (default options/distill_demo.yml) with the demo's paths and ratio.
+
+    Only what the demo must decide is overridden: where the data is, where the subset goes
+    (never over an existing one: ``overwrite: false``) and ``selection.ratio`` (``--ratio``).
+    """
+    if not os.path.isfile(recipe):
+        raise SystemExit(f'demo: the distillation recipe {recipe} does not exist (the demo reads '
+                         f'options/distill_demo.yml of a source checkout); pass --recipe PATH.')
+    try:
+        opt = load_yaml_safe(recipe)
+    except ValueError as exc:
+        raise SystemExit(f'demo: --recipe: {exc}') from None
+    for section in ('source', 'output', 'selection'):
+        if not isinstance(opt.get(section), dict):
+            raise SystemExit(f'demo: --recipe {recipe} has no `{section}:` mapping; the demo fills in its '
+                             f'{section} paths/values there.')
+    opt['source'].update(dataroot_gt=os.path.join(src, 'gt'), dataroot_lq=os.path.join(src, 'lq'))
+    opt['output'].update(path=out, overwrite=False)
+    opt['selection']['ratio'] = ratio
+    return opt
 
 
 def train_options(name, train_root, val_root, iters, batch, patch, curriculum=False):
@@ -81,7 +90,7 @@ def train_options(name, train_root, val_root, iters, batch, patch, curriculum=Fa
             'val': {'name': 'demo_val', 'type': 'TripleDDataset', 'dataroot': val_root,
                     'io_backend': {'type': 'lmdb'}},
         },
-        # the small stock arch of DESIGN.md section 8's evidence (a residual VGG-style net, 1x)
+        # a small stock arch (residual VGG-style, 1x) that trains in minutes on a CPU
         'network_g': {'type': 'SRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 32, 'num_conv': 8,
                       'upscale': 1, 'act_type': 'prelu'},
         'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
@@ -143,7 +152,10 @@ def main(argv=None):
     p.add_argument('--patch', type=int, default=48)
     p.add_argument('--overwrite', action='store_true',
                    help='delete an existing --workdir first (only one an earlier demo run created)')
+    p.add_argument('--recipe', default=RECIPE, help='distillation recipe; the demo sets only its paths and ratio '
+                   '(default: options/distill_demo.yml)')
     args = p.parse_args(argv)
+    distill_options('', '', args.ratio, args.recipe)  # a missing or broken recipe fails before any work
 
     from tripled_basicsr.utils.io import prepare_output_dir
     try:  # the shared output policy: --overwrite only ever deletes an earlier demo work dir (docs/safety.md)
@@ -170,7 +182,7 @@ def main(argv=None):
     print(f'[3/5] distill the training pool to {args.ratio:.0%} (TripleD)')
     distilled = os.path.join(data, 'train_tripled')
     distill_yml = _write_yaml(work, 'distill_demo.yml', distill_options(os.path.join(data, 'train'), distilled,
-                                                                       args.ratio))
+                                                                       args.ratio, args.recipe))
     _run([py, '-m', 'tripled_basicsr.distill', '-opt', distill_yml, '--quiet'], work, log)
 
     runs = [('tripled', distilled, True)] + ([] if args.no_full else [('full', os.path.join(data, 'train_packed'),
