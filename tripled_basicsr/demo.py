@@ -45,7 +45,10 @@ def _run(cmd, cwd, log):
     print(f'$ {" ".join(cmd)}', flush=True)
     t = time.time()
     with open(log, 'a', encoding='utf-8') as f:
-        proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        # every step writes under the work dir: BasicSR's experiments/ and results/ follow the cwd only
+        # while TRIPLED_BASICSR_ROOT is unset (the summary reads the weights from WORKDIR/experiments)
+        env = {k: v for k, v in os.environ.items() if k != 'TRIPLED_BASICSR_ROOT'}
+        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         f.write(proc.stdout)
     if proc.returncode != 0:
         print(proc.stdout[-4000:], file=sys.stderr)
