@@ -27,18 +27,18 @@ def make_data(root, num, size, fmt):
     import cv2
     import numpy as np
 
+    from tripled_basicsr.data.paired_source import write_pair_folders
     from tripled_basicsr.distill._testing import synthetic_image
-    gt_dir, lq_dir = os.path.join(root, 'gt'), os.path.join(root, 'lq')
-    os.makedirs(gt_dir, exist_ok=True)
-    os.makedirs(lq_dir, exist_ok=True)
     rng = np.random.default_rng(0)
     params = [cv2.IMWRITE_JPEG_QUALITY, 92] if fmt == 'jpg' else [cv2.IMWRITE_PNG_COMPRESSION, 1]
-    for i in range(num):
-        gt = synthetic_image(rng, size, i % 4)
-        lq = np.clip(gt.astype(np.int16) + rng.integers(-12, 13, gt.shape), 0, 255).astype(np.uint8)
-        cv2.imwrite(os.path.join(gt_dir, f'{i:06d}.{fmt}'), gt, params)
-        cv2.imwrite(os.path.join(lq_dir, f'{i:06d}.{fmt}'), lq, params)
-    return gt_dir, lq_dir
+
+    def pairs():
+        for i in range(num):
+            gt = synthetic_image(rng, size, i % 4)
+            lq = np.clip(gt.astype(np.int16) + rng.integers(-12, 13, gt.shape), 0, 255).astype(np.uint8)
+            yield f'{i:06d}', gt, lq
+
+    return write_pair_folders(root, pairs(), ext=f'.{fmt}', params=params)
 
 
 def options(gt, lq, out, a):

@@ -20,24 +20,18 @@ import sys
 import tempfile
 import time
 
-import cv2
 import torch
 
 import tripled_basicsr  # noqa: F401
 from basicsr.data.paired_image_dataset import PairedImageDataset
+from tripled_basicsr.data.paired_source import write_pair_folders
 from tripled_basicsr.data.tripled_dataset import TripleDDataset
 from tripled_basicsr.demo_data import generate_pairs
 from tripled_basicsr.pack import pack
 
 
 def make_source(root, pairs, size):
-    gt_dir, lq_dir = os.path.join(root, 'gt'), os.path.join(root, 'lq')
-    os.makedirs(gt_dir)
-    os.makedirs(lq_dir)
-    for name, gt, lq in generate_pairs('noise', pairs, size, seed=0):
-        cv2.imwrite(os.path.join(gt_dir, f'{name}.png'), gt, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-        cv2.imwrite(os.path.join(lq_dir, f'{name}.png'), lq, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    return gt_dir, lq_dir
+    return write_pair_folders(root, generate_pairs('noise', pairs, size, seed=0), compress_level=1)
 
 
 def measure(dataset, samples, workers):

@@ -1,6 +1,4 @@
 """Small synthetic paired data and tiny-backbone options for tests and benchmarks (no network)."""
-import os
-
 import cv2
 import numpy as np
 
@@ -33,17 +31,17 @@ def synthetic_image(rng, size, kind):
 
 def write_pairs(root, num=48, size=48, seed=0, sigma=10, scale=1, kinds=(0, 1, 2, 3), ext='.png'):
     """Write ``root/gt`` and ``root/lq`` (LQ = GT/scale + Gaussian noise). Returns (gt_dir, lq_dir)."""
-    gt_dir, lq_dir = os.path.join(root, 'gt'), os.path.join(root, 'lq')
-    os.makedirs(gt_dir, exist_ok=True)
-    os.makedirs(lq_dir, exist_ok=True)
+    from tripled_basicsr.data.paired_source import write_pair_folders
     rng = np.random.default_rng(seed)
-    for i in range(num):
-        gt = synthetic_image(rng, size, kinds[i % len(kinds)])
-        lq = gt if scale == 1 else cv2.resize(gt, (size // scale, size // scale), interpolation=cv2.INTER_AREA)
-        lq = np.clip(lq.astype(np.float32) + rng.normal(0, sigma, lq.shape), 0, 255).astype(np.uint8)
-        cv2.imwrite(os.path.join(gt_dir, f'img{i:04d}{ext}'), gt)
-        cv2.imwrite(os.path.join(lq_dir, f'img{i:04d}{ext}'), lq)
-    return gt_dir, lq_dir
+
+    def pairs():
+        for i in range(num):
+            gt = synthetic_image(rng, size, kinds[i % len(kinds)])
+            lq = gt if scale == 1 else cv2.resize(gt, (size // scale, size // scale), interpolation=cv2.INTER_AREA)
+            lq = np.clip(lq.astype(np.float32) + rng.normal(0, sigma, lq.shape), 0, 255).astype(np.uint8)
+            yield f'img{i:04d}', gt, lq
+
+    return write_pair_folders(root, pairs(), ext=ext)
 
 
 def tiny_options(gt, lq, out, **over):
