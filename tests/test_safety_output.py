@@ -330,3 +330,15 @@ def test_prepare_output_dir_applies_the_same_policy(tmp_path, src):
     with pytest.raises(OutputConflictError, match='lies inside the source dataroot_gt'):
         prepare_output_dir(os.path.join(gt, 'w'), sources={'dataroot_gt': gt}, tool='study')
     assert tree_fingerprint(root) == fp
+
+
+def test_path_relation_resolves_home_and_links(tmp_path, monkeypatch):
+    from tripled_basicsr.utils.io import path_relation
+    monkeypatch.setenv('HOME', str(tmp_path))
+    (tmp_path / 'data' / 'gt').mkdir(parents=True)
+    os.symlink(tmp_path / 'data', tmp_path / 'd')
+    assert path_relation('~/data', str(tmp_path / 'data' / 'gt')) == 'contains'
+    assert path_relation(str(tmp_path / 'data' / 'gt'), '~/data/gt') == 'is'
+    assert path_relation(str(tmp_path / 'd' / 'gt' / 'x'), str(tmp_path / 'data' / 'gt')) == 'lies inside'
+    assert path_relation(str(tmp_path / 'data' / 'gt_packed'), str(tmp_path / 'data' / 'gt')) is None
+    assert path_relation(str(tmp_path / 'data2'), str(tmp_path / 'data')) is None

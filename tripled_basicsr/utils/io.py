@@ -132,8 +132,11 @@ def path_relation(out, src):
 
     Compared as written and with symlinks resolved (any of the four combinations counts),
     so a link to a source, or a source reached through a link, is caught either way."""
-    forms = {(_norm(out), _norm(src)), (_norm(os.path.realpath(out)), _norm(os.path.realpath(src))),
-             (_norm(os.path.realpath(out)), _norm(src)), (_norm(out), _norm(os.path.realpath(src)))}
+    def both(p):
+        p = os.path.expanduser(os.fspath(p))
+        return _norm(p), _norm(os.path.realpath(p))
+
+    forms = {(o, s) for o in both(out) for s in both(src)}
     for o, s in forms:
         if o == s:
             return 'is'
