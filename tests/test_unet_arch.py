@@ -83,3 +83,13 @@ def test_registered_and_built_from_yaml_dict():
     from basicsr.archs import build_network
     net = build_network({'type': 'TripleDUNet', 'width': 4, 'levels': 1, 'scale': 2})
     assert isinstance(net, TripleDUNet) and net(torch.rand(1, 3, 6, 6)).shape == (1, 3, 12, 12)
+
+
+def test_residual_switch():
+    """residual: false (SLKD teacher B) drops the global input shortcut."""
+    net = TripleDUNet(width=4, levels=1, residual=False)
+    torch.nn.init.zeros_(net.ending.weight)
+    torch.nn.init.zeros_(net.ending.bias)
+    assert torch.equal(net(torch.rand(1, 3, 8, 8)), torch.zeros(1, 3, 8, 8))
+    with pytest.raises(ValueError, match='residual'):
+        TripleDUNet(residual='no')

@@ -25,6 +25,8 @@ YAML::
       dec_blocks: 1        # int or list of `levels` ints (dec_blocks[0] is dec1)
       scale: 1             # 1 = restoration; 2, 3, 4 ... = super-resolution via pixel shuffle
       ffn_expand: 2        # channel expansion of the feed-forward half of each block
+      residual: true       # add the (upsampled) input to the output; false for SLKD's clean->clean
+                           # teacher B, which would otherwise learn the identity trivially
 """
 import torch
 import torch.nn.functional as F
@@ -108,7 +110,7 @@ class TripleDUNet(nn.Module):
     (any range works); output (B, num_out_ch, H * scale, W * scale)."""
 
     def __init__(self, num_in_ch=3, num_out_ch=3, width=32, levels=3, enc_blocks=1, middle_blocks=1, dec_blocks=1,
-                 scale=1, ffn_expand=2):
+                 scale=1, ffn_expand=2, residual=True):
         super().__init__()
         _pos_int(num_in_ch, 'num_in_ch')
         _pos_int(num_out_ch, 'num_out_ch')
@@ -119,9 +121,12 @@ class TripleDUNet(nn.Module):
         _pos_int(ffn_expand, 'ffn_expand', 2)
         if ffn_expand % 2:
             raise ValueError(f'TripleDUNet: ffn_expand must be even (the gate halves it), got {ffn_expand}')
+        if not isinstance(residual, bool):
+            raise ValueError(f'TripleDUNet: residual must be true or false, got {residual!r}')
         enc_blocks = _per_level(enc_blocks, levels, 'enc_blocks')
         dec_blocks = _per_level(dec_blocks, levels, 'dec_blocks')
         self.num_in_ch, self.num_out_ch, self.levels, self.scale = num_in_ch, num_out_ch, levels, scale
+        self.residual = residual and num_in_ch == num_out_ch
         self.intro = nn.Conv2d(num_in_ch, width, 3, padding=1)
         c = width
         for i in range(1, levels + 1):
@@ -158,7 +163,7 @@ class TripleDUNet(nn.Module):
             feat = getattr(self, f'up{i}')(feat) + skips[i - 1]
             feat = getattr(self, f'dec{i}')(feat)
         out = self.shuffle(self.ending(feat))[..., :h * self.scale, :w * self.scale]
-        if self.num_in_ch == self.num_out_ch:  # global residual: the net learns the correction
+        if self.residual:  # global residual: the net learns the correction
             base = x if self.scale == 1 else F.interpolate(x, scale_factor=self.scale, mode='bilinear',
                                                            align_corners=False)
             out = out + base

@@ -1,0 +1,143 @@
+"""Params and FLOPs of every network in an options file, and the student's reduction.
+
+    python -m tripled_basicsr.cost -opt options/slkd_derain.yml [--size H W]
+
+Builds each ``network_*`` entry (``network_g`` is the student; ``network_teacher_a`` /
+``network_teacher_b`` the SLKD teachers; any other ``network_*`` is listed too) from the
+registered archs, counts trainable and frozen parameters, and counts FLOPs of one forward
+pass on a (1, C, H, W) input with ``torch.utils.flop_counter.FlopCounterMode`` (it counts
+convolutions and matrix products, 2 FLOPs per multiply-add; element-wise ops are not
+counted, as in most papers' FLOPs tables). Default input: 256 x 256 (the LQ side).
+
+Output, e.g.::
+
+    network            type          params      GFLOPs @ 1x3x256x256
+    network_g          TripleDUNet   0.145 M     1.21
+    network_teacher_a  TripleDUNet   2.34 M      19.4
+    student vs network_teacher_a:
+      params reduction 93.8 %
+      FLOPs reduction 93.7 %
+"""
+import argparse
+import sys
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from tripled_basicsr.utils.io import load_yaml_safe
+
+DEFAULT_SIZE = (256, 256)
+_IN_CH_KEYS = ('num_in_ch', 'in_chans', 'in_nc', 'in_channels', 'inp_channels', 'img_channel')
+
+
+def count_params(net):
+    """Number of parameters (all of them: frozen ones cost memory and FLOPs too)."""
+    return sum(p.numel() for p in net.parameters())
+
+
+def input_channels(net, net_opt=None):
+    """Input channels: from the arch options when they say, else the first conv's ``in_channels``."""
+    for k in _IN_CH_KEYS:
+        if net_opt and isinstance(net_opt.get(k), int):
+            return net_opt[k]
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    raise ValueError(f'cannot tell the input channels of {type(net).__name__}: set one of {_IN_CH_KEYS} in its '
+                     f'options')
+
+
+def count_flops(net, shape):
+    """FLOPs of one forward pass of ``net`` on a zero tensor of ``shape`` (B, C, H, W)."""
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            net(torch.zeros(shape))
+    finally:
+        net.train(was_training)
+    return counter.get_total_flops()
+
+
+def network_cost(net, size=DEFAULT_SIZE, in_ch=None, net_opt=None):
+    """{'params': int, 'flops': int, 'input': (1, C, H, W)} of one network."""
+    c = in_ch or input_channels(net, net_opt)
+    shape = (1, c, int(size[0]), int(size[1]))
+    return {'params': count_params(net), 'flops': count_flops(net, shape), 'input': shape}
+
+
+def reduction(student, teacher):
+    """Percentage by which ``student`` is smaller than ``teacher`` (100 * (1 - s / t))."""
+    if teacher <= 0:
+        raise ValueError(f'teacher cost must be > 0, got {teacher}')
+    return 100.0 * (1.0 - student / teacher)
+
+
+def network_entries(opt, source='the options'):
+    """The ``network_*`` sections of an options dict, student (``network_g``) first."""
+    keys = [k for k in opt if k.startswith('network_') and isinstance(opt[k], dict)]
+    if 'network_g' not in keys:
+        raise ValueError(f'{source} has no network_g section (the student); nothing to cost.')
+    return ['network_g'] + sorted(k for k in keys if k != 'network_g')
+
+
+def cost_report(opt, size=DEFAULT_SIZE, source='the options'):
+    """Costs of every network in ``opt`` and the student's reductions against each teacher.
+
+    Returns {'size': (H, W), 'networks': {key: {'type', 'params', 'flops', 'input'}},
+    'reductions': {teacher_key: {'params': %, 'flops': %}}}; teachers are the ``network_teacher*``
+    entries (every other network when there is none)."""
+    from basicsr.archs import build_network
+
+    import tripled_basicsr
+    getattr(tripled_basicsr, 'register', lambda: None)()  # registers our archs where import is lazy
+    nets = {}
+    for key in network_entries(opt, source):
+        net_opt = dict(opt[key])
+        try:
+            net = build_network(dict(net_opt))
+        except Exception as exc:
+            raise ValueError(f'{source}: cannot build {key} (type {net_opt.get("type")!r}): {exc}') from exc
+        nets[key] = dict(type=net_opt.get('type'), **network_cost(net, size, net_opt=net_opt))
+    teachers = [k for k in nets if k.startswith('network_teacher')] or [k for k in nets if k != 'network_g']
+    s = nets['network_g']
+    red = {t: {'params': reduction(s['params'], nets[t]['params']), 'flops': reduction(s['flops'], nets[t]['flops'])}
+           for t in teachers}
+    return {'size': tuple(size), 'networks': nets, 'reductions': red}
+
+
+def format_report(rep):
+    lines = []
+    shape = next(iter(rep['networks'].values()))['input']
+    lines.append(f'{"network":<20}{"type":<18}{"params":>14}{"GFLOPs @ " + "x".join(map(str, shape)):>26}')
+    for key, n in rep['networks'].items():
+        lines.append(f'{key:<20}{str(n["type"]):<18}{n["params"] / 1e6:>12.4f} M{n["flops"] / 1e9:>26.4f}')
+    for t, r in rep['reductions'].items():
+        lines.append(f'student (network_g) vs {t}:')
+        lines.append(f'  params reduction {r["params"]:.1f} %')
+        lines.append(f'  FLOPs reduction {r["flops"]:.1f} %')
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog='python -m tripled_basicsr.cost', description=__doc__.split('\n')[0])
+    p.add_argument('-opt', required=True, help='options YAML with network_g and network_teacher_* sections')
+    p.add_argument('--size', nargs=2, type=int, metavar=('H', 'W'), default=list(DEFAULT_SIZE),
+                   help='input height and width (LQ side) for the FLOPs count; default 256 256')
+    args = p.parse_args(argv)
+    if min(args.size) < 1:
+        p.error(f'--size must be two positive integers, got {args.size}')
+    try:
+        opt = load_yaml_safe(args.opt)
+        rep = cost_report(opt, args.size, source=args.opt)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 2
+    print(f'{args.opt}: input {args.size[0]}x{args.size[1]}')
+    print(format_report(rep))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
