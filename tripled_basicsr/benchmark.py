@@ -20,9 +20,11 @@ Every model is run with :func:`tripled_basicsr.utils.tiled.tiled_forward` when `
 where the files go (docs/benchmark.md lists where to get each set).
 """
 import argparse
+import contextlib
 import copy
 import csv
 import datetime
+import io
 import json
 import os
 import re
@@ -292,7 +294,8 @@ def load_network(network_opt, weights, param_key='auto', device='cpu'):
     import tripled_basicsr  # noqa: F401  (registers archs)
     if not os.path.isfile(weights or ''):
         raise BenchmarkError(f'weights {weights!r} do not exist (path of a net_g_*.pth checkpoint).')
-    net = build_network(copy.deepcopy(network_opt))
+    with contextlib.redirect_stdout(io.StringIO()):  # BasicSR prints 'Name X is not found, use name: X_basicsr!'
+        net = build_network(copy.deepcopy(network_opt))
     state = torch.load(weights, map_location='cpu', weights_only=True)
     if param_key == 'auto':
         param_key = 'params_ema' if 'params_ema' in state else ('params' if 'params' in state else None)
@@ -475,8 +478,9 @@ def markdown_table(rows, skipped=(), title='Benchmark'):
     return '\n'.join(lines) + '\n'
 
 
-def write_outputs(out_dir, rows, skipped, opt, overwrite=True):
-    with AtomicOutputDir(out_dir, overwrite=overwrite, option_name='output.overwrite') as tmp:
+def write_outputs(out_dir, rows, skipped, opt, overwrite=True, sources=()):
+    with AtomicOutputDir(out_dir, overwrite=overwrite, option_name='output.overwrite: true', sources=sources,
+                         tool='benchmark') as tmp:
         with open(os.path.join(tmp, 'results.md'), 'w', encoding='utf-8') as f:
             f.write(markdown_table(rows, skipped, opt.get('name', 'Benchmark')))
         with open(os.path.join(tmp, 'results.json'), 'w', encoding='utf-8') as f:
@@ -497,10 +501,11 @@ def main(argv=None):
     try:
         opt = load_yaml_safe(args.opt)
         out = (opt.get('output') or {}).get('path') or os.path.join('results', f'benchmark_{opt.get("name", "run")}')
-        rows, skipped, _ = run_benchmark(opt, args.opt)
+        rows, skipped, specs = run_benchmark(opt, args.opt)
         if not rows:
             raise BenchmarkError('no test set was found; nothing to report (see the skipped lines above).')
-        write_outputs(out, rows, skipped, opt, overwrite=(opt.get('output') or {}).get('overwrite', True))
+        write_outputs(out, rows, skipped, opt, overwrite=(opt.get('output') or {}).get('overwrite', True),
+                      sources=[(s['name'], s.get('dataroot_gt') or s['root']) for s in specs])
         print(markdown_table(rows, skipped, opt.get('name', 'Benchmark')))
         print(f'written: {out}/results.md, results.csv, results.json')
     except (BenchmarkError, FileNotFoundError, ValueError, OSError) as exc:

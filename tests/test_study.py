@@ -1,0 +1,255 @@
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from tripled_basicsr.study import StudyError, merge_options, plan, run_study
+from tripled_basicsr.study import stats
+from tripled_basicsr.study.arms import ArmError, resolve_arm
+from tripled_basicsr.study.report import markdown, summarize
+from tripled_basicsr.study.subsets import crop_boxes, write_random, write_random_crops
+from tripled_basicsr.utils.io import tree_fingerprint
+
+NET = {'type': 'SRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 4, 'num_conv': 1, 'upscale': 1,
+       'act_type': 'prelu'}
+
+
+# ----------------------------------------------------------------------------- pure maths
+def test_mean_std_and_retention():
+    assert stats.mean_std([1.0, 3.0]) == (2.0, pytest.approx(2 ** 0.5), 2)
+    assert stats.mean_std([5.0]) == (5.0, 0.0, 1)
+    assert stats.mean_std([]) == (None, None, 0)
+    assert stats.gain_retention(29.0, 30.0, 20.0) == pytest.approx(0.9)
+    assert stats.gain_retention(31.0, 30.0, 20.0) == pytest.approx(1.1)
+    assert stats.gain_retention(25.0, 20.0, 20.0) is None  # full did not beat the input
+    assert stats.gain_retention(None, 30.0, 20.0) is None
+
+
+def test_sign_flip_exact_and_paired_test():
+    # 3 positive differences: 2 of the 8 sign patterns are as extreme -> p = 0.25
+    assert stats.sign_flip_p([0.1, 0.2, 0.3]) == pytest.approx(0.25)
+    assert stats.sign_flip_p([0.1, -0.1]) == pytest.approx(1.0)
+    t = stats.paired_test([1.0, 2.0, 3.5], [0.5, 1.0, 2.0], use_scipy=False)
+    assert t['method'].startswith('sign-flip') and t['mean_diff'] == pytest.approx(1.0) and t['p'] == 0.25
+    ts = stats.paired_test([1.0, 2.0, 3.5], [0.5, 1.0, 2.0])
+    from scipy import stats as sst
+    assert ts['p'] == pytest.approx(sst.ttest_rel([1.0, 2.0, 3.5], [0.5, 1.0, 2.0]).pvalue)
+    assert stats.paired_test([1.0], [0.0])['p'] == 1.0  # one seed: no evidence
+
+
+def test_tie_rule():
+    assert stats.verdict(0.1, 0.27, 0.05, 3) == 'tie'  # inside random's seed spread
+    assert stats.verdict(0.3, 0.27, 0.05, 3) == 'better'
+    assert stats.verdict(-0.3, 0.1, 0.05, 3) == 'worse'
+    assert stats.verdict(1.0, 0.0, 0.0, 1) == 'tie'  # one seed
+    assert stats.verdict(0.3, 0.1, 0.1, 3, alpha=0.05, p=0.2) == 'tie'
+
+
+def test_time_to_reach_and_quality():
+    assert stats.time_to_reach([10, 20, 30], [25, 27, 28], 26) == pytest.approx(15.0)
+    assert stats.time_to_reach([10, 20], [25, 27], 28) is None
+    assert stats.time_to_reach([10, 20], [25, 27], 22, start=(0, 20)) == pytest.approx(4.0)
+    # subset: 5 s distillation + reaches its final 27.0 at 20 s; full reaches 27.0 at 15 s
+    r = stats.time_to_quality(5.0, [10, 20], [26.0, 27.0], [10, 20], [26.0, 28.0])
+    assert r['target'] == 27.0 and r['arm_s'] == pytest.approx(25.0) and r['full_s'] == pytest.approx(15.0)
+    assert r['speedup'] == pytest.approx(0.6)
+    r = stats.time_to_quality(0.0, [10], [29.0], [10, 20], [26.0, 28.0])
+    assert r['full_s'] is None and r['speedup'] is None and r['full_total_s'] == 20
+
+
+def test_budget_rules():
+    assert stats.crop_count(400 * 180 * 180, 0.01, 60) == 36
+    assert stats.crop_count(100, 0.01, 60) == 1
+    # 3 images, batch 8: one epoch must still hold >= min_batches full batches (drop_last)
+    assert stats.enlarge_ratio(3, 8, 1, 1) == 3 and 3 * 3 >= 8
+    assert stats.enlarge_ratio(3, 8, 1, 50) * 3 >= 8 * 50
+    assert stats.enlarge_ratio(10000, 8, 1, 50) == 1
+
+
+def test_crop_boxes_budget_alignment_and_bounds():
+    shapes = [(40, 50), (30, 30), (10, 10)]
+    boxes = crop_boxes(shapes, 0.5, 12, 4, seed=3)
+    assert len(boxes) == stats.crop_count(40 * 50 + 900 + 100, 0.5, 12)
+    for i, top, left in boxes:
+        h, w = shapes[i]
+        assert i != 2 and top % 4 == 0 and left % 4 == 0 and top + 12 <= h and left + 12 <= w
+    assert crop_boxes(shapes, 0.5, 12, 4, seed=3) == boxes
+    assert crop_boxes(shapes, 0.5, 12, 4, seed=4) != boxes
+    with pytest.raises(ValueError, match='multiple of the scale'):
+        crop_boxes(shapes, 0.5, 10, 4, seed=0)
+    with pytest.raises(ValueError, match='larger than every source image'):
+        crop_boxes(shapes, 0.5, 64, 4, seed=0)
+
+
+# ----------------------------------------------------------------------------- arms and options
+def test_arms_resolve_and_yaml_arms():
+    assert resolve_arm('tripled')['curriculum'] and resolve_arm('tripled')['kind'] == 'distill'
+    assert resolve_arm('no_calibration')['distill'] == {'calibration': {'enabled': False}}
+    assert resolve_arm('no_curriculum')['curriculum'] is False
+    assert resolve_arm('uncertainty_only')['distill']['selection']['complexity_weight'] == 0.0
+    top = resolve_arm('selection:top_complexity', selection_types={'tripled', 'random', 'top_complexity'})
+    assert top['distill']['selection']['type'] == 'top_complexity' and not top['curriculum']
+    mine = resolve_arm('hot', {'hot': {'base': 'tripled', 'distill': {'selection': {'temperature': 0.5}}}})
+    assert mine['curriculum'] and mine['distill']['selection']['temperature'] == 0.5
+    with pytest.raises(ArmError, match="unknown arm 'tripledd'"):
+        resolve_arm('tripledd')
+    with pytest.raises(ArmError, match="selection type 'nope' is not registered"):
+        resolve_arm('selection:nope', selection_types={'tripled'})
+    with pytest.raises(ArmError, match='loops'):
+        resolve_arm('a', {'a': {'base': 'b'}, 'b': {'base': 'a'}})
+    with pytest.raises(ArmError, match="unknown key"):
+        resolve_arm('x', {'x': {'kind': 'random', 'ratio': 3}})
+
+
+def _opt(tmp, **over):
+    opt = {'name': 'tiny', 'study_dir': str(tmp / 'study'),
+           'source': {'dataroot_gt': str(tmp / 'pool' / 'gt'), 'dataroot_lq': str(tmp / 'pool' / 'lq')},
+           'ratios': [0.25], 'seeds': [0, 1], 'arms': ['full', 'random', 'random_crops'],
+           'training': {'iters': 4, 'eval_every': 2, 'batch_size': 2, 'gt_size': 16, 'num_worker': 0,
+                        'min_batches_per_epoch': 2, 'basicsr': {'network_g': dict(NET)}},
+           'test_sets': [{'name': 'val', 'dataroot_gt': str(tmp / 'val' / 'gt'),
+                          'dataroot_lq': str(tmp / 'val' / 'lq')}],
+           'device': 'cpu'}
+    opt.update(over)
+    return opt
+
+
+def test_options_errors_and_plan(tmp_path):
+    with pytest.raises(StudyError, match=r'unknown study option training.iter \(did you mean iters'):
+        merge_options(_opt(tmp_path, training={'iter': 3, 'basicsr': {'network_g': NET}}))
+    with pytest.raises(StudyError, match=r'ratios: every ratio must be in \(0, 1\]'):
+        merge_options(_opt(tmp_path, ratios=[0, 0.1]))
+    with pytest.raises(StudyError, match='test_sets is empty'):
+        merge_options(_opt(tmp_path, test_sets=[]))
+    with pytest.raises(StudyError, match='network_g is required'):
+        merge_options(_opt(tmp_path, training={'iters': 2}))
+    opt = merge_options(_opt(tmp_path, ratios=[0.01, 0.05], arms=['full', 'random', 'tripled']))
+    ids = [r.id for r in plan(opt)]
+    assert ids[:2] == ['full_s0', 'full_s1']  # full once per seed, not per ratio
+    assert ids[2:5] == ['random_1pct_s0', 'tripled_1pct_s0', 'random_5pct_s0']
+    assert len(ids) == 2 + 2 * 2 * 2
+
+
+def _pairs(root, n, size, seed):
+    rng = np.random.default_rng(seed)
+    for d in ('gt', 'lq'):
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    for i in range(n):
+        yy, xx = np.mgrid[0:size, 0:size] / size
+        wave = np.sin(2 * np.pi * rng.uniform(2, 6) * (xx * np.cos(i) + yy * np.sin(i)))[..., None]
+        gt = (np.clip(0.5 + 0.3 * wave * rng.uniform(0.3, 1, 3), 0, 1) * 255 + 0.5).astype(np.uint8)
+        lq = np.clip(gt + rng.normal(0, 15, gt.shape), 0, 255).astype(np.uint8)
+        cv2.imwrite(os.path.join(root, 'gt', f'im{i:03d}.png'), gt)
+        cv2.imwrite(os.path.join(root, 'lq', f'im{i:03d}.png'), lq)
+
+
+def test_random_and_crop_subsets_round_trip(tmp_path):
+    from tripled_basicsr.data.tripled_dataset import TripleDDataset
+    _pairs(str(tmp_path / 'pool'), 8, 40, 0)
+    src = {'dataroot_gt': str(tmp_path / 'pool' / 'gt'), 'dataroot_lq': str(tmp_path / 'pool' / 'lq'), 'scale': 1}
+    before = tree_fingerprint(str(tmp_path / 'pool'))
+    info = write_random(src, str(tmp_path / 'r'), 0.25, seed=1)
+    assert info['units'] == 2
+    info = write_random_crops(src, str(tmp_path / 'c'), 0.25, seed=1, crop=20)
+    assert info['units'] == stats.crop_count(8 * 40 * 40, 0.25, 20)
+    with open(tmp_path / 'c' / 'tripled_meta.json') as f:
+        meta = json.load(f)
+    ds = TripleDDataset({'dataroot': str(tmp_path / 'c'), 'phase': 'val', 'io_backend': {'type': 'lmdb'}})
+    for i, s in enumerate(meta['samples']):  # stored crop == source region (GT and LQ)
+        top, left, h, w = s['box']
+        for which in ('gt', 'lq'):
+            full = cv2.imread(s[f'{which}_path'])
+            np.testing.assert_array_equal(ds.read_image(i, which), full[top:top + h, left:left + w])
+    ds.close()
+    assert tree_fingerprint(str(tmp_path / 'pool')) == before
+    with pytest.raises(Exception, match='already exists'):
+        write_random(src, str(tmp_path / 'r'), 0.25, seed=1)
+
+
+def test_summary_table_from_records():
+    inputs = {'val': {'psnr': 20.0, 'ssim': 0.5}}
+
+    def rec(arm, kind, ratio, seed, p, curve):
+        return {'run': f'{arm}{seed}', 'arm': arm, 'kind': kind, 'ratio': ratio, 'seed': seed, 'prep_s': 2.0,
+                'units': 4, 'images': 4, 'train_s': 20.0, 'final': {'val': {'psnr': p, 'ssim': 0.8}},
+                'curve': {'val': curve}}
+    recs = [rec('full', 'full', None, s, 30.0 + 0.1 * s, [(10, 10.0, 28.0), (20, 20.0, 30.0 + 0.1 * s)])
+            for s in range(3)]
+    recs += [rec('random', 'random', 0.01, s, p, [(10, 10.0, 26.0), (20, 20.0, p)]) for s, p in
+             enumerate([28.0, 28.5, 27.5])]
+    recs += [rec('tripled', 'distill', 0.01, s, p, [(10, 10.0, 27.0), (20, 20.0, p)]) for s, p in
+             enumerate([29.0, 29.4, 28.6])]
+    s = summarize(recs, inputs, ['full', 'random', 'tripled'], [0.01])
+    row = {r['arm']: r for r in s['rows']}
+    assert row['random']['sets']['val']['psnr_mean'] == pytest.approx(28.0)
+    assert row['tripled']['sets']['val']['retention'] == pytest.approx((29.0 - 20) / (30.1 - 20))
+    comp, = [c for c in s['comparisons'] if c['arm'] == 'tripled']
+    assert comp['mean_diff'] == pytest.approx(1.0) and comp['verdict'] == 'better'
+    tq, = [t for t in s['time_to_quality'] if t['arm'] == 'tripled']
+    assert tq['target'] == pytest.approx(29.0) and tq['arm_s'] == pytest.approx(22.0)
+    assert tq['full_s'] == pytest.approx(10 + 10 * (29.0 - 28.0) / (30.1 - 28.0))
+    md = markdown(s, {'name': 'x', 'description': 'd', 'protocols': {'val': 'p'}})
+    assert '| 1 % | tripled | 4 (4) | 29.00 ± 0.40 (n=3) | 89 % |' in md and '**better**' in md
+
+
+# ----------------------------------------------------------------------------- end to end
+@pytest.mark.slow
+def test_study_end_to_end_resume_and_skip(tmp_path):
+    _pairs(str(tmp_path / 'pool'), 12, 40, 0)
+    _pairs(str(tmp_path / 'val'), 3, 32, 1)
+    before = tree_fingerprint(str(tmp_path / 'pool'))
+    opt = _opt(tmp_path)
+    logs = []
+    md = run_study(opt, log=logs.append)
+    st = tmp_path / 'study'
+    assert '| all | full | 12 (12) |' in md and '| 25 % | random | 3 (3) |' in md and 'random_crops' in md
+    for f in ('table.md', 'results.csv', 'results.json', 'psnr_vs_iter.png', 'final_psnr.png', 'psnr_vs_ratio.png'):
+        assert (st / 'report' / f).is_file()
+    rows = (st / 'report' / 'results.csv').read_text().strip().splitlines()
+    assert len(rows) == 1 + 6  # 2 full + 2 random + 2 random_crops, one test set
+    ev = json.loads((st / 'runs' / 'random_25pct_s0' / 'eval.json').read_text())
+    assert set(ev) == {'2', '4'}  # PSNR vs iterations
+    # a set smaller than a batch still trains: enlarge ratio in the generated BasicSR options
+    import yaml
+    tr = yaml.safe_load((st / 'runs' / 'random_25pct_s0' / 'train.yml').read_text())
+    assert tr['datasets']['train']['dataset_enlarge_ratio'] * 3 >= 2 * 2 and tr['train']['total_iter'] == 4
+    # rerun: everything is skipped
+    logs.clear()
+    run_study(opt, log=logs.append)
+    assert sum('(done, skipped)' in line for line in logs) == 6 and not any('  train:' in x for x in logs)
+    # a killed run resumes from its last training state
+    rdir, exp = st / 'runs' / 'random_25pct_s1', st / 'experiments' / 'tiny_random_25pct_s1'
+    os.remove(rdir / 'done.json')
+    os.remove(exp / 'models' / 'net_g_latest.pth')
+    os.remove(exp / 'models' / 'net_g_4.pth')
+    os.remove(exp / 'training_states' / '4.state')
+    logs.clear()
+    run_study(opt, log=logs.append)
+    assert any('[resuming at 2]' in x for x in logs)
+    assert (exp / 'models' / 'net_g_latest.pth').is_file()
+    assert tree_fingerprint(str(tmp_path / 'pool')) == before
+    # changed options for a finished run are refused, naming the run
+    opt2 = _opt(tmp_path)
+    opt2['training']['iters'] = 6
+    with pytest.raises(StudyError, match='run full_s0 finished earlier with different options'):
+        run_study(opt2, log=logs.append)
+
+
+def test_study_dir_policy(tmp_path):
+    _pairs(str(tmp_path / 'pool'), 4, 32, 0)
+    opt = _opt(tmp_path, study_dir=str(tmp_path / 'pool' / 'gt' / 'study'))
+    before = tree_fingerprint(str(tmp_path / 'pool'))
+    from tripled_basicsr.study import open_study_dir
+    with pytest.raises(Exception, match='source source.dataroot_gt'):
+        open_study_dir(merge_options(opt))
+    foreign = tmp_path / 'foreign'
+    foreign.mkdir()
+    (foreign / 'notes.txt').write_text('mine')
+    with pytest.raises(Exception, match='not written by tripled_basicsr'):
+        open_study_dir(merge_options(_opt(tmp_path, study_dir=str(foreign))), restart=True)
+    assert (foreign / 'notes.txt').read_text() == 'mine'
+    assert tree_fingerprint(str(tmp_path / 'pool')) == before
+    d = open_study_dir(merge_options(_opt(tmp_path)))
+    assert open_study_dir(merge_options(_opt(tmp_path))) == d  # reopened for resume

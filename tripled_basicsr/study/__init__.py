@@ -1,0 +1,51 @@
+"""``python -m tripled_basicsr.study -opt options/study_*.yml``: full vs random vs random crops vs
+TripleD (and ablations) on the same arch, iterations, batch and patch, over several seeds and
+ratios, evaluated on test sets with the benchmark protocol. See docs/study.md."""
+from tripled_basicsr.study.runner import DEFAULTS, Study, StudyError, merge_options, plan
+
+
+def open_study_dir(opt, restart=False):
+    """Create the study dir, or reopen one this command made (resume), under the output policy:
+    never a source, never a folder we did not write; ``restart`` replaces an earlier study."""
+    from tripled_basicsr.utils.io import check_disjoint, prepare_output_dir, read_marker
+    sources = study_sources(opt)
+    marker = read_marker(opt['study_dir'])
+    if marker is not None and marker.get('tool') == 'study' and not restart:
+        check_disjoint(opt['study_dir'], sources, 'Study dir', 'study_dir')
+        return opt['study_dir']
+    return prepare_output_dir(opt['study_dir'], overwrite=restart, option_name='--restart', sources=sources,
+                              tool='study')
+
+
+def study_sources(opt):
+    out = [(f'source.{k}', opt['source'][k]) for k in ('dataroot_gt', 'dataroot_lq')]
+    for i, t in enumerate(opt['test_sets']):
+        if isinstance(t, dict):
+            out += [(f'test_sets[{i}].{k}', t[k]) for k in ('root', 'dataroot_gt', 'dataroot_lq') if t.get(k)]
+    return out
+
+
+def run_study(user_opt, log=print, restart=False):
+    """Run (or resume) a study from an option dict; returns the markdown table."""
+    import yaml
+
+    from tripled_basicsr.study.report import Evaluator, write_report
+    opt = merge_options(user_opt)
+    study = Study(opt, log=log)
+    open_study_dir(opt, restart)
+    with open(study.path('study.yml'), 'w', encoding='utf-8') as f:
+        yaml.safe_dump(user_opt, f, sort_keys=False)
+    evaluator = Evaluator(opt, log=log)
+    evaluator.input_scores(study)
+    log(f'study {opt["name"]}: {len(study.runs)} runs in {study.dir}')
+    try:
+        study.run_all(evaluator)
+    finally:  # the report covers every finished run, also after a failure or Ctrl-C
+        md = write_report(study, evaluator, log)
+    if md:
+        log(md)
+        log(f'report: {study.path("report")}/table.md, results.csv, results.json, *.png')
+    return md
+
+
+__all__ = ['run_study', 'open_study_dir', 'study_sources', 'merge_options', 'plan', 'Study', 'StudyError', 'DEFAULTS']

@@ -1,0 +1,46 @@
+"""CLI: ``python -m tripled_basicsr.study -opt options/study_*.yml``."""
+import argparse
+import sys
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog='python -m tripled_basicsr.study',
+                                description='Subset study: full vs random vs random crops vs TripleD (docs/study.md).')
+    p.add_argument('-opt', required=True, help='study YAML (options/study_*.yml)')
+    p.add_argument('--report-only', action='store_true', help='only rebuild the report from finished runs')
+    p.add_argument('--plan', action='store_true', help='list the runs and exit')
+    p.add_argument('--restart', action='store_true', help='delete an earlier study in study_dir and start again')
+    p.add_argument('--debug', action='store_true', help='full tracebacks')
+    args = p.parse_args(argv)
+    import tripled_basicsr  # noqa: F401
+    from tripled_basicsr.study import StudyError, merge_options, plan, run_study
+    from tripled_basicsr.utils.io import load_yaml_safe
+    try:
+        user = load_yaml_safe(args.opt)
+        if args.plan:
+            for r in plan(merge_options(user)):
+                print(r.id)
+            return 0
+        if args.report_only:
+            from tripled_basicsr.study.report import Evaluator, write_report
+            from tripled_basicsr.study.runner import Study
+            opt = merge_options(user)
+            study = Study(opt)
+            md = write_report(study, Evaluator(opt), print)
+            print(md or 'no finished run yet')
+            return 0
+        run_study(user, restart=args.restart)
+    except KeyboardInterrupt:
+        print('study: interrupted; run the same command to continue (finished runs are kept, the current one '
+              'resumes from its last training state).', file=sys.stderr)
+        return 130
+    except (StudyError, ValueError, FileNotFoundError, OSError) as exc:
+        if args.debug:
+            raise
+        print(f'study: error: {exc}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,384 @@
+"""Plans and runs the study: subsets -> BasicSR training (subprocess) -> checkpoint evaluation.
+
+Layout of ``study_dir``::
+
+    study.yml                     the options as run
+    subsets/{run}/                distilled-format subsets (random, random_crops, distill arms)
+    distill_work/{hash}/          the distiller's feature cache, shared by every distill arm
+    runs/{run}/train.yml          the generated BasicSR options (re-run by hand with
+                                  python -m tripled_basicsr.train -opt ... --auto_resume)
+    runs/{run}/{run.json, prep.json, attempts.json, done.json, eval.json, train.log}
+    experiments/{study}_{run}/    BasicSR's experiment folder (checkpoints, states, log)
+    input_psnr.json               the LQ (bicubic for SR) baseline per test set
+    report/                       table.md, results.csv, results.json, *.png (rewritten each time)
+
+A run is finished when ``runs/{run}/done.json`` exists (then it is skipped); a killed run
+resumes from its last BasicSR training state (``--auto_resume``).
+"""
+import copy
+import glob
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+from tripled_basicsr.study.arms import deep_merge, resolve_arm
+from tripled_basicsr.study.stats import enlarge_ratio
+
+DEFAULTS = {
+    'name': 'study',
+    'study_dir': None,
+    'source': {'dataroot_gt': None, 'dataroot_lq': None, 'filename_tmpl': '{}', 'meta_info_file': None,
+               'io_backend': {'type': 'disk'}, 'scale': 1},
+    'ratios': [0.02],
+    'seeds': [0, 1, 2],
+    'arms': ['full', 'random', 'random_crops', 'tripled'],
+    'arm_definitions': {},
+    'random_crops': {'crop_size': None},
+    'distill': {},
+    'training': {
+        'iters': 1000,
+        'batch_size': 8,
+        'gt_size': 48,
+        'eval_every': None,
+        'num_worker': 1,
+        'use_hflip': True,
+        'use_rot': True,
+        'min_batches_per_epoch': 50,
+        'model_type': 'SRModel',
+        'curriculum_model_type': 'TripleDModel',
+        'curriculum_sampler': {'type': 'TripleDCurriculumSampler'},
+        'basicsr': {},
+    },
+    'test_sets': [],
+    'datasets_root': 'datasets',
+    'curve_sets': None,
+    'baseline_arm': 'random',
+    'device': 'auto',
+    'tile': {},
+}
+
+
+class StudyError(ValueError):
+    pass
+
+
+def _check_keys(user, base, path=''):
+    for k, v in (user or {}).items():
+        if k not in base:
+            import difflib
+            close = difflib.get_close_matches(k, list(base), n=2)
+            raise StudyError(f'unknown study option {path}{k}' + (f' (did you mean {" or ".join(close)}?)' if close
+                                                                  else '') + '; see docs/study.md.')
+        if isinstance(base[k], dict) and base[k] and isinstance(v, dict) and k not in ('basicsr', 'io_backend',
+                                                                                       'curriculum_sampler'):
+            _check_keys(v, base[k], f'{path}{k}.')
+
+
+def merge_options(user):
+    _check_keys(user, DEFAULTS)
+    opt = deep_merge(DEFAULTS, user)
+    src, tr = opt['source'], opt['training']
+    for k in ('dataroot_gt', 'dataroot_lq'):
+        if not src.get(k):
+            raise StudyError(f'source.{k} is required (the paired training pool: a folder or a BasicSR .lmdb).')
+    ratios = opt['ratios'] if isinstance(opt['ratios'], list) else [opt['ratios']]
+    for r in ratios:
+        if not isinstance(r, (int, float)) or not 0 < float(r) <= 1:
+            raise StudyError(f'ratios: every ratio must be in (0, 1]; got {r!r}.')
+    opt['ratios'] = [float(r) for r in ratios]
+    seeds = opt['seeds'] if isinstance(opt['seeds'], list) else list(range(int(opt['seeds'])))
+    if not seeds or not all(isinstance(s, int) for s in seeds):
+        raise StudyError(f'seeds: a list of integers or a count; got {opt["seeds"]!r}.')
+    opt['seeds'] = seeds
+    for k in ('iters', 'batch_size', 'gt_size'):
+        if not isinstance(tr[k], int) or tr[k] < 1:
+            raise StudyError(f'training.{k} must be a positive integer; got {tr[k]!r}.')
+    tr['eval_every'] = int(tr['eval_every'] or tr['iters'])
+    if tr['eval_every'] < 1:
+        raise StudyError('training.eval_every must be >= 1.')
+    if not opt['test_sets']:
+        raise StudyError('test_sets is empty: list the sets every arm is evaluated on (docs/benchmark.md).')
+    if not (tr['basicsr'] or {}).get('network_g'):
+        raise StudyError('training.basicsr.network_g is required (the BasicSR arch every arm trains).')
+    opt['study_dir'] = os.path.abspath(opt['study_dir'] or os.path.join('studies', opt['name']))
+    if not re.match(r'^[A-Za-z0-9_.-]+$', str(opt['name'])) or 'debug' in str(opt['name']):
+        raise StudyError(f'name {opt["name"]!r}: use letters, digits, _ . - only (and not "debug", which BasicSR '
+                         f'treats specially).')
+    return opt
+
+
+def ratio_tag(r):
+    return ('%g' % (r * 100)).replace('.', 'p') + 'pct'
+
+
+class Run:
+    def __init__(self, arm_name, arm, ratio, seed):
+        self.arm_name, self.arm, self.ratio, self.seed = arm_name, arm, ratio, seed
+        safe = re.sub(r'[^A-Za-z0-9_-]', '-', arm_name)
+        self.id = f'{safe}_s{seed}' if arm['kind'] == 'full' else f'{safe}_{ratio_tag(ratio)}_s{seed}'
+
+    def __repr__(self):
+        return f'Run({self.id})'
+
+
+def plan(opt):
+    """-> list of runs: the full arm once per seed first, then seed by seed every arm and ratio
+    (so an interrupted study already has complete seeds)."""
+    try:
+        from tripled_basicsr.distill.registry import SELECTION
+        sel_types = set(SELECTION.names())
+    except Exception:  # registry unavailable: the distiller reports a bad type itself
+        sel_types = None
+    arms = {a: resolve_arm(a, opt['arm_definitions'], sel_types) for a in opt['arms']}
+    runs = []
+    for name, arm in arms.items():
+        if arm['kind'] == 'full':
+            runs += [Run(name, arm, None, s) for s in (arm['seeds'] or opt['seeds'])]
+    for s in opt['seeds']:
+        for r in opt['ratios']:
+            for name, arm in arms.items():
+                if arm['kind'] != 'full' and s in (arm['seeds'] or opt['seeds']):
+                    runs.append(Run(name, arm, r, s))
+    return runs
+
+
+def _json(path, default=None):
+    if not os.path.isfile(path):
+        return default
+    with open(path, encoding='utf-8') as f:
+        return json.load(f)
+
+
+def _write_json(path, data):
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _hash(obj):
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class Study:
+    def __init__(self, opt, log=print, python=sys.executable):
+        self.opt = opt
+        self.dir = opt['study_dir']
+        self.log = log
+        self.python = python
+        self.scale = int(opt['source'].get('scale', 1))
+        self.runs = plan(opt)
+
+    # ------------------------------------------------------------------ paths
+    def path(self, *parts):
+        return os.path.join(self.dir, *parts)
+
+    def exp_name(self, run):
+        return f'{self.opt["name"]}_{run.id}'
+
+    def crop_size(self):
+        c = self.opt['random_crops'].get('crop_size')
+        if not c:  # room for the training patch to move: gt_size + 25 %
+            g = self.opt['training']['gt_size']
+            c = g + g // 4
+        return int(-(-int(c) // self.scale) * self.scale)
+
+    # ------------------------------------------------------------------ subsets
+    def prepare(self, run):
+        """Build the run's subset (timed); -> dict(prep_s, units, images, root)."""
+        rec = _json(self.path('runs', run.id, 'prep.json'))
+        if rec and (run.arm['kind'] == 'full' or os.path.isdir(rec['root'])):
+            return rec
+        kind = run.arm['kind']
+        root = self.path('subsets', run.id)
+        t = time.time()
+        extra = {}
+        if kind == 'full':
+            from tripled_basicsr.study.subsets import open_source
+            n = len(open_source(self.opt['source']))
+            rec = {'prep_s': 0.0, 'units': n, 'images': n, 'root': None}
+        else:
+            if os.path.isdir(root):  # complete (written atomically) but prep.json lost: rebuild for timing
+                import shutil
+                shutil.rmtree(root)
+            if kind == 'random':
+                from tripled_basicsr.study.subsets import write_random
+                info = write_random(self.opt['source'], root, run.ratio, run.seed)
+            elif kind == 'random_crops':
+                from tripled_basicsr.study.subsets import write_random_crops
+                info = write_random_crops(self.opt['source'], root, run.ratio, run.seed, self.crop_size(),
+                                          self.path('source_shapes.json'))
+            else:
+                info, extra = self._distill(run, root)
+            rec = {'prep_s': time.time() - t + extra.get('features_credit', 0.0), 'root': root, **info, **extra}
+        _write_json(self.path('runs', run.id, 'prep.json'), rec)
+        return rec
+
+    def distill_options(self, run, root):
+        src = self.opt['source']
+        base = deep_merge(self.opt['distill'], run.arm['distill'])
+        opt = deep_merge(base, {
+            'name': f'{self.opt["name"]}_{run.id}',
+            'source': {k: src[k] for k in ('dataroot_gt', 'dataroot_lq', 'filename_tmpl', 'meta_info_file',
+                                           'io_backend', 'scale')},
+            'output': {'path': root, 'overwrite': False},
+            'selection': {'ratio': run.ratio, 'num': None, 'seed': run.seed},
+        })
+        feat = {'source': opt['source'], 'features': opt.get('features', {})}
+        opt['work_dir'] = self.path('distill_work', _hash(feat))
+        return opt
+
+    def _distill(self, run, root):
+        import yaml
+        opt = self.distill_options(run, root)
+        yml = self.path('runs', run.id, 'distill.yml')
+        with open(yml, 'w', encoding='utf-8') as f:
+            yaml.safe_dump(opt, f, sort_keys=False)
+        log = self.path('runs', run.id, 'distill.log')
+        self.log(f'  distill: {self.python} -m tripled_basicsr.distill -opt {yml} --quiet')
+        with open(log, 'a', encoding='utf-8') as f:
+            rc = subprocess.call([self.python, '-m', 'tripled_basicsr.distill', '-opt', yml, '--quiet'],
+                                 stdout=f, stderr=subprocess.STDOUT, cwd=self.dir)
+        if rc != 0:
+            raise StudyError(f'run {run.id}: distillation failed (exit {rc}); see {log}.')
+        with open(os.path.join(root, 'tripled_meta.json'), encoding='utf-8') as f:
+            meta = json.load(f)
+        n = len(meta['samples'])
+        feat_s = float(((meta.get('summary') or {}).get('timings') or {}).get('features', 0.0))
+        # the feature pass is shared by every distill run of the study; charge each run its full
+        # cost, as a user distilling once would pay it
+        ft_path = opt['work_dir'] + '.features_time.json'
+        known = (_json(ft_path) or {}).get('features_s', 0.0)
+        if feat_s > known:
+            _write_json(ft_path, {'features_s': feat_s})
+            known = feat_s
+        return {'units': n, 'images': len({s.get('source_index', s['key']) for s in meta['samples']})}, \
+            {'features_credit': max(0.0, known - feat_s), 'distill_summary_n': n}
+
+    # ------------------------------------------------------------------ training
+    def train_options(self, run, prep):
+        tr = self.opt['training']
+        b = tr['basicsr']
+        curriculum = run.arm['curriculum']
+        n = prep['units']
+        common = {'gt_size': tr['gt_size'], 'use_hflip': tr['use_hflip'], 'use_rot': tr['use_rot'],
+                  'num_worker_per_gpu': tr['num_worker'], 'batch_size_per_gpu': tr['batch_size'],
+                  'dataset_enlarge_ratio': enlarge_ratio(n, tr['batch_size'], 1, tr['min_batches_per_epoch']),
+                  'prefetch_mode': None}
+        if run.arm['kind'] == 'full':
+            src = self.opt['source']
+            ds = {'name': f'{run.id}', 'type': 'PairedImageDataset', 'dataroot_gt': src['dataroot_gt'],
+                  'dataroot_lq': src['dataroot_lq'], 'filename_tmpl': src.get('filename_tmpl') or '{}',
+                  'io_backend': copy.deepcopy(src.get('io_backend') or {'type': 'disk'}), **common}
+            if src.get('meta_info_file'):
+                ds['meta_info_file'] = src['meta_info_file']
+        else:
+            ds = {'name': run.id, 'type': 'TripleDDataset', 'dataroot': prep['root'], 'io_backend': {'type': 'lmdb'},
+                  **common}
+        if curriculum:
+            ds['sampler'] = copy.deepcopy(tr['curriculum_sampler'])
+        opt = deep_merge({
+            'model_type': tr['curriculum_model_type'] if curriculum else tr['model_type'],
+            'num_gpu': 'auto',
+            'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+            'train': {'ema_decay': 0, 'warmup_iter': -1,
+                      'optim_g': {'type': 'Adam', 'lr': 1e-3, 'weight_decay': 0, 'betas': [0.9, 0.99]},
+                      'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': [tr['iters']],
+                                    'restart_weights': [1], 'eta_min': 1e-5},
+                      'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}},
+            'logger': {'print_freq': max(tr['iters'] // 10, 1), 'use_tb_logger': False},
+            'dist_params': {'backend': 'gloo', 'port': 29500},
+        }, deep_merge(b, run.arm['basicsr']))
+        # what every arm must share, whatever the overrides say
+        opt.update({'name': self.exp_name(run), 'scale': self.scale, 'manual_seed': int(run.seed),
+                    'datasets': {'train': ds}})
+        opt['train']['total_iter'] = tr['iters']
+        opt['logger']['save_checkpoint_freq'] = tr['eval_every']
+        opt.pop('val', None)  # the study evaluates saved checkpoints itself, on every test set
+        return opt
+
+    def exp_dir(self, run):
+        return self.path('experiments', self.exp_name(run))
+
+    def train(self, run, prep):
+        import yaml
+        rdir = self.path('runs', run.id)
+        opt = self.train_options(run, prep)
+        yml = os.path.join(rdir, 'train.yml')
+        with open(yml, 'w', encoding='utf-8') as f:
+            yaml.safe_dump(opt, f, sort_keys=False)
+        states = glob.glob(os.path.join(self.exp_dir(run), 'training_states', '*.state'))
+        resume_iter = max((int(float(os.path.basename(s)[:-6])) for s in states), default=0)
+        attempts = _json(os.path.join(rdir, 'attempts.json'), [])
+        attempts.append({'start': time.time(), 'resume_iter': resume_iter})
+        _write_json(os.path.join(rdir, 'attempts.json'), attempts)
+        cmd = [self.python, '-m', 'tripled_basicsr.train', '-opt', yml, '--auto_resume']
+        self.log(f'  train: (cd {self.dir} && {" ".join(cmd[1:])})' + (f'  [resuming at {resume_iter}]'
+                                                                        if resume_iter else ''))
+        env = dict(os.environ, TRIPLED_BASICSR_ROOT=self.dir)
+        log = os.path.join(rdir, 'train.log')
+        with open(log, 'a', encoding='utf-8') as f:
+            rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=self.dir, env=env)
+        if rc != 0 or not os.path.isfile(os.path.join(self.exp_dir(run), 'models', 'net_g_latest.pth')):
+            raise StudyError(f'run {run.id}: training failed (exit {rc}); see {log}. Re-run the study to resume.')
+        _write_json(os.path.join(rdir, 'done.json'), {'hash': self.run_hash(run), 'finished': time.time(),
+                                                      'times': self.checkpoint_times(run)})
+
+    def run_hash(self, run):
+        return _hash({'arm': run.arm, 'ratio': run.ratio, 'seed': run.seed, 'source': self.opt['source'],
+                      'training': self.opt['training'], 'distill': self.opt['distill'] if run.arm['kind'] == 'distill'
+                      else None, 'crop': self.crop_size() if run.arm['kind'] == 'random_crops' else None})
+
+    def checkpoints(self, run):
+        """-> {iteration: checkpoint path}, the final weights under total_iter."""
+        models = os.path.join(self.exp_dir(run), 'models')
+        out = {}
+        for p in glob.glob(os.path.join(models, 'net_g_*.pth')):
+            m = re.match(r'net_g_(\d+)\.pth$', os.path.basename(p))
+            if m:
+                out[int(m.group(1))] = p
+        latest = os.path.join(models, 'net_g_latest.pth')
+        if os.path.isfile(latest):
+            out[self.opt['training']['iters']] = latest
+        return dict(sorted(out.items()))
+
+    def checkpoint_times(self, run):
+        """Training seconds at each checkpoint, across resumed attempts (each attempt continues
+        from the time its resume checkpoint was reached)."""
+        attempts = _json(self.path('runs', run.id, 'attempts.json'), [])
+        times = {}
+        for it, p in self.checkpoints(run).items():
+            mt = os.path.getmtime(p)
+            att = [a for a in attempts if a['start'] <= mt + 1e-3]
+            if not att:
+                continue
+            a = att[-1]
+            times[it] = mt - a['start'] + times.get(a['resume_iter'], 0.0)
+        return times
+
+    # ------------------------------------------------------------------ main loop
+    def run_all(self, evaluator):
+        total = len(self.runs)
+        t0 = time.time()
+        for k, run in enumerate(self.runs, 1):
+            rdir = self.path('runs', run.id)
+            os.makedirs(rdir, exist_ok=True)
+            done = _json(os.path.join(rdir, 'done.json'))
+            h = self.run_hash(run)
+            if done and done.get('hash') != h:
+                raise StudyError(f'run {run.id} finished earlier with different options (arm, source, training or '
+                                 f'distill changed). Use another study_dir, or delete {rdir} and '
+                                 f'{self.exp_dir(run)} to redo it.')
+            _write_json(os.path.join(rdir, 'run.json'), {'id': run.id, 'arm': run.arm_name, 'definition': run.arm,
+                                                         'ratio': run.ratio, 'seed': run.seed, 'hash': h})
+            elapsed = time.time() - t0
+            self.log(f'[{k}/{total}] {run.id}' + (' (done, skipped)' if done else '')
+                     + f'  elapsed {elapsed / 60:.1f} min')
+            if not done:
+                prep = self.prepare(run)
+                self.train(run, prep)
+            evaluator.evaluate_run(self, run)
