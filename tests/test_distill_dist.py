@@ -36,6 +36,7 @@ def data(tmp_path_factory):
     return write_pairs(str(root), num=40, size=48, seed=3)
 
 
+@pytest.mark.slow
 def test_two_process_gloo_equals_single_process(data, tmp_path):
     gt, lq = data
     single, multi = str(tmp_path / 'single'), str(tmp_path / 'multi')
@@ -59,15 +60,17 @@ def test_two_process_gloo_equals_single_process(data, tmp_path):
     np.testing.assert_allclose(f1, f2, atol=2e-3)
 
 
-def test_cli_error_is_one_clear_line(data, tmp_path):
+def test_cli_error_is_one_clear_line(data, tmp_path, capsys):
+    from tripled_basicsr.distill.__main__ import main
     gt, lq = data
     opt = write_opt(tmp_path / 'bad.yml', tiny_options(gt, lq, str(tmp_path / 'o'), selection={'ratio': 0.001}))
-    r = subprocess.run([sys.executable, '-m', 'tripled_basicsr.distill', '-opt', str(opt), '--quiet'],
-                       capture_output=True, text=True, env=env(), timeout=120)
-    assert r.returncode == 2
-    assert 'selection.ratio 0.001 of 40 pairs' in r.stderr and 'Traceback' not in r.stderr
+    assert main(['-opt', str(opt), '--quiet']) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('error: OptionError: selection.ratio 0.001 of 40 pairs') and '\n' not in err
+    assert not os.path.exists(tmp_path / 'o') and not os.path.exists(tmp_path / 'o.work')
 
 
+@pytest.mark.slow
 def test_output_trains_with_stock_basicsr(data, tmp_path):
     gt, lq = data
     out = str(tmp_path / 'distilled')
@@ -97,24 +100,38 @@ def test_output_trains_with_stock_basicsr(data, tmp_path):
     assert 'End of training' in r.stdout + r.stderr
 
 
-def test_sigkill_mid_features_then_restart_gives_same_output(data, tmp_path):
+def _torchrun(opt_path, extra_env=None):
+    e = env()
+    e.update(extra_env or {})
+    return subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--nnodes=1',
+                           f'--master_port={free_port()}', '-m', 'tripled_basicsr.distill', '-opt', str(opt_path),
+                           '--quiet'], capture_output=True, text=True, env=e, timeout=300)
+
+
+@pytest.mark.slow
+def test_sigkill_under_torchrun_then_restart_gives_same_output(data, tmp_path):
+    """Both gloo ranks are killed (SIGKILL) after the first round of the feature stage; a
+    second torchrun resumes from exactly the rows rank 0 had marked done and gives the
+    subset of an uninterrupted single-process run."""
     gt, lq = data
     ref, out = str(tmp_path / 'ref'), str(tmp_path / 'out')
     from tripled_basicsr.distill import run_distill
     run_distill(tiny_options(gt, lq, ref), progress=False)
     opt = write_opt(tmp_path / 'o.yml', tiny_options(gt, lq, out))
-    e = env()
-    e['TRIPLED_DISTILL_INTERRUPT_AFTER'] = '-3'
-    r = subprocess.run([sys.executable, '-m', 'tripled_basicsr.distill', '-opt', str(opt), '--quiet'],
-                       capture_output=True, text=True, env=e, timeout=120)
-    assert r.returncode == -9, r.stderr[-2000:]
+    r = _torchrun(opt, {'TRIPLED_DISTILL_INTERRUPT_AFTER': '-1'})
+    assert r.returncode != 0 and 'SIGKILL' in r.stdout + r.stderr, r.stderr[-2000:]
     assert not os.path.exists(out)
-    assert np.fromfile(out + '.work/done.u8', np.uint8).sum() == 24
-    r = subprocess.run([sys.executable, '-m', 'tripled_basicsr.distill', '-opt', str(opt), '--quiet'],
-                       capture_output=True, text=True, env=env(), timeout=120)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert meta(out)['summary']['features']['resumed_from'] == 24
+    done = int(np.fromfile(out + '.work/done.u8', np.uint8).sum())
+    assert done % 16 == 0 and done < 40  # whole rounds of 2 ranks x 8 pairs, never a partial one
+    r = _torchrun(opt)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    summary = meta(out)['summary']
+    assert summary['features']['world_size'] == 2 and summary['features']['resumed_from'] == done
+    assert summary['features']['embedded_this_run'] == 40 - done
     assert [s['key'] for s in meta(out)['samples']] == [s['key'] for s in meta(ref)['samples']]
+    f1 = np.fromfile(ref + '.work/features.f16', np.float16).astype(np.float32)
+    f2 = np.fromfile(out + '.work/features.f16', np.float16).astype(np.float32)
+    np.testing.assert_allclose(f1, f2, atol=2e-3)
 
 
 def test_shipped_option_files_are_valid(tmp_path):
