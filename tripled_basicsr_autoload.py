@@ -3,9 +3,9 @@
 Installed as ``tripled_basicsr_autoload.pth`` next to the package, so Python imports this
 tiny module at start-up. It imports nothing heavy: it only puts a finder on
 ``sys.meta_path`` that waits for the first ``import basicsr``. When BasicSR's package has
-finished initialising, the finder imports ``tripled_basicsr`` (which registers our archs,
-datasets, losses, metrics and models with BasicSR's registries and applies the compat
-fixes). It also serves the module ``torchvision.transforms.functional_tensor`` (removed in
+finished initialising, the finder calls ``tripled_basicsr.register()`` (which registers our
+archs, datasets, samplers, losses, metrics and models with BasicSR's registries and applies
+the compat fixes). It also serves the module ``torchvision.transforms.functional_tensor`` (removed in
 torchvision 0.17) from its new private name, so ``import basicsr`` works at all.
 
 So ``python basicsr/train.py -opt X.yml`` (from a BasicSR checkout), ``python -m
@@ -50,7 +50,13 @@ class _AliasLoader:
 
 
 class TripleDAutoloadFinder:
-    """A meta-path finder that only reacts to two module names; for all others it is inert."""
+    """A meta-path finder that only reacts to two module names; for all others it is inert.
+
+    ``hook_basicsr=False``: only the ``functional_tensor`` alias (what ``tripled_basicsr``
+    installs for itself when the start-up hook is switched off)."""
+
+    def __init__(self, hook_basicsr=True):
+        self.hook_basicsr = hook_basicsr
 
     def find_spec(self, fullname, path=None, target=None):
         if fullname == _FT_OLD:
@@ -58,7 +64,7 @@ class TripleDAutoloadFinder:
             if importlib.util.find_spec(_FT_NEW) is None:
                 return None
             return importlib.util.spec_from_loader(fullname, _AliasLoader())
-        if fullname != 'basicsr':
+        if fullname != 'basicsr' or not self.hook_basicsr:
             return None
         spec = None
         for finder in sys.meta_path:
@@ -75,17 +81,30 @@ class TripleDAutoloadFinder:
 
 def _load_plugin():
     try:
-        import tripled_basicsr  # noqa: F401  (registers everything on import)
+        import tripled_basicsr
+        tripled_basicsr.register()
     except Exception as exc:  # never break stock BasicSR because of the plugin
         import warnings
         warnings.warn(f'tripled_basicsr autoload failed ({exc!r}); BasicSR runs without the plugin. '
                       f'Set {ENV_VAR}=0 to silence this.')
 
 
+def _finders():
+    return [f for f in sys.meta_path if type(f).__name__ == 'TripleDAutoloadFinder']
+
+
 def install():
+    """The start-up hook (``tripled_basicsr_autoload.pth``): alias + plugin on ``import basicsr``."""
     if os.environ.get(ENV_VAR, '1').strip().lower() in ('0', 'false', 'no', 'off'):
         return False
-    if any(isinstance(f, TripleDAutoloadFinder) for f in sys.meta_path):
+    for f in _finders():
+        f.hook_basicsr = True
         return True
     sys.meta_path.insert(0, TripleDAutoloadFinder())
     return True
+
+
+def install_functional_tensor_alias():
+    """Only the ``torchvision.transforms.functional_tensor`` alias; imports nothing."""
+    if not _finders():
+        sys.meta_path.insert(0, TripleDAutoloadFinder(hook_basicsr=False))

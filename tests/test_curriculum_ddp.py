@@ -16,7 +16,7 @@ def _worker(rank, world, port, out_dir):
     dist.init_process_group('gloo', rank=rank, world_size=world)
     try:
         from test_curriculum_sampler import FakeSet
-        from tripled_basicsr.data.curriculum_sampler import build_sampler
+        from tripled_basicsr.data.train_loader import build_sampler
         opt = {'datasets': {'train': {'batch_size_per_gpu': 3, 'num_worker_per_gpu': 0,
                                       'sampler': {'type': 'TripleDCurriculumSampler', 'stage2_start': 4,
                                                   'online_mix': 1.0}}},

@@ -7,7 +7,8 @@ import yaml
 from basicsr.archs import build_network
 from basicsr.utils.registry import DATASET_REGISTRY, MODEL_REGISTRY
 
-from tripled_basicsr.data.curriculum_sampler import DEFAULTS, SAMPLER_REGISTRY, resolve_iteration
+from tripled_basicsr.data.curriculum_sampler import DEFAULTS, resolve_iteration
+from tripled_basicsr.data.sampler_registry import SAMPLER_REGISTRY
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = sorted(glob.glob(os.path.join(REPO, 'options', 'tripled_*.yml')) +

@@ -8,8 +8,9 @@ import torch
 
 from conftest import write_pairs
 from tripled_basicsr.data import curriculum_sampler as cs
-from tripled_basicsr.data.curriculum_sampler import (SAMPLER_REGISTRY, TripleDCurriculumSampler, build_sampler,
-                                                    resolve_iteration)
+from tripled_basicsr.data.curriculum_sampler import TripleDCurriculumSampler, resolve_iteration
+from tripled_basicsr.data.sampler_registry import SAMPLER_REGISTRY
+from tripled_basicsr.data.train_loader import build_sampler
 
 
 class FakeSet:

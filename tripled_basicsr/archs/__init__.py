@@ -1,4 +1,3 @@
-"""Registered archs: every `*_arch.py` module here is imported so its classes register with BasicSR."""
-from tripled_basicsr._registry_scan import import_modules_with_suffix
-
-_modules = import_modules_with_suffix(__name__, __file__, '_arch')
+"""Registered archs: every `*_arch.py` module here is imported by ``tripled_basicsr.register()`` (see
+``tripled_basicsr/_registry_scan.py``) so its classes register with BasicSR. Importing this
+package alone registers nothing and does not import BasicSR."""

@@ -1,4 +1,5 @@
-"""Registered data: every `*_dataset.py` module here is imported so its classes register with BasicSR."""
-from tripled_basicsr._registry_scan import import_modules_with_suffix
-
-_modules = import_modules_with_suffix(__name__, __file__, '_dataset')
+"""Data: the distilled-LMDB format and paired-source readers (no BasicSR import), and the
+registered components, imported by ``tripled_basicsr.register()`` (see
+``tripled_basicsr/_registry_scan.py``): every ``*_dataset.py`` (BasicSR's DATASET_REGISTRY)
+and every ``*_sampler.py`` (our SAMPLER_REGISTRY, in ``train_loader.py``). Importing this
+package alone registers nothing."""

@@ -1,14 +1,11 @@
-"""Curriculum samplers for BasicSR training, and how they get into stock ``train.py``.
+"""TripleDCurriculumSampler: the two-stage, uncertainty-weighted curriculum (sampler maths
+and state only; docs/curriculum.md explains it).
 
-BasicSR has no sampler registry: ``basicsr/train.py``'s ``create_train_val_dataloader``
-always builds an ``EnlargedSampler``. ``tripled_basicsr.compat`` wraps that one function
-(in ``basicsr.train`` and in ``__main__`` when BasicSR's ``train.py`` runs as a script) so
-that it calls :func:`create_train_val_dataloader` here: the stock function runs unchanged,
-and only when ``datasets.train.sampler`` is set is the train loader rebuilt around the
-sampler named by ``sampler.type`` in :data:`SAMPLER_REGISTRY`. Without a ``sampler`` key the
-stock loader and ``EnlargedSampler`` are returned untouched.
+BasicSR glue (building it from ``datasets.train.sampler``, the train loader, the link to the
+model) is in ``train_loader.py``; models feed losses back through
+``tripled_basicsr.models.sampler_feedback.SamplerFeedbackMixin``.
 
-``TripleDCurriculumSampler`` (DESIGN.md 4.7), options under ``datasets.train.sampler``
+``TripleDCurriculumSampler``, options under ``datasets.train.sampler``
 (defaults in :data:`DEFAULTS`, explained in docs/curriculum.md)::
 
     stage2_start: 0.5         # stage-1 iterations: a float <= 1 is a fraction of train.total_iter,
@@ -17,7 +14,7 @@ stock loader and ``EnlargedSampler`` are returned untouched.
     complexity_weight: 0.5    # a in exp((a*c + b*u~) / tau)
     uncertainty_weight: 1.0   # b
     temperature: 1.0          # tau
-    online_uncertainty: true  # blend an EMA of per-sample training loss into u (needs TripleDModel)
+    online_uncertainty: true  # blend an EMA of per-sample training loss into u (needs a model that feeds losses back, e.g. TripleDModel)
     ema: 0.9                  # EMA decay of the per-sample loss
     online_mix: 0.5           # u~ = (1 - online_mix) * u_offline + online_mix * rank(EMA loss)
     floor: 0.05               # stage-2 probabilities are mixed with uniform: p >= floor / N
@@ -40,29 +37,15 @@ The saved state (seed, step, EMA, feedback not yet folded into it) therefore rep
 the same next indices as an uninterrupted run.
 """
 import hashlib
-import json
 import math
 import os
 
 import numpy as np
 import torch
-from basicsr.utils.registry import Registry
 from torch.utils.data.sampler import Sampler
 
-SAMPLER_REGISTRY = Registry('sampler')
-
-_ACTIVE = None
-
-
-def get_active_sampler():
-    """The curriculum sampler of the running training (None when the stock sampler is used)."""
-    return _ACTIVE
-
-
-def set_active_sampler(sampler):
-    global _ACTIVE
-    _ACTIVE = sampler
-
+from tripled_basicsr.data.sampler_registry import SAMPLER_REGISTRY
+from tripled_basicsr.data.sampler_utils import JsonlTrace, all_gather_cat
 
 def _logger():
     from basicsr.utils import get_root_logger
@@ -107,17 +90,6 @@ def _dense_rank01(x):
     return inv.astype(np.float64) / (len(u) - 1)
 
 
-def _dist_world():
-    import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        return dist, dist.get_world_size()
-    return None, 1
-
-
-def _dist_device(dist):
-    return torch.device('cuda', torch.cuda.current_device()) if dist.get_backend() == 'nccl' else torch.device('cpu')
-
-
 DEFAULTS = dict(stage2_start=0.5, ramp=0, complexity_weight=0.5, uncertainty_weight=1.0, temperature=1.0,
                 online_uncertainty=True, ema=0.9, online_mix=0.5, floor=0.05, feedback_delay='auto', seed=None,
                 trace_file=None)
@@ -125,7 +97,7 @@ DEFAULTS = dict(stage2_start=0.5, ramp=0, complexity_weight=0.5, uncertainty_wei
 
 @SAMPLER_REGISTRY.register()
 class TripleDCurriculumSampler(Sampler):
-    """Two-stage, uncertainty-weighted curriculum over a TripleDDataset (DESIGN.md 4.7).
+    """Two-stage, uncertainty-weighted curriculum over a TripleDDataset.
 
     Args:
         dataset: a dataset with per-sample arrays ``complexity``, ``uncertainty`` (float, NaN
@@ -224,7 +196,7 @@ class TripleDCurriculumSampler(Sampler):
         self._nan_warned = False
         self._late_warned = False
         self._cache = (None, None)
-        self._trace = None
+        self._trace = JsonlTrace(self.trace_file, self.rank)
 
     # ------------------------------------------------------------------ checks
     @staticmethod
@@ -354,15 +326,7 @@ class TripleDCurriculumSampler(Sampler):
         if idx.numel() != loss.numel():
             raise ValueError(f'update(): {idx.numel()} indices but {loss.numel()} losses.')
         step = self._consumed if step is None else int(step)
-        dist, world = _dist_world()
-        if dist is not None and world > 1:
-            dev = _dist_device(dist)
-            idx, loss = idx.to(dev), loss.to(dev)
-            gi = [torch.empty_like(idx) for _ in range(world)]
-            gl = [torch.empty_like(loss) for _ in range(world)]
-            dist.all_gather(gi, idx)
-            dist.all_gather(gl, loss)
-            idx, loss = torch.cat(gi), torch.cat(gl)
+        idx, loss = all_gather_cat(idx, loss)  # every rank folds in the whole global batch
         idx, loss = idx.cpu().numpy(), loss.cpu().numpy()
         bad = ~np.isfinite(loss)
         if bad.any():
@@ -445,92 +409,6 @@ class TripleDCurriculumSampler(Sampler):
 
     # ------------------------------------------------------------------ debugging
     def _write_trace(self, step, drawn, local):
-        if not self.trace_file:
-            return
-        if self._trace is None:
-            path = str(self.trace_file).format(rank=self.rank)
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-            self._trace = open(path, 'a', encoding='utf-8')
-        rec = {'pid': os.getpid(), 'rank': self.rank, 'step': int(step), 'stage_blend': self.stage_blend(step),
-               'global': [int(i) for i in drawn], 'local': [int(i) for i in local]}
-        self._trace.write(json.dumps(rec) + '\n')
-        self._trace.flush()
-
-
-# ---------------------------------------------------------------------- BasicSR glue
-def loader_prefetch_depth(dataset_opt, num_workers):
-    """Upper bound on how many steps ahead of training BasicSR's loader draws indices."""
-    depth = 2 * num_workers if num_workers > 0 else 0  # torch DataLoader: prefetch_factor 2 per worker
-    mode = dataset_opt.get('prefetch_mode')
-    if mode == 'cpu':
-        depth += int(dataset_opt.get('num_prefetch_queue', 1)) + 1  # PrefetchDataLoader thread queue
-    elif mode == 'cuda':
-        depth += 1  # CUDAPrefetcher preloads one batch
-    return depth
-
-
-def build_sampler(dataset, opt):
-    """Build ``opt['datasets']['train']['sampler']`` from :data:`SAMPLER_REGISTRY` for ``dataset``."""
-    ds_opt = opt['datasets']['train']
-    sampler_opt = dict(ds_opt['sampler'])
-    name = sampler_opt.pop('type', 'TripleDCurriculumSampler')
-    try:
-        cls = SAMPLER_REGISTRY.get(name)
-    except KeyError:
-        raise KeyError(f'datasets.train.sampler.type {name!r} is not registered; known: '
-                       f'{sorted(k for k, _ in SAMPLER_REGISTRY)}. Register yours with '
-                       f'@SAMPLER_REGISTRY.register() from tripled_basicsr.data.curriculum_sampler.') from None
-    dist = bool(opt.get('dist'))
-    num_gpu = opt.get('num_gpu', 0) or 0
-    mult = 1 if dist or num_gpu == 0 else num_gpu  # build_dataloader's non-dist DataParallel batch
-    batch_size = int(ds_opt['batch_size_per_gpu']) * mult
-    num_workers = int(ds_opt.get('num_worker_per_gpu', 0)) * mult
-    seed = opt.get('manual_seed') or 0
-    tdist, world = _dist_world()
-    if tdist is not None and world > 1:  # manual_seed: ~ gives every rank its own random seed
-        t = torch.tensor([int(seed)], dtype=torch.int64, device=_dist_device(tdist))
-        tdist.broadcast(t, src=0)
-        seed = int(t.item())
-    return cls(dataset, num_replicas=opt.get('world_size', 1), rank=opt.get('rank', 0), batch_size=batch_size,
-               total_iter=int(opt['train']['total_iter']), seed=seed,
-               enlarge_ratio=ds_opt.get('dataset_enlarge_ratio', 1),
-               prefetch_depth=loader_prefetch_depth(ds_opt, num_workers), **sampler_opt)
-
-
-def _iter_of_state_path(path):
-    try:
-        return int(float(os.path.basename(path).split('.state')[0]))
-    except ValueError:
-        return int(torch.load(path, map_location='cpu', weights_only=False)['iter'])
-
-
-def create_train_val_dataloader(stock, opt, logger):
-    """Stock ``create_train_val_dataloader``, then (only with ``datasets.train.sampler``) the
-    train loader rebuilt around a registered sampler. Called by compat's wrapper."""
-    result = stock(opt, logger)
-    set_active_sampler(None)
-    ds_opt = (opt.get('datasets') or {}).get('train') or {}
-    if not ds_opt.get('sampler'):
-        return result
-    train_loader, _, val_loaders, total_epochs, total_iters = result
-    from basicsr.data import build_dataloader
-    train_set = train_loader.dataset
-    sampler = build_sampler(train_set, opt)
-    resume = (opt.get('path') or {}).get('resume_state')
-    if resume:  # position the curriculum even for models that do not save its state (stock SRModel)
-        sampler.start_at(_iter_of_state_path(resume))
-    train_loader = build_dataloader(train_set, ds_opt, num_gpu=opt['num_gpu'], dist=opt['dist'], sampler=sampler,
-                                    seed=opt['manual_seed'])
-    set_active_sampler(sampler)
-    s = sampler
-    logger.info(f'Curriculum sampler {type(s).__name__}: {len(s.stage1_pool)} of {s.num_samples} samples in '
-                f'stage 1; stage 2 from iteration {s.stage2_start + 1} (ramp {s.ramp}); weights '
-                f'exp(({s.a} * complexity + {s.b} * uncertainty) / {s.temperature}), floor {s.floor}; online '
-                f'uncertainty {"on" if s.online else "off"} (ema {s.ema_decay}, mix {s.online_mix}, feedback '
-                f'delay {s.feedback_delay}); seed {s.seed}.' if isinstance(s, TripleDCurriculumSampler) else
-                f'Sampler {type(s).__name__} for datasets.train.')
-    model_type = opt.get('model_type', '')
-    if isinstance(s, TripleDCurriculumSampler) and s.online and 'TripleD' not in str(model_type):
-        logger.info(f'model_type {model_type} does not feed losses back: online uncertainty stays offline '
-                    f'(use model_type: TripleDModel).')
-    return train_loader, sampler, val_loaders, total_epochs, total_iters
+        self._trace.write({'pid': os.getpid(), 'rank': self.rank, 'step': int(step),
+                           'stage_blend': self.stage_blend(step), 'global': [int(i) for i in drawn],
+                           'local': [int(i) for i in local]})
