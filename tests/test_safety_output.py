@@ -342,3 +342,28 @@ def test_path_relation_resolves_home_and_links(tmp_path, monkeypatch):
     assert path_relation(str(tmp_path / 'd' / 'gt' / 'x'), str(tmp_path / 'data' / 'gt')) == 'lies inside'
     assert path_relation(str(tmp_path / 'data' / 'gt_packed'), str(tmp_path / 'data' / 'gt')) is None
     assert path_relation(str(tmp_path / 'data2'), str(tmp_path / 'data')) is None
+
+
+def test_ctrl_c_during_the_final_rename_still_gives_a_complete_output(tmp_path, src, monkeypatch):
+    gt, lq, root, fp = src
+    out = tmp_path / 'o'
+    pack(gt, lq, str(out), progress=False)
+    real = outio.os.rename
+
+    def rename_then_ctrl_c(a, b):
+        real(a, b)
+        if os.path.basename(b) == 'o':  # the new tree just went into place
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(outio.os, 'rename', rename_then_ctrl_c)
+    s = pack(gt, lq, str(out), tile_size=32, overwrite=True, progress=False)
+    monkeypatch.undo()
+    assert s['num_pairs'] == 3 and read_meta(str(out))['tile_size'] == 32
+    assert hidden(tmp_path) == [] and tree_fingerprint(root) == fp
+    # the same interrupt in a bare AtomicOutputDir is raised once the output is complete
+    monkeypatch.setattr(outio.os, 'rename', rename_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        with AtomicOutputDir(str(out), overwrite=True) as tmp:
+            open(os.path.join(tmp, 'x.txt'), 'w').close()
+    monkeypatch.undo()
+    assert sorted(os.listdir(out)) == [MARKER_FILE, 'x.txt'] and hidden(tmp_path) == []

@@ -50,16 +50,22 @@ def pack(gt, lq, out, scale=1, tile_size=0, filename_tmpl='{}', meta_info=None, 
     writer.provenance = {'source': src.describe()}
     hook = _signal_hook()
     nbytes = 0
-    with writer as w:
-        for i in tqdm(range(len(src)), desc='pack', unit='pair', disable=not progress):
-            if hook and i == hook[0]:
-                os.kill(os.getpid(), hook[1])
-            g, q = src.read_pair(i)
-            nbytes += g.nbytes + q.nbytes
-            w.add(src.keys[i], g, q, gt_path=src.source_path(i, 'gt'), lq_path=src.source_path(i, 'lq'))
-        summary = {'num_pairs': len(src), 'source_kind': src.kind, 'tile_size': int(tile_size), 'scale': int(scale),
-                   'seconds': round(time.time() - t0, 3), 'decoded_megabytes': round(nbytes / 2**20, 1)}
-        w.set_summary(summary)
+    try:
+        with writer as w:
+            for i in tqdm(range(len(src)), desc='pack', unit='pair', disable=not progress):
+                if hook and i == hook[0]:
+                    os.kill(os.getpid(), hook[1])
+                g, q = src.read_pair(i)
+                nbytes += g.nbytes + q.nbytes
+                w.add(src.keys[i], g, q, gt_path=src.source_path(i, 'gt'), lq_path=src.source_path(i, 'lq'))
+            summary = {'num_pairs': len(src), 'source_kind': src.kind, 'tile_size': int(tile_size),
+                       'scale': int(scale), 'seconds': round(time.time() - t0, 3),
+                       'decoded_megabytes': round(nbytes / 2**20, 1)}
+            w.set_summary(summary)
+    except KeyboardInterrupt:
+        if not writer.committed:
+            raise
+        # Ctrl-C during the final rename is held back until the output is complete: report it as done
     return summary
 
 

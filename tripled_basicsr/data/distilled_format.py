@@ -142,6 +142,11 @@ class DistilledWriter:
         self.summary = {}
         self._keys = set()
 
+    @property
+    def committed(self):
+        """True once the output is complete under its final name."""
+        return self._atomic.committed
+
     def __enter__(self):
         self.tmp = self._atomic.__enter__()
         self._gt = _LmdbOut(os.path.join(self.tmp, 'gt.lmdb'), self.compress_level)

@@ -269,6 +269,8 @@ class AtomicOutputDir:
         self.sources = _labelled(sources)
         self.tool = tool
         self.tmp = None
+        self.committed = False  # True once ``out`` holds the new tree (a Ctrl-C held back until then
+        #                         is raised after it: callers may then treat the output as complete)
         self.cleaned = []  # stale siblings removed by this instance (for callers/tests)
         self.check()
         self.clean_stale()
@@ -408,6 +410,7 @@ class AtomicOutputDir:
         _write_marker(self.tmp, self._marker(True))
         if state != 'replace':
             os.rename(self.tmp, self.out)  # POSIX rename replaces an empty directory atomically
+            self.committed = True
             return
         old = self._sibling('old')
         _IN_USE.add(old)
@@ -418,6 +421,7 @@ class AtomicOutputDir:
             os.rename(old, self.out)
             _IN_USE.discard(old)
             raise
+        self.committed = True
         err = remove_tree(old)
         _IN_USE.discard(old)
         if err is not None:
