@@ -367,3 +367,19 @@ def test_ctrl_c_during_the_final_rename_still_gives_a_complete_output(tmp_path, 
             open(os.path.join(tmp, 'x.txt'), 'w').close()
     monkeypatch.undo()
     assert sorted(os.listdir(out)) == [MARKER_FILE, 'x.txt'] and hidden(tmp_path) == []
+
+
+def test_defer_sigint_hands_the_interrupt_to_the_previous_handler():
+    seen = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(signum))
+    try:
+        with defer_sigint():
+            os.kill(os.getpid(), signal.SIGINT)
+            assert seen == []
+        assert seen == [signal.SIGINT]
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with defer_sigint():  # an ignored Ctrl-C stays ignored
+            os.kill(os.getpid(), signal.SIGINT)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -224,14 +224,25 @@ def remove_tree(path):
 
 @contextlib.contextmanager
 def defer_sigint():
-    """Hold back Ctrl-C during a short critical section (a commit or a cleanup); re-raise after."""
+    """Hold back Ctrl-C during a short critical section (a commit or a cleanup); deliver it after.
+
+    After the section the interrupt goes to the handler that was there before: Python's
+    default raises KeyboardInterrupt, a custom handler is called, an ignored SIGINT stays
+    ignored.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     got = []
     try:
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
+        previous = signal.getsignal(signal.SIGINT)
+        if previous == signal.SIG_IGN:
+            previous = None
+        else:
+            signal.signal(signal.SIGINT, lambda signum, frame: got.append(signum))
     except (ValueError, OSError):  # not installable here (embedded interpreter)
+        previous = None
+    if previous is None:
         yield
         return
     try:
@@ -239,7 +250,12 @@ def defer_sigint():
     finally:
         signal.signal(signal.SIGINT, previous)
         if got:
-            raise KeyboardInterrupt
+            if callable(previous) and previous is not signal.default_int_handler:
+                previous(signal.SIGINT, None)
+            elif previous == signal.SIG_DFL:
+                os.kill(os.getpid(), signal.SIGINT)
+            else:
+                raise KeyboardInterrupt
 
 
 # ----------------------------------------------------------------------------- the writer
