@@ -335,3 +335,18 @@ def test_yaml_with_python_object_tag_runs_nothing_writes_nothing(data, tmp_path,
     assert not marker.exists()
     assert not os.path.exists(out) and not os.path.exists(out + '.work')
     assert tree_fingerprint(os.path.dirname(gt)) == before
+
+
+@pytest.mark.slow  # a fresh interpreter importing torch: 2 s idle, 10-15 s on a loaded 2-core box
+def test_distill_imports_without_basicsr():
+    """Option checks, strategies and the pipeline module load without BasicSR's training
+    stack; only the calibration stage registers the calibrator with BasicSR."""
+    code = ('import sys; import tripled_basicsr.distill, tripled_basicsr.distill.pipeline, '
+            'tripled_basicsr.utils.distribution, tripled_basicsr.utils.lock, tripled_basicsr.utils.device; '
+            'from tripled_basicsr.distill.options import merge_options; '
+            'merge_options({"source": {"dataroot_gt": "g", "dataroot_lq": "l"}, "output": {"path": "o"}}); '
+            'print(sorted(m for m in sys.modules if m == "basicsr" or m.startswith("basicsr.")))')
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == '[]'
