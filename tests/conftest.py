@@ -8,9 +8,17 @@ import cv2
 import numpy as np
 import pytest
 
-import tripled_basicsr  # noqa: F401  (registers components with BasicSR)
+import tripled_basicsr
+from tripled_basicsr.data.paired_source import write_pair_folders
+
+tripled_basicsr.register()  # our components in BasicSR's registries (also without the autoload hook)
 
 BASICSR_DIR = os.path.dirname(__import__('basicsr').__file__)
+
+
+def pytest_configure(config):
+    # `pytest -m "not slow"` is the quick loop; `make test` (no -m) still runs everything
+    config.addinivalue_line('markers', 'slow: a test over ~10 s (deselect with -m "not slow")')
 
 
 def make_image(rng, h, w):
@@ -24,19 +32,14 @@ def make_image(rng, h, w):
 def write_pairs(root, n=4, size=(60, 80), scale=1, seed=0, lq_tmpl='{}', ext='.png'):
     """Write ``root/gt`` and ``root/lq`` image folders; returns (gt_dir, lq_dir, images)."""
     rng = np.random.default_rng(seed)
-    gt_dir, lq_dir = os.path.join(root, 'gt'), os.path.join(root, 'lq')
-    os.makedirs(gt_dir, exist_ok=True)
-    os.makedirs(lq_dir, exist_ok=True)
     images = {}
     for i in range(n):
         h, w = size
         gt = make_image(rng, h, w)
         lq = cv2.resize(gt, (w // scale, h // scale), interpolation=cv2.INTER_AREA) if scale > 1 else \
             np.clip(gt.astype(np.int16) + rng.integers(-10, 10, gt.shape), 0, 255).astype(np.uint8)
-        name = f'{i:04d}'
-        cv2.imwrite(os.path.join(gt_dir, name + ext), gt)
-        cv2.imwrite(os.path.join(lq_dir, lq_tmpl.format(name) + ext), lq)
-        images[name] = (gt, lq)
+        images[f'{i:04d}'] = (gt, lq)
+    gt_dir, lq_dir = write_pair_folders(root, ((k, g, q) for k, (g, q) in images.items()), ext=ext, lq_tmpl=lq_tmpl)
     return gt_dir, lq_dir, images
 
 
