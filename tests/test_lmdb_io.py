@@ -84,3 +84,14 @@ def test_a_replaced_lmdb_is_reopened_not_read_through_a_stale_map(tmp_path):
     assert not np.array_equal(first, second)
     close_lmdb(gt)
     assert os.path.realpath(gt) not in lmdb_io._ENVS
+
+
+def test_readers_and_the_demo_generator_import_without_torch_or_basicsr(tmp_path):
+    """Generating demo data and reading sources must not pull in the training stack."""
+    import subprocess
+    import sys
+    code = ('import sys, tripled_basicsr.demo_data, tripled_basicsr.data.paired_source, tripled_basicsr.utils.lmdb_io; '
+            'print(sorted(m for m in ("torch", "basicsr") if m in sys.modules))')
+    out = subprocess.run([sys.executable, '-c', code], cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == '[]'
