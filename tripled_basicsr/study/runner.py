@@ -85,6 +85,9 @@ def merge_options(user):
     for k in ('dataroot_gt', 'dataroot_lq'):
         if not src.get(k):
             raise StudyError(f'source.{k} is required (the paired training pool: a folder or a BasicSR .lmdb).')
+    for k in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):  # training runs in study_dir: no relative paths
+        if src.get(k):
+            src[k] = os.path.abspath(os.path.expanduser(src[k]))
     ratios = opt['ratios'] if isinstance(opt['ratios'], list) else [opt['ratios']]
     for r in ratios:
         if not isinstance(r, (int, float)) or not 0 < float(r) <= 1:
@@ -317,7 +320,7 @@ class Study:
         attempts.append({'start': time.time(), 'resume_iter': resume_iter})
         _write_json(os.path.join(rdir, 'attempts.json'), attempts)
         cmd = [self.python, '-m', 'tripled_basicsr.train', '-opt', yml, '--auto_resume']
-        self.log(f'  train: (cd {self.dir} && {" ".join(cmd[1:])})' + (f'  [resuming at {resume_iter}]'
+        self.log(f'  train: (cd {self.dir} && python {" ".join(cmd[1:])})' + (f'  [resuming at {resume_iter}]'
                                                                         if resume_iter else ''))
         env = dict(os.environ, TRIPLED_BASICSR_ROOT=self.dir)
         log = os.path.join(rdir, 'train.log')

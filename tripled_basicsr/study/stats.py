@@ -117,7 +117,7 @@ def time_to_quality(prep_s, arm_times, arm_values, full_times, full_values, star
     full_s = time_to_reach(full_times, full_values, target, start)
     return {'target': float(target), 'arm_s': float(arm_s), 'prep_s': float(prep_s),
             'full_s': full_s, 'full_total_s': float(full_times[-1]) if len(full_times) else None,
-            'speedup': (full_s / arm_s) if (full_s is not None and arm_s > 0) else None}
+            'speedup': (full_s / arm_s) if (full_s and arm_s > 0) else None}
 
 
 def crop_count(total_pixels, ratio, crop_size):
