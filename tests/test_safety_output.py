@@ -232,13 +232,18 @@ def test_sigkilled_pack_leftover_is_removed_by_the_next_run(tmp_path, src, caplo
     left = hidden(tmp_path)  # what a kill -9 leaves: the temp dir, with its marker naming the dead writer
     assert len(left) == 1 and left[0].startswith('.o.tmp-')
     marker = json.loads((tmp_path / left[0] / MARKER_FILE).read_text())
-    assert marker['complete'] is False and marker['temp'] == left[0] and not out.exists()
+    assert marker['complete'] is False and marker['temp'] == left[0] and 'pid_start' in marker and not out.exists()
     # bystanders the cleanup must not touch: not ours (no marker), a live writer's, another output's
     (tmp_path / '.o.tmp-1-0badc0de').mkdir()
     (tmp_path / '.o.tmp-1-0badc0de' / 'keep.txt').write_text('not ours')
     alive = tmp_path / f'.o.tmp-{os.getppid()}-aaaaaaaa'
     alive.mkdir()
     (alive / MARKER_FILE).write_text(json.dumps({'format': 'tripled-output', 'host': outio.socket.gethostname()}))
+    # a pid now used by another process than the one that wrote the temp dir (pid reuse): the writer is gone
+    reused = tmp_path / f'.o.tmp-{os.getppid()}-cccccccc'
+    reused.mkdir()
+    (reused / MARKER_FILE).write_text(json.dumps({'format': 'tripled-output', 'host': outio.socket.gethostname(),
+                                                  'pid_start': outio._proc_start(os.getppid()) + 1}))
     (tmp_path / '.other.tmp-1-bbbbbbbb').mkdir()
     (tmp_path / 'o_notes.txt').write_text('x')
     keep = {p: tree_fingerprint(str(tmp_path / p)) for p in ('.o.tmp-1-0badc0de', alive.name, '.other.tmp-1-bbbbbbbb')}
@@ -247,6 +252,7 @@ def test_sigkilled_pack_leftover_is_removed_by_the_next_run(tmp_path, src, caplo
     assert f'removed {tmp_path / left[0]}, left behind by an interrupted run (pid {marker["pid"]})' in caplog.text
     assert f'{tmp_path / ".o.tmp-1-0badc0de"} looks like a leftover' in caplog.text and 'left alone' in caplog.text
     assert f'{alive} belongs to a run (pid {os.getppid()})' in caplog.text
+    assert f'removed {reused}' in caplog.text
     assert hidden(tmp_path) == sorted(keep)
     assert all(tree_fingerprint(str(tmp_path / p)) == h for p, h in keep.items())
     assert read_meta(str(out))['num_samples'] == 3 and tree_fingerprint(root) == fp

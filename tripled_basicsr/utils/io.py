@@ -182,6 +182,15 @@ def check_disjoint(out, sources, what='Output', option='the output path', suffix
 
 
 # ----------------------------------------------------------------------------- removal
+def _proc_start(pid):
+    """Start time of process ``pid`` in clock ticks since boot (Linux), or None when unknown."""
+    try:
+        with open(f'/proc/{int(pid)}/stat', encoding='ascii', errors='replace') as f:
+            return int(f.read().rsplit(')', 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _pid_alive(pid, path=None):
     if pid == os.getpid():
         return path in _IN_USE
@@ -354,7 +363,12 @@ class AtomicOutputDir:
                 continue
             # a temp dir records its writer; an aside (old) dir is named after the run replacing it
             owner_host = marker.get('host', host) if (marker and kind == 'tmp') else host
-            if owner_host != host or _pid_alive(pid, path):
+            alive = _pid_alive(pid, path)
+            if alive and marker and kind == 'tmp' and marker.get('pid_start') is not None and pid != os.getpid():
+                # the pid is in use, but by a process started at another time: the writer is gone
+                start = _proc_start(pid)
+                alive = start is None or start == marker['pid_start']
+            if owner_host != host or alive:
                 where = f' on {owner_host}' if owner_host != host else ''
                 logger.warning('%s: %s belongs to a run (pid %d%s) that may still be writing %s; left alone. Remove '
                                'it yourself once that run has ended.', self.tool, path, pid, where, self.out)
@@ -381,7 +395,8 @@ class AtomicOutputDir:
             # who is writing: lets a later run prove a leftover temp dir is ours and its writer is gone.
             # The finished marker leaves these (and the time) out, so equal runs give byte-identical outputs.
             info.update(created=datetime.datetime.now().isoformat(timespec='seconds'), pid=os.getpid(),
-                        host=socket.gethostname(), temp=os.path.basename(self.tmp))
+                        pid_start=_proc_start(os.getpid()), host=socket.gethostname(),
+                        temp=os.path.basename(self.tmp))
         return info
 
     def __enter__(self):
