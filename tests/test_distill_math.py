@@ -38,8 +38,8 @@ def test_knn_chunked_equals_bruteforce(n, k, qc, dc):
 
 def test_scores_in_unit_range():
     x, truth = clustered()
-    stats = {'entropy': np.random.default_rng(1).uniform(2, 7, len(x)), 'gradient': np.random.default_rng(2).random(len(x)),
-             'token_var': np.random.default_rng(3).random(len(x))}
+    stats = {'entropy': np.random.default_rng(1).uniform(2, 7, len(x)),
+             'gradient': np.random.default_rng(2).random(len(x)), 'token_var': np.random.default_rng(3).random(len(x))}
     ctx = {'labels': truth, 'seed': 0}
     for name in COMPLEXITY.names():
         c = COMPLEXITY.get(name)(x, stats, ctx)

@@ -116,12 +116,16 @@ def test_ratio_too_small(data, tmp_path):
     gt, lq = data
     with pytest.raises(ValueError, match='< 1 pair'):
         run_distill(tiny_options(gt, lq, str(tmp_path / 'o'), selection={'ratio': 0.01}), progress=False)
+    assert not os.path.exists(tmp_path / 'o.work') and not os.path.exists(tmp_path / 'o')
 
 
-def test_clusters_larger_than_subset(data, tmp_path):
+def test_clusters_larger_than_subset(data, tmp_path, monkeypatch):
+    import tripled_basicsr.distill.backbone as bb
+    monkeypatch.setattr(bb, 'build_backbone', lambda *a, **k: pytest.fail('checked after the backbone'))
     gt, lq = data
     with pytest.raises(ValueError, match='larger than the subset size n = 12'):
         run_distill(tiny_options(gt, lq, str(tmp_path / 'o'), selection={'clusters': 13}), progress=False)
+    assert not os.path.exists(tmp_path / 'o.work')
 
 
 def test_unknown_backbone_lists_close_matches(data, tmp_path):

@@ -245,10 +245,12 @@ def setup_features(st):
     """Source listing, budget check, backbone, feature store (created or checked for resume)."""
     from tripled_basicsr.distill.backbone import build_backbone, embed, normalization
     from tripled_basicsr.distill.features import KINDS, FeatureStore, stale_rows
+    from tripled_basicsr.distill.selection import resolve_clusters
     opt, fopt = st.opt, st.opt['features']
     st.source, st.skipped = open_source(opt)
     n_total = len(st.source)
     st.n_budget = resolve_budget(opt['selection'], n_total)  # fail fast; re-checked after skipping
+    resolve_clusters(opt['selection']['clusters'], st.n_budget)  # strata vs budget, before the backbone
     keys_hash = hashlib.sha256('\n'.join(st.source.keys).encode()).hexdigest()
     st.model = build_backbone(fopt['backbone'], fopt['pretrained'], fopt['checkpoint'], fopt['input_size'],
                               fopt['model_kwargs'], fopt['hub_timeout'], fopt['seed'])

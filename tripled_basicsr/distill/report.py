@@ -17,11 +17,14 @@ def text_summary(s, out_path):
         f'  curriculum  : stage 1 (easy) {s["stage1"]}, stage 2 only {s["stage2"]}',
         f'  features    : {s["features"]["backbone"]} ({s["features"]["weights"]}), dim {s["features"]["dim"]}, '
         f'{s["features"]["views_per_pair"]} view(s)/pair, world size {s["features"]["world_size"]}'
-        + (f', resumed at {s["features"]["resumed_from"]}' if s['features']['resumed_from'] else ''),
+        + (f', resumed at {s["features"]["resumed_from"]}' if s['features']['resumed_from'] else '')
+        + (f', {s["features"]["changed_since_last_run"]} changed pair(s) re-embedded'
+           if s['features'].get('changed_since_last_run') else ''),
         f'  complexity  : {s["complexity"]["type"]}, mean source {s["complexity"]["source_mean"]:.3f} / subset '
         f'{s["complexity"]["subset_mean"]:.3f}',
         f'  MMD to source (lower is better): subset {_f(mmd["subset"])} | random {_f(mmd["random_mean"])} '
-        f'+- {_f(mmd["random_std"], ".2g")} ({mmd["random_repeats"]} draws) | top-complexity {_f(mmd["top_complexity"])}',
+        f'+- {_f(mmd["random_std"], ".2g")} ({mmd["random_repeats"]} draws) | top-complexity '
+        f'{_f(mmd["top_complexity"])}',
     ]
     if cal.get('enabled'):
         lines.append(f'  calibration : MMD {_f(cal.get("mmd_before"))} -> {_f(cal.get("mmd_after"))} '
