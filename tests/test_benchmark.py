@@ -85,6 +85,7 @@ def test_denoise_protocol_fixed_noise_and_grey(fake):
         for (_, gt, a), (_, _, b) in zip(g1[label], g2[label]):
             np.testing.assert_array_equal(a, b)  # same noise for every model and run
     _, gt, lq = g1['BSD68 sigma=50'][0]
+    assert np.array_equal(lq[:, :, 0], lq[:, :, 2])  # grey set: grey noise (what grey models train on)
     std = float(np.std(lq.astype(np.float64) - gt / 255.0)) * 255
     assert 40 < std < 60 and lq.min() < 0  # float, not clipped
 

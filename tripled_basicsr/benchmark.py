@@ -70,6 +70,7 @@ _TOKENS = re.compile(r'^(norain|rainy|rain|low|normal|high|hazy|clear|blur|sharp
                      r'(_srf_\d+)?[-_]?(hr|lr|gt|lq)$|[-_]?x\d$')
 
 TASKS = ('sr', 'denoise', 'paired')
+PROTOCOL_VERSION = 2  # bump when loading or scoring changes, so cached study scores are recomputed
 
 
 class BenchmarkError(ValueError):
@@ -259,7 +260,12 @@ def load_pairs(spec):
     s = int(spec['scale'])
     if spec['task'] == 'denoise':
         gts = [(k, _read(g)) for k, g, _ in files]
-        return {f'{spec["name"]} sigma={sig:g}': [(k, gt, add_noise(gt, sig, int(spec['noise_seed']) + i))
+
+        def noisy(gt, sig, seed):  # a grey set gets grey noise (one channel, replicated), as its models train on
+            if spec['grey']:
+                return np.repeat(add_noise(gt[:, :, :1], sig, seed), 3, axis=2)
+            return add_noise(gt, sig, seed)
+        return {f'{spec["name"]} sigma={sig:g}': [(k, gt, noisy(gt, sig, int(spec['noise_seed']) + i))
                                                   for i, (k, gt) in enumerate(gts)] for sig in spec['sigmas']}
     out = []
     for k, g, q in files:
@@ -361,6 +367,12 @@ def evaluate(run, pairs, spec, no_reference=()):
         per.append({'key': key, **score(out, gt, spec, no_reference)})
     mean = {m: float(np.mean([p[m] for p in per])) for m in per[0] if m != 'key'}
     return mean, per
+
+
+def protocol_fingerprint(spec):
+    """Changes whenever the images or numbers of a set would change (cached scores are then dropped)."""
+    import hashlib
+    return hashlib.sha256(json.dumps([PROTOCOL_VERSION, spec], sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def protocol_line(spec):

@@ -30,21 +30,40 @@ class Evaluator:
             raise StudyError(f'curve_sets {want!r} names none of the test sets {list(self.sets)}.')
         self.device = bm._device(opt.get('device', 'auto'))
 
+    def fingerprints(self):
+        return {lb: bm.protocol_fingerprint(spec) for lb, (spec, _) in self.sets.items()}
+
+    def _cached(self, path):
+        """Cached scores, without those of sets whose protocol or files changed since."""
+        data = _load(path) or {}
+        old, new = data.pop('_sets', {}), self.fingerprints()
+        stale = {lb for lb in set(old) | set(new) if old.get(lb) != new.get(lb)}
+        for v in data.values():
+            if isinstance(v, dict):
+                for lb in stale:
+                    v.pop(lb, None)
+        for lb in stale:
+            data.pop(lb, None)
+        return data
+
+    def _store(self, path, data):
+        _save(path, {'_sets': self.fingerprints(), **data})
+
     def input_scores(self, study):
         path = study.path('input_psnr.json')
-        data = _load(path) or {}
+        data = self._cached(path)
         for label, (spec, pairs) in self.sets.items():
             if label not in data:
                 s = int(spec['scale'])
                 data[label] = bm.evaluate(lambda lq: bm.input_baseline(lq, s), pairs, spec)[0]
-        _save(path, data)
+        self._store(path, data)
         return data
 
     def evaluate_run(self, study, run):
         import yaml
         rdir = study.path('runs', run.id)
         path = os.path.join(rdir, 'eval.json')
-        data = _load(path) or {}
+        data = self._cached(path)
         with open(os.path.join(rdir, 'train.yml'), encoding='utf-8') as f:
             net_opt = yaml.safe_load(f)['network_g']
         final = study.opt['training']['iters']
@@ -60,7 +79,7 @@ class Evaluator:
                 mean, _ = bm.evaluate(lambda lq: bm.restore(net, lq, self.opt.get('tile'), in_ch, self.device), pairs,
                                       spec)
                 data.setdefault(str(it), {})[lb] = mean
-            _save(path, data)
+            self._store(path, data)
         final_scores = data.get(str(final), {})
         self.log('  ' + '  '.join(f'{lb}: {v["psnr"]:.2f} dB' for lb, v in final_scores.items()))
         return data
@@ -90,6 +109,7 @@ def collect(study):
             _load(os.path.join(rdir, 'prep.json'))
         if not done or not ev or str(final) not in ev:
             continue
+        ev.pop('_sets', None)
         times = {int(k): v for k, v in (done.get('times') or {}).items()}
         curve = {}
         for it in sorted(int(k) for k in ev):
