@@ -173,6 +173,28 @@ def test_work_dir_inside_a_source_is_refused(data, tmp_path, no_backbone):
     assert tree_fingerprint(os.path.dirname(gt)) == before
 
 
+def test_unknown_calibrator_type(data, tmp_path, no_backbone):
+    gt, lq = data
+    out = str(tmp_path / 'o')
+    opt = tiny_options(gt, lq, out, calibration={'enabled': True, 'network': {'type': 'TripleDCalibrater'}})
+    with pytest.raises(OptionError, match=r"calibration\.network\.type 'TripleDCalibrater' is not a registered"):
+        run_distill(opt, progress=False)
+    _nothing_written(tmp_path, out)
+
+
+def test_work_dir_of_an_older_version_is_refused_and_kept(data, tmp_path):
+    gt, lq = data
+    out, work = str(tmp_path / 'o'), str(tmp_path / 'w')
+    os.makedirs(work)
+    with open(os.path.join(work, 'state.json'), 'w') as f:
+        json.dump({'state_version': 1, 'num_pairs': 24}, f)
+    with pytest.raises(RuntimeError, match=r'written by another version of the distiller.*delete it'):
+        run_distill(tiny_options(gt, lq, out, work_dir=work), progress=False)
+    assert sorted(os.listdir(work)) == ['.lock', 'state.json'] and not os.path.exists(out)  # nothing removed
+    with open(os.path.join(work, 'state.json')) as f:
+        assert json.load(f) == {'state_version': 1, 'num_pairs': 24}
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine without a GPU')
 def test_cuda_device_without_gpu(data, tmp_path, no_backbone):
     gt, lq = data
