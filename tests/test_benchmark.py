@@ -148,3 +148,15 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert bm.main(['-opt', str(p)]) == 2
     assert 'model m: weights is required' in capsys.readouterr().err
     assert not os.path.exists(tmp_path / 'results')
+
+
+def test_models_from_training_yaml_and_piqe_on_paired_sets(fake, tmp_path):
+    import yaml
+    net_opt, _ = _save_srvgg(str(tmp_path / 'n1.pth'), 1)
+    (tmp_path / 'train.yml').write_text(yaml.safe_dump({'network_g': net_opt}))
+    opt = {'datasets_root': fake, 'device': 'cpu', 'sets': ['LOL', 'UHD-LL'], 'no_reference': ['piqe'],
+           'tile': {'size': 8, 'overlap': 4},
+           'models': [{'name': 'm', 'opt': str(tmp_path / 'train.yml'), 'weights': str(tmp_path / 'n1.pth')}]}
+    rows, skipped, _ = bm.run_benchmark(opt, log=lambda *a: None)
+    assert [r['set'] for r in rows] == ['LOL', 'UHD-LL'] and not skipped
+    assert all(0 <= r['piqe'] <= 100 and 'RGB' in r['protocol'] for r in rows)

@@ -253,3 +253,28 @@ def test_study_dir_policy(tmp_path):
     assert tree_fingerprint(str(tmp_path / 'pool')) == before
     d = open_study_dir(merge_options(_opt(tmp_path)))
     assert open_study_dir(merge_options(_opt(tmp_path))) == d  # reopened for resume
+
+
+def test_distill_and_train_options_are_fair(tmp_path):
+    from tripled_basicsr.study.runner import Study
+    opt = merge_options(_opt(tmp_path, arms=['full', 'random', 'tripled', 'no_calibration'],
+                             distill={'features': {'pretrained': False}},
+                             training={'iters': 10, 'batch_size': 4, 'gt_size': 16, 'basicsr': {'network_g': NET}}))
+    study = Study(opt, log=lambda *a: None)
+    runs = {r.id: r for r in study.runs}
+    a = study.distill_options(runs['tripled_25pct_s1'], '/x/a')
+    b = study.distill_options(runs['no_calibration_25pct_s1'], '/x/b')
+    assert a['selection']['ratio'] == 0.25 and a['selection']['seed'] == 1 and a['features']['pretrained'] is False
+    assert a['work_dir'] == b['work_dir']  # one feature pass for every distill arm
+    assert b['calibration'] == {'enabled': False} and 'calibration' not in a
+    t_full = study.train_options(runs['full_s1'], {'units': 12, 'root': None})
+    t_trip = study.train_options(runs['tripled_25pct_s1'], {'units': 3, 'root': '/x/a'})
+    t_rand = study.train_options(runs['random_25pct_s1'], {'units': 3, 'root': '/x/r'})
+    for t in (t_full, t_trip, t_rand):
+        ds = t['datasets']['train']
+        assert t['train']['total_iter'] == 10 and t['manual_seed'] == 1 and t['network_g'] == NET
+        assert ds['batch_size_per_gpu'] == 4 and ds['gt_size'] == 16 and 'val' not in t
+    assert t_full['datasets']['train']['type'] == 'PairedImageDataset' and t_full['model_type'] == 'SRModel'
+    assert t_trip['model_type'] == 'TripleDModel' and t_trip['datasets']['train']['sampler']['type'] == \
+        'TripleDCurriculumSampler'
+    assert 'sampler' not in t_rand['datasets']['train']
