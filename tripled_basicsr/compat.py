@@ -80,10 +80,16 @@ def _state_candidates(state_dir):
 
 
 def _network_files(opt, resume_iter):
-    """The ``net_*_{iter}.pth`` files ``check_resume`` will point the networks at."""
+    """The ``net_*_{iter}.pth`` files ``check_resume`` will point the networks at.
+
+    Only networks the model saves count (``network_g`` always): frozen networks such as SLKD's
+    teachers never get a file in the models folder and are reloaded by their model."""
     ignore = opt['path'].get('ignore_resume_networks') or []
-    return [os.path.join(opt['path']['models'], f'net_{k[len("network_"):]}_{resume_iter}.pth')
-            for k in opt if k.startswith('network_') and k not in ignore]
+    models = opt['path']['models']
+    saved = {f.rsplit('_', 1)[0] for f in os.listdir(models) if f.endswith('.pth')} if os.path.isdir(models) else set()
+    return [os.path.join(models, f'net_{k[len("network_"):]}_{resume_iter}.pth')
+            for k in opt if k.startswith('network_') and k not in ignore
+            and (k == 'network_g' or f'net_{k[len("network_"):]}' in saved)]
 
 
 def _unreadable_network(paths):
