@@ -77,23 +77,12 @@ def write_demo_dataset(out,
             json.dump(meta, f, indent=1, sort_keys=True)
             f.write('\n')
     n_photo = sum(1 for k in kinds.values() if k.startswith('photo:'))
-    return {
-        'out': atomic.out,
-        'gt': osp.join(atomic.out, 'gt.lmdb' if lmdb else 'gt'),
-        'lq': osp.join(atomic.out, 'lq.lmdb' if lmdb else 'lq'),
-        'task': meta['task'],
-        'num': req.num,
-        'gt_size': (w, h),
-        'lq_size': (w // scale, h // scale),
-        'scale': scale,
-        'seed': req.seed,
-        'source': source,
-        'format': meta['format'],
-        'num_photo': n_photo,
-        'num_procedural': req.num - n_photo,
-        'params': dict(req.params),
-        'seconds': time.time() - t0,
-    }
+    summary = {k: meta[k] for k in ('task', 'num', 'scale', 'seed', 'source', 'format')}
+    summary.update(out=atomic.out, gt=osp.join(atomic.out, 'gt.lmdb' if lmdb else 'gt'),
+                   lq=osp.join(atomic.out, 'lq.lmdb' if lmdb else 'lq'), gt_size=(w, h),
+                   lq_size=(w // scale, h // scale), num_photo=n_photo, num_procedural=req.num - n_photo,
+                   params=dict(req.params), seconds=time.time() - t0)
+    return summary
 
 
 def _recording(pairs, kinds):

@@ -24,6 +24,19 @@ def _cubic(x):
     return ((1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1) + (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2)))
 
 
+def _kernel_placement(out_length, scale, antialiasing):
+    """MATLAB's kernel and where it sits: ``(kernel, left, dist)``; output ``i`` reads the
+    (1-based, unmirrored) inputs ``left[i] + k`` with weight ``kernel(dist[i, k])``, k < P."""
+    if scale < 1 and antialiasing:  # downscaling: the kernel widened by 1/scale
+        kernel, kernel_width = (lambda t: scale * _cubic(scale * t)), 4.0 / scale
+    else:
+        kernel, kernel_width = _cubic, 4.0
+    u = np.arange(1, out_length + 1, dtype=np.float64) / scale + 0.5 * (1 - 1 / scale)
+    left = np.floor(u - kernel_width / 2)
+    p = int(math.ceil(kernel_width)) + 2
+    return kernel, left, u[:, None] - (left[:, None] + np.arange(p)[None, :])
+
+
 @lru_cache(maxsize=64)
 def contributions(in_length, out_length, scale, antialiasing=True):
     """MATLAB imresize's ``contributions``: (weights, indices), both (out_length, P), float64 / int64.
@@ -31,18 +44,9 @@ def contributions(in_length, out_length, scale, antialiasing=True):
     ``indices`` are 0-based and already mirrored into [0, in_length) (MATLAB's
     ``aux = [1:in, in:-1:1]`` modular mirroring).
     """
-    kernel_width = 4.0
-    if scale < 1 and antialiasing:
-        kernel = lambda t: scale * _cubic(scale * t)  # noqa: E731
-        kernel_width = kernel_width / scale
-    else:
-        kernel = _cubic
-    x = np.arange(1, out_length + 1, dtype=np.float64)
-    u = x / scale + 0.5 * (1 - 1 / scale)
-    left = np.floor(u - kernel_width / 2)
-    p = int(math.ceil(kernel_width)) + 2
-    indices = left[:, None] + np.arange(p)[None, :]
-    weights = kernel(u[:, None] - indices)
+    kernel, left, dist = _kernel_placement(out_length, scale, antialiasing)
+    indices = left[:, None] + np.arange(dist.shape[1])[None, :]
+    weights = kernel(dist)
     weights = weights / weights.sum(1, keepdims=True)
     aux = np.concatenate([np.arange(1, in_length + 1), np.arange(in_length, 0, -1)])
     indices = aux[np.mod(indices.astype(np.int64) - 1, len(aux))] - 1
@@ -64,13 +68,7 @@ def resize_matrix(in_length, out_length, scale, antialiasing=True):
 def _regular_plan(in_length, out_length, scale, antialiasing):
     """(taps, first, step) when every output uses the same weights on input indices
     first + step * i + k (before mirroring) - true for scale 0.5 - else None."""
-    kernel_width = 4.0 / scale if (scale < 1 and antialiasing) else 4.0
-    kernel = (lambda t: scale * _cubic(scale * t)) if (scale < 1 and antialiasing) else _cubic  # noqa: E731
-    x = np.arange(1, out_length + 1, dtype=np.float64)
-    u = x / scale + 0.5 * (1 - 1 / scale)
-    left = np.floor(u - kernel_width / 2)
-    p = int(math.ceil(kernel_width)) + 2
-    dist = u[:, None] - (left[:, None] + np.arange(p)[None, :])
+    kernel, left, dist = _kernel_placement(out_length, scale, antialiasing)
     step = np.diff(left)
     if out_length < 2 or not np.all(step == step[0]) or step[0] != round(step[0]):
         return None
