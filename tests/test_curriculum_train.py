@@ -1,12 +1,8 @@
 """Curriculum training through stock BasicSR ``basicsr/train.py`` (script form) on CPU:
 TripleDDataset + TripleDCurriculumSampler + TripleDModel, and the CPU recipes."""
-import glob
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import cv2
 import numpy as np
@@ -128,33 +124,40 @@ def test_online_uncertainty_moves_stage2_weights_to_high_loss(uninterrupted):
     assert gain[hard].mean() > 1.1 * gain[easy].mean()
 
 
+# Runs stock basicsr/train.py (script form) and SIGKILLs the process from inside while it
+# writes ``16.state``: a crash during a checkpoint save, at a defined point (no polling).
+KILL_DURING_SAVE = """
+import os, runpy, signal, sys
+import torch
+_save = torch.save
+def save(obj, f, *args, **kwargs):
+    if '16.state' in str(getattr(f, 'name', f)):
+        f.write(b'PK partial'); f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _save(obj, f, *args, **kwargs)
+torch.save = save
+sys.argv = ['basicsr/train.py', '-opt', sys.argv[1]]
+runpy.run_path('basicsr/train.py', run_name='__main__')
+"""
+
+
 def test_auto_resume_continues_same_curriculum(uninterrupted):
     work, trace_a, _ = uninterrupted
     trace_b = str(work / 'trace_b.jsonl')
     yml = dump(work / 'b.yml', uhd_opt('cur_b', trace_b))
-    env = dict(os.environ, **ENV)
-    env.pop('TRIPLED_BASICSR_ROOT', None)
-    # a run killed after its first checkpoint (8.state), mid-way through stage 1
-    proc = subprocess.Popen([sys.executable, 'basicsr/train.py', '-opt', yml], cwd=str(work), env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # killed while saving its second checkpoint (16.state): 8.state (mid-way through stage 1) is the last good one
+    r = run_py(['-c', KILL_DURING_SAVE, yml], cwd=work, env=ENV)
+    assert r.returncode == -signal.SIGKILL, r.stdout[-3000:]
     states = work / 'experiments/cur_b/training_states'
-    deadline = time.time() + 300
-    try:
-        while time.time() < deadline and proc.poll() is None:
-            if os.path.exists(trace_b) and max(read_trace(trace_b), default=-1) >= 9:
-                break  # iteration 10 is being loaded: 8.state has been written
-            time.sleep(0.02)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-    done = sorted(int(os.path.basename(p).split('.')[0]) for p in glob.glob(str(states / '*.state')))
-    assert done and done[-1] < 24, done
-    k = done[-1]
+    names = sorted(os.listdir(states))
+    assert len(names) == 2 and names[0].startswith('.16.state.tmp-ckpt-') and names[1] == '8.state', names
+    k = 8
     trace_c = str(work / 'trace_c.jsonl')
     dump(work / 'b.yml', uhd_opt('cur_b', trace_c))
     r = run_py(['basicsr/train.py', '-opt', yml, '--auto_resume'], cwd=work, env=ENV)
     assert r.returncode == 0, r.stdout[-4000:]
     assert f'Curriculum sampler resumed at step {k}' in r.stdout
+    assert 'removing' in r.stdout and '.16.state.tmp-ckpt-' in r.stdout  # the killed save's temp file
     a, c = read_trace(trace_a), read_trace(trace_c)
     assert min(c) == k and max(c) == 24
     for step in range(k, 24):  # same next indices as the uninterrupted run, into stage 2

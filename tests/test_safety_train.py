@@ -77,6 +77,22 @@ def test_safe_option_loader_accepts_basicsr_tags_and_refuses_python(tmp_path):
     assert not marker.exists()
 
 
+def test_basicsr_parse_options_is_safe_with_the_plugin(tmp_path, monkeypatch):
+    """Stock parse_options (what basicsr/train.py and test.py call) reads options safely once
+    the plugin is registered."""
+    import sys
+
+    from basicsr.utils.options import parse_options
+
+    from tripled_basicsr.safe_yaml import UnsafeYamlError
+    marker = tmp_path / 'PWNED'
+    yml = dump(tmp_path / 'evil.yml', {'name': 'x'}, extra='evil: ' + EVIL.format(marker=marker) + '\n')
+    monkeypatch.setattr(sys, 'argv', ['train.py', '-opt', yml])
+    with pytest.raises(UnsafeYamlError, match=r'evil\.yml, line 2'):
+        parse_options(str(tmp_path), is_train=True)
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize('entry', [['-m', 'tripled_basicsr.train'], ['-m', 'tripled_basicsr.test'],
                                    pytest.param(['-m', 'basicsr.train'], marks=pytest.mark.slow)])
 def test_python_tag_in_options_is_refused(tmp_path, four_pairs, entry):
