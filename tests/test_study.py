@@ -278,3 +278,22 @@ def test_distill_and_train_options_are_fair(tmp_path):
     assert t_trip['model_type'] == 'TripleDModel' and t_trip['datasets']['train']['sampler']['type'] == \
         'TripleDCurriculumSampler'
     assert 'sampler' not in t_rand['datasets']['train']
+
+
+def test_refuses_a_run_whose_trainer_is_still_alive(tmp_path):
+    import subprocess
+    import sys
+    from tripled_basicsr.study.runner import Study
+    study = Study(merge_options(_opt(tmp_path)), log=lambda *a: None)
+    run = study.runs[0]
+    rdir = tmp_path / 'study' / 'runs' / run.id
+    rdir.mkdir(parents=True)
+    fake = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)', 'tripled_basicsr.train'])
+    try:
+        (rdir / 'attempts.json').write_text(json.dumps([{'start': 0, 'resume_iter': 0, 'pid': fake.pid}]))
+        with pytest.raises(StudyError, match=f'still being trained by process {fake.pid}'):
+            study.train(run, {'units': 12, 'root': None})
+    finally:
+        fake.kill()
+        fake.wait()
+    assert not (tmp_path / 'study' / 'experiments').exists()

@@ -163,6 +163,20 @@ def _write_json(path, data):
     os.replace(tmp, path)
 
 
+def _alive(pid):
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, ValueError):
+        return False
+    try:  # a reused pid belongs to another program
+        with open(f'/proc/{int(pid)}/cmdline', 'rb') as f:
+            return b'tripled_basicsr.train' in f.read()
+    except OSError:
+        return True
+
+
 def _hash(obj):
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -317,15 +331,25 @@ class Study:
         states = glob.glob(os.path.join(self.exp_dir(run), 'training_states', '*.state'))
         resume_iter = max((int(float(os.path.basename(s)[:-6])) for s in states), default=0)
         attempts = _json(os.path.join(rdir, 'attempts.json'), [])
-        attempts.append({'start': time.time(), 'resume_iter': resume_iter})
-        _write_json(os.path.join(rdir, 'attempts.json'), attempts)
+        if attempts and _alive(attempts[-1].get('pid')):
+            raise StudyError(f'run {run.id} is still being trained by process {attempts[-1]["pid"]} (an earlier '
+                             f'study command that was stopped without its trainer?). Wait for it to end or stop it, '
+                             f'then run the study again.')
         cmd = [self.python, '-m', 'tripled_basicsr.train', '-opt', yml, '--auto_resume']
         self.log(f'  train: (cd {self.dir} && python {" ".join(cmd[1:])})' + (f'  [resuming at {resume_iter}]'
                                                                         if resume_iter else ''))
         env = dict(os.environ, TRIPLED_BASICSR_ROOT=self.dir)
         log = os.path.join(rdir, 'train.log')
         with open(log, 'a', encoding='utf-8') as f:
-            rc = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=self.dir, env=env)
+            proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=self.dir, env=env)
+            attempts.append({'start': time.time(), 'resume_iter': resume_iter, 'pid': proc.pid})
+            _write_json(os.path.join(rdir, 'attempts.json'), attempts)
+            try:
+                rc = proc.wait()
+            except BaseException:  # Ctrl-C / kill of the study: do not leave the trainer running alone
+                proc.terminate()
+                proc.wait()
+                raise
         if rc != 0 or not os.path.isfile(os.path.join(self.exp_dir(run), 'models', 'net_g_latest.pth')):
             raise StudyError(f'run {run.id}: training failed (exit {rc}); see {log}. Re-run the study to resume.')
         _write_json(os.path.join(rdir, 'done.json'), {'hash': self.run_hash(run), 'finished': time.time(),
@@ -367,6 +391,7 @@ class Study:
     def run_all(self, evaluator):
         total = len(self.runs)
         t0 = time.time()
+        worked = 0  # runs trained by this command (the ETA uses their mean duration)
         for k, run in enumerate(self.runs, 1):
             rdir = self.path('runs', run.id)
             os.makedirs(rdir, exist_ok=True)
@@ -379,9 +404,14 @@ class Study:
             _write_json(os.path.join(rdir, 'run.json'), {'id': run.id, 'arm': run.arm_name, 'definition': run.arm,
                                                          'ratio': run.ratio, 'seed': run.seed, 'hash': h})
             elapsed = time.time() - t0
+            eta = ''
+            if worked:
+                left = sum(1 for r in self.runs[k - 1:] if not os.path.isfile(self.path('runs', r.id, 'done.json')))
+                eta = f', about {elapsed / worked * left / 60:.0f} min left'
             self.log(f'[{k}/{total}] {run.id}' + (' (done, skipped)' if done else '')
-                     + f'  elapsed {elapsed / 60:.1f} min')
+                     + f'  elapsed {elapsed / 60:.1f} min{eta}')
             if not done:
                 prep = self.prepare(run)
                 self.train(run, prep)
+                worked += 1
             evaluator.evaluate_run(self, run)
