@@ -133,6 +133,67 @@ def evaluate(net, gt_imgs, lq_imgs):
     return float(np.mean(psnr)), float(np.mean(ssim))
 
 
+def verdicts(results, base='student_alone'):
+    """Per arm: mean/std over seeds, and against ``base`` the unpaired difference of means and the
+    paired per-seed differences (same seed = same student init and crop sequence). A difference is
+    a tie unless it exceeds the seed spread (unpaired: the larger std; paired: the std of the
+    per-seed differences) and, paired, every seed agrees in sign."""
+    out = {}
+    b = results.get(base)
+    for arm, r in results.items():
+        p = np.asarray(r['psnr'], float)
+        s = np.asarray(r['ssim'], float)
+        row = {'psnr_mean': float(p.mean()), 'psnr_std': float(p.std()), 'ssim_mean': float(s.mean()),
+               'ssim_std': float(s.std()), 'psnr': p.tolist(), 'ssim': s.tolist()}
+        if b is not None and arm != base and len(p) == len(b['psnr']) > 1:
+            bp = np.asarray(b['psnr'], float)
+            d = float(p.mean() - bp.mean())
+            row['diff_vs_alone'] = d
+            row['verdict'] = 'tie' if abs(d) <= max(p.std(), bp.std()) else ('better' if d > 0 else 'worse')
+            pd = p - bp
+            row['paired_diffs'] = pd.tolist()
+            agree = (pd > 0).all() or (pd < 0).all()
+            row['paired_verdict'] = ('tie' if abs(pd.mean()) <= pd.std() or not agree
+                                     else ('better' if pd.mean() > 0 else 'worse'))
+        out[arm] = row
+    return out
+
+
+def report(results, meta):
+    """Print the table and the JSON line."""
+    rows = verdicts(results)
+    print(f'\nSLKD small benchmark: denoising sigma 25, {meta["train"]} train / {meta["test"]} held-out images of '
+          f'{meta["size"]}px, patch {meta["patch"]}, batch {meta["batch"]}; teachers {meta["teacher_iters"]} it, '
+          f'students {meta["student_iters"]} it, seeds {meta["seeds"]}')
+    cut = meta['cut']
+    print(f'student {meta["student_params"]} params vs teacher {meta["teacher_params"]}: params reduction '
+          f'{cut["params"]:.1f} %, FLOPs reduction {cut["flops"]:.1f} % (at {meta["size"]}x{meta["size"]})')
+    print(f'{"arm":<18}{"PSNR (dB)":>18}{"SSIM":>18}{"vs alone":>10}  {"verdict":<8}{"paired per-seed diffs":>26}  '
+          f'paired verdict')
+    for arm, r in rows.items():
+        note = '  (clean -> clean: reconstruction, not denoising)' if arm == 'teacher_b' else ''
+        line = f'{arm:<18}{r["psnr_mean"]:>11.3f} +- {r["psnr_std"]:.3f}{r["ssim_mean"]:>11.4f} +- {r["ssim_std"]:.4f}'
+        if 'verdict' in r:
+            diffs = ' '.join(f'{x:+.3f}' for x in r['paired_diffs'])
+            line += f'{r["diff_vs_alone"]:>+10.3f}  {r["verdict"]:<8}{diffs:>26}  {r["paired_verdict"]}'
+        print(line + note)
+    print(json.dumps({'benchmark': 'slkd_small', **meta, 'results': rows}))
+
+
+def parse_log(path):
+    """Results from the per-run lines of an earlier run's output (``--summary-of``)."""
+    import re
+    results = {}
+    with open(path) as f:
+        for line in f:
+            m = re.match(r'\[\s*\d+s\] (\w+)(?: seed \d+)?: ([0-9.]+) dB(?: ([0-9.]+))?', line)
+            if m:
+                r = results.setdefault(m.group(1), {'psnr': [], 'ssim': []})
+                r['psnr'].append(float(m.group(2)))
+                r['ssim'].append(float(m.group(3)) if m.group(3) else float('nan'))
+    return results
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('--seeds', type=int, nargs='+', default=[0, 1, 2])
@@ -146,7 +207,15 @@ def main(argv=None):
     p.add_argument('--arms', nargs='+', default=list(ARMS), choices=list(ARMS))
     p.add_argument('--data', help='DIR with train/{gt,lq} and test/{gt,lq} PNG folders instead of the generator')
     p.add_argument('--out', help='keep teacher weights here (default: a temporary directory)')
+    p.add_argument('--summary-of', metavar='LOG', help='only re-print the table of an earlier run from its output')
     args = p.parse_args(argv)
+    if args.summary_of:
+        res = parse_log(args.summary_of)
+        report(res, {'seeds': args.seeds, 'teacher_iters': args.teacher_iters, 'student_iters': args.student_iters,
+                     'train': args.train, 'test': args.test, 'size': args.size, 'patch': args.patch,
+                     'batch': args.batch, 'student_params': None, 'teacher_params': None,
+                     'cut': {'params': float('nan'), 'flops': float('nan')}, 'seconds': None})
+        return 0
     torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', '1')))
 
     import tripled_basicsr
@@ -171,7 +240,7 @@ def main(argv=None):
         torch.save({'params': m.net_g.state_dict()}, paths[name])
         ps, ss = evaluate(m.net_g, te_gt, te_gt if c2c else te_lq)
         results[name] = {'psnr': [ps], 'ssim': [ss]}
-        print(f'[{time.time() - t0:6.0f}s] {name}: {results[name]["psnr"][0]:.2f} dB', flush=True)
+        print(f'[{time.time() - t0:6.0f}s] {name}: {ps:.3f} dB {ss:.4f}', flush=True)
     results['input'] = {'psnr': [float(np.mean([calculate_psnr(q, g, 0) for g, q in zip(te_gt, te_lq)]))],
                         'ssim': [float(np.mean([calculate_ssim(q, g, 0) for g, q in zip(te_gt, te_lq)]))]}
 
@@ -190,36 +259,17 @@ def main(argv=None):
             ps, ss = evaluate(m.net_g, te_gt, te_lq)
             results[arm]['psnr'].append(ps)
             results[arm]['ssim'].append(ss)
-            print(f'[{time.time() - t0:6.0f}s] {arm} seed {seed}: {ps:.2f} dB {ss:.4f}', flush=True)
+            print(f'[{time.time() - t0:6.0f}s] {arm} seed {seed}: {ps:.3f} dB {ss:.4f}', flush=True)
 
     s_cost = network_cost(build_network(dict(STUDENT)), (args.size, args.size))
     t_cost = network_cost(build_network(dict(TEACHER)), (args.size, args.size))
     cut = {'params': reduction(s_cost['params'], t_cost['params']), 'flops': reduction(s_cost['flops'], t_cost['flops'])}
 
-    base = results.get('student_alone')
-    print(f'\nSLKD small benchmark: denoising sigma 25, {args.train} train / {args.test} held-out images of '
-          f'{args.size}px, patch {args.patch}, batch {args.batch}; teachers {args.teacher_iters} it, students '
-          f'{args.student_iters} it, seeds {args.seeds}')
-    print(f'student {s_cost["params"]} params vs teacher {t_cost["params"]}: params reduction {cut["params"]:.1f} %, '
-          f'FLOPs reduction {cut["flops"]:.1f} % (at {args.size}x{args.size})')
-    print(f'{"arm":<18}{"PSNR (dB)":>18}{"SSIM":>18}{"vs alone (dB)":>16}  verdict')
-    summary = {}
-    for arm, r in results.items():
-        pm, psd = float(np.mean(r['psnr'])), float(np.std(r['psnr']))
-        sm, ssd = float(np.mean(r['ssim'])), float(np.std(r['ssim']))
-        summary[arm] = {'psnr_mean': pm, 'psnr_std': psd, 'ssim_mean': sm, 'ssim_std': ssd, 'psnr': r['psnr']}
-        verdict, diff = '', ''
-        if base is not None and arm not in ('student_alone', 'teacher_a', 'teacher_b', 'input'):
-            d = pm - float(np.mean(base['psnr']))
-            spread = max(psd, float(np.std(base['psnr'])))
-            verdict = 'tie (within seed spread)' if abs(d) <= spread else ('better' if d > 0 else 'worse')
-            diff = f'{d:+.3f}'
-            summary[arm].update(diff_vs_alone=d, verdict=verdict)
-        note = ' (clean -> clean)' if arm == 'teacher_b' else ''
-        print(f'{arm:<18}{pm:>11.3f} +- {psd:.3f}{sm:>11.4f} +- {ssd:.4f}{diff:>16}  {verdict}{note}')
-    print(json.dumps({'benchmark': 'slkd_small', 'seeds': args.seeds, 'teacher_iters': args.teacher_iters,
-                      'student_iters': args.student_iters, 'cut': cut, 'results': summary,
-                      'seconds': round(time.time() - t0, 1)}))
+    meta = {'seeds': args.seeds, 'teacher_iters': args.teacher_iters, 'student_iters': args.student_iters,
+            'train': args.train, 'test': args.test, 'size': args.size, 'patch': args.patch, 'batch': args.batch,
+            'student_params': s_cost['params'], 'teacher_params': t_cost['params'], 'cut': cut,
+            'seconds': round(time.time() - t0, 1)}
+    report(results, meta)
     return 0
 
 

@@ -319,3 +319,23 @@ def test_pure_helpers():
     assert n == 2 and bad[0] == 'w: file (3,) vs network (2,)' and bad[1] == 'unexpected x'
     gt = torch.rand(1, 3, 8, 8)
     assert clean_input(gt, (1, 3, 8, 8)) is gt and clean_input(gt, (1, 3, 4, 4)).shape == (1, 3, 4, 4)
+
+
+def test_stock_swinir_pair_conv_taps_and_token_taps_refused(tmp_path, one_thread):
+    from basicsr.archs import build_network
+    t = dict(type='SwinIR', upscale=1, in_chans=3, img_size=32, window_size=8, img_range=1., depths=[2, 2],
+             embed_dim=12, num_heads=[2, 2], mlp_ratio=2, upsampler='', resi_connection='1conv')
+    s = dict(t, depths=[2], num_heads=[2], embed_dim=6)
+    for name in 'ab':
+        torch.save({'params': build_network(dict(t)).state_dict()}, tmp_path / f'{name}.pth')
+    teachers = {k: str(tmp_path / f'{k}.pth') for k in 'ab'}
+    opt = make_opt(tmp_path, teachers)
+    opt.update(network_g=s, network_teacher_a=t, network_teacher_b=t)
+    opt['slkd'] = {'encoder_taps': {'student': ['layers.0.conv'], 'teacher_a': ['layers.1.conv']},
+                   'decoder_taps': {'student': ['conv_after_body'], 'teacher_b': ['conv_after_body']}}
+    m = build(opt)
+    m.feed_data(batch())
+    m.optimize_parameters(1)
+    assert [c.out_channels for c in m.adapters.convs] == [12, 12]
+    opt['slkd']['encoder_taps'] = {'student': ['layers.0'], 'teacher_a': ['layers.1']}
+    expect_error(tmp_path, opt, r'outputs \(1, 1024, 6\); taps must output \(B, C, H, W\)', teachers)
