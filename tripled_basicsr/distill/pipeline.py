@@ -119,7 +119,8 @@ def run_distill(user_opt, progress=True):
     st = RunState(opt=merge_options(user_opt), progress=progress)
     st.rank, st.world = init_distributed()
     try:
-        preflight(st)
+        with timed(st, 'preflight'):
+            preflight(st)
         with timed(st, 'setup'):
             setup_features(st)
         with timed(st, 'features'):
@@ -486,7 +487,7 @@ def write(st):
 def _summary(st, n_written, write_skipped):
     opt, fopt, c, u, picked, n_valid = st.opt, st.opt['features'], st.c, st.u, st.picked, len(st.valid)
     return {
-        'name': opt['name'], 'N': int(len(st.source)), 'N_usable': int(n_valid), 'n': int(n_written),
+        'name': opt['name'], 'output': st.out_path, 'N': int(len(st.source)), 'N_usable': int(n_valid), 'n': int(n_written),
         'n_selected': int(st.n), 'ratio': st.n / n_valid, 'selection': opt['selection']['type'], 'clusters': int(st.k),
         'cluster_sizes': np.bincount(st.labels, minlength=st.k).tolist(),
         'cluster_picks': np.bincount(st.labels[picked], minlength=st.k).tolist(),

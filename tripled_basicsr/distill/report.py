@@ -32,7 +32,7 @@ def text_summary(s, out_path):
                      f'{_f(cal.get("psnr_fidelity"), ".2f")} dB, {cal.get("iters")} iters')
     else:
         lines.append('  calibration : disabled')
-    order = ('setup', 'features', 'kmeans', 'scoring', 'selection', 'mmd', 'calibration', 'write', 'total')
+    order = ('preflight', 'setup', 'features', 'kmeans', 'scoring', 'selection', 'mmd', 'calibration', 'write', 'total')
     lines.append('  time (s)    : ' + ', '.join(f'{k} {tm[k]:.1f}' for k in order if k in tm))
     if s['skipped']:
         lines.append(f'  skipped     : {len(s["skipped"])} (listed in tripled_meta.json summary.skipped)')
@@ -45,7 +45,7 @@ def one_line_summary(s):
     cal = s['calibration']
     cal_txt = ('calibrated' if cal.get('applied') else 'calibration not applied') if cal.get('enabled') else \
         'no calibration'
-    out = s['options']['output']['path']
+    out = s.get('output') or s['options']['output']['path']
     return (f'distilled {s["n"]} of {s["N_usable"]} pairs ({100 * s["n"] / s["N_usable"]:.2f} %) -> {out}: MMD '
             f'{_f(s["mmd"]["subset"])} (random {_f(s["mmd"]["random_mean"])}), {cal_txt}, '
             f'{s["timings"].get("total", 0):.1f} s')
