@@ -389,3 +389,16 @@ def test_defer_sigint_hands_the_interrupt_to_the_previous_handler():
         assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_two_writers_to_one_output_the_later_one_does_not_clobber(tmp_path):
+    out = str(tmp_path / 'o')
+    a, b = AtomicOutputDir(out, tool='demo_data'), AtomicOutputDir(out, tool='demo_data')
+    ta, tb = a.__enter__(), b.__enter__()
+    assert ta != tb
+    open(os.path.join(ta, 'a.txt'), 'w').close()
+    open(os.path.join(tb, 'b.txt'), 'w').close()
+    a.__exit__(None, None, None)  # a finishes first
+    with pytest.raises(OutputExistsError, match=r'already exists \(a demo_data output\)'):
+        b.__exit__(None, None, None)
+    assert sorted(os.listdir(out)) == [MARKER_FILE, 'a.txt'] and hidden(tmp_path) == []
