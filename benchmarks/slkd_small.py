@@ -19,6 +19,7 @@ Arms (all students share the arch, the iterations, the crops of a given seed and
   + L_ET (PIQE 0.1 + feature 0.1, decoder, teacher B)
 * ``slkd_no_nc``, ``slkd_no_et``: SLKD without one of the two feature terms
 * ``slkd_one_teacher``: SLKD with teacher A on both the encoder and the decoder taps
+* ``slkd_iqa_only`` (only with ``--arms``): SLKD without the plain feature terms
 
 Prints a table (PSNR/SSIM on the held-out images, mean +- std over seeds, difference to
 ``student_alone`` and whether it is outside the seed spread) and one JSON line.
@@ -49,6 +50,9 @@ ARMS = {
 ARMS['slkd_no_nc'] = {k: v for k, v in ARMS['slkd'].items() if k not in ('nc_opt', 'enc_feat_opt')}
 ARMS['slkd_no_et'] = {k: v for k, v in ARMS['slkd'].items() if k not in ('et_opt', 'dec_feat_opt')}
 ARMS['slkd_one_teacher'] = dict(ARMS['slkd'])
+# not run by default: the IQA-statistics terms without the plain feature terms
+ARMS['slkd_iqa_only'] = {k: v for k, v in ARMS['slkd'].items() if k not in ('enc_feat_opt', 'dec_feat_opt')}
+DEFAULT_ARMS = [a for a in ARMS if a != 'slkd_iqa_only']
 
 
 def load_data(args):
@@ -204,7 +208,8 @@ def main(argv=None):
     p.add_argument('--size', type=int, default=64, help='image side (demo generator)')
     p.add_argument('--patch', type=int, default=32)
     p.add_argument('--batch', type=int, default=4)
-    p.add_argument('--arms', nargs='+', default=list(ARMS), choices=list(ARMS))
+    p.add_argument('--arms', nargs='+', default=DEFAULT_ARMS, choices=list(ARMS),
+                   help='student arms (default: all but slkd_iqa_only)')
     p.add_argument('--data', help='DIR with train/{gt,lq} and test/{gt,lq} PNG folders instead of the generator')
     p.add_argument('--out', help='keep teacher weights here (default: a temporary directory)')
     p.add_argument('--summary-of', metavar='LOG', help='only re-print the table of an earlier run from its output')
@@ -243,6 +248,7 @@ def main(argv=None):
         print(f'[{time.time() - t0:6.0f}s] {name}: {ps:.3f} dB {ss:.4f}', flush=True)
     results['input'] = {'psnr': [float(np.mean([calculate_psnr(q, g, 0) for g, q in zip(te_gt, te_lq)]))],
                         'ssim': [float(np.mean([calculate_ssim(q, g, 0) for g, q in zip(te_gt, te_lq)]))]}
+    print(f'[{time.time() - t0:6.0f}s] input: {results["input"]["psnr"][0]:.3f} dB {results["input"]["ssim"][0]:.4f}')
 
     for arm in args.arms:
         results[arm] = {'psnr': [], 'ssim': []}
