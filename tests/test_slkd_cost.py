@@ -82,6 +82,7 @@ def test_cli_bad_input(tmp_path, capsys):
     assert 'does not exist' in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_module_entry_point(tmp_path):
     r = run_py(['-m', 'tripled_basicsr.cost', '-opt', os.path.join(REPO, 'options', 'slkd_denoise.yml'), '--size',
                 '64', '64'], cwd=tmp_path)
