@@ -257,7 +257,8 @@ def main(argv=None):
             opt = base_opt(work, f'{arm}_{seed}', args.student_iters, STUDENT)
             opt['network_teacher_a'] = dict(TEACHER)
             opt['network_teacher_b'] = teacher_b_net
-            opt['path'].update(pretrain_network_teacher_a=paths['teacher_a'], pretrain_network_teacher_b=paths['teacher_b'])
+            opt['path'].update(pretrain_network_teacher_a=paths['teacher_a'],
+                               pretrain_network_teacher_b=paths['teacher_b'])
             dec = {'student': ['dec1'], 'teacher_a': ['dec1']} if arm == 'slkd_one_teacher' else DEC_TAPS
             opt['slkd'] = {'encoder_taps': ENC_TAPS, 'decoder_taps': dec}
             opt['train'].update(ARMS[arm])
@@ -269,7 +270,8 @@ def main(argv=None):
 
     s_cost = network_cost(build_network(dict(STUDENT)), (args.size, args.size))
     t_cost = network_cost(build_network(dict(TEACHER)), (args.size, args.size))
-    cut = {'params': reduction(s_cost['params'], t_cost['params']), 'flops': reduction(s_cost['flops'], t_cost['flops'])}
+    cut = {'params': reduction(s_cost['params'], t_cost['params']),
+           'flops': reduction(s_cost['flops'], t_cost['flops'])}
 
     meta = {'seeds': args.seeds, 'teacher_iters': args.teacher_iters, 'student_iters': args.student_iters,
             'train': args.train, 'test': args.test, 'size': args.size, 'patch': args.patch, 'batch': args.batch,

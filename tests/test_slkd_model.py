@@ -174,7 +174,8 @@ def test_stock_rrdbnet_pair(tmp_path, one_thread):
     m = build(opt)
     m.feed_data(batch(scale=2))
     m.optimize_parameters(1)
-    assert [c.in_channels for c in m.adapters.convs] == [4, 4] and [c.out_channels for c in m.adapters.convs] == [16, 16]
+    assert [c.in_channels for c in m.adapters.convs] == [4, 4]
+    assert [c.out_channels for c in m.adapters.convs] == [16, 16]
 
 
 # ----------------------------------------------------------------------------- bad input

@@ -122,7 +122,8 @@ def test_stock_rrdbnet_pair_in_script_form(checkout, tmp_path):
     opt = load(os.path.join(CPU, 'slkd_derain_cpu.yml'))
     opt['name'] = 'slkd_rrdb'
     opt.update(network_g=s, network_teacher_a=t, network_teacher_b=t)
-    opt['path'].update(pretrain_network_teacher_a='pretrained/rrdb_a.pth', pretrain_network_teacher_b='pretrained/rrdb_b.pth')
+    opt['path'].update(pretrain_network_teacher_a='pretrained/rrdb_a.pth',
+                       pretrain_network_teacher_b='pretrained/rrdb_b.pth')
     # RRDBNet x1 works at 1/4 resolution (pixel unshuffle): tap the body for L_NC and conv_hr for L_ET
     opt['slkd'].update(encoder_taps={'student': ['conv_body'], 'teacher_a': ['conv_body']},
                        decoder_taps={'student': ['conv_hr'], 'teacher_b': ['conv_hr']})

@@ -92,7 +92,8 @@ def active_loss_opts(train_opt):
         if w > 0:
             active[key] = opt
     if not active:
-        raise SLKDConfigError(f'SLKDModel: every loss term is off; set at least one of train.{", train.".join(LOSS_TERMS)}')
+        raise SLKDConfigError(f'SLKDModel: every loss term is off; set at least one of '
+                              f'train.{", train.".join(LOSS_TERMS)}')
     return active
 
 
@@ -118,7 +119,8 @@ def parse_slkd_options(opt, active):
         raise SLKDConfigError(f'slkd.probe_size must be a positive integer (LQ side in px), got {probe!r}')
     tb_in = slkd.get('teacher_b_input', 'gt')
     if tb_in not in ('gt', 'lq'):
-        raise SLKDConfigError(f"slkd.teacher_b_input must be 'gt' (clean input, the SLKD recipe) or 'lq', got {tb_in!r}")
+        raise SLKDConfigError(f"slkd.teacher_b_input must be 'gt' (clean input, the SLKD recipe) or 'lq', "
+                              f"got {tb_in!r}")
     teachers = set()
     if 'output_kd_opt' in active:
         teachers.add('teacher_a')
@@ -189,8 +191,8 @@ def check_tap_pair(s_shape, t_shape, adapter, resize, where):
     if (hs, ws) == (ht, wt):
         return False
     if not resize:
-        raise SLKDConfigError(f'{where}: spatial sizes differ (student {hs}x{ws}, teacher {ht}x{wt}) and slkd.resize is '
-                              f'false; tap modules at the same resolution or set slkd.resize: true')
+        raise SLKDConfigError(f'{where}: spatial sizes differ (student {hs}x{ws}, teacher {ht}x{wt}) and '
+                              f'slkd.resize is false; tap modules at the same resolution or set slkd.resize: true')
     if ht * ws != wt * hs:
         raise SLKDConfigError(f'{where}: spatial sizes student {hs}x{ws} and teacher {ht}x{wt} differ by different '
                               f'factors in height and width, so no resize maps one onto the other; tap modules at '
@@ -574,7 +576,8 @@ class SLKDModel(SamplerFeedbackMixin, SRModel):
     @master_only
     def _save_record(self, current_iter):
         """``models/slkd_<iter>.pth``: adapters, teacher files (path + sha256) and the student's options."""
-        rec = {'version': STATE_VERSION, 'network_g': json.loads(json.dumps(self.opt['network_g'])), 'teachers': self.teacher_files,
+        rec = {'version': STATE_VERSION, 'network_g': json.loads(json.dumps(self.opt['network_g'])),
+               'teachers': self.teacher_files,
                'adapters': (self.get_bare_model(self.adapters).state_dict() if self.adapters is not None else {})}
         rec['adapters'] = {k: v.detach().cpu() for k, v in rec['adapters'].items()}
         tag = 'latest' if current_iter == -1 else current_iter
