@@ -12,6 +12,11 @@ def main(argv=None):
     p.add_argument('--restart', action='store_true', help='delete an earlier study in study_dir and start again')
     p.add_argument('--debug', action='store_true', help='full tracebacks')
     args = p.parse_args(argv)
+    import signal
+
+    def _term(signum, frame):  # `kill PID` stops the trainer subprocess too (see Study.train)
+        raise SystemExit(143)
+    signal.signal(signal.SIGTERM, _term)
     import tripled_basicsr  # noqa: F401
     from tripled_basicsr.study import StudyError, merge_options, plan, run_study
     from tripled_basicsr.utils.io import load_yaml_safe
