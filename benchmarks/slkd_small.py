@@ -20,6 +20,7 @@ Arms (all students share the arch, the iterations, the crops of a given seed and
 * ``slkd_no_nc``, ``slkd_no_et``: SLKD without one of the two feature terms
 * ``slkd_one_teacher``: SLKD with teacher A on both the encoder and the decoder taps
 * ``slkd_iqa_only`` (only with ``--arms``): SLKD without the plain feature terms
+* ``slkd_no_nc_dec_on_a`` (only with ``--arms``): ``slkd_no_nc`` with the decoder taps on teacher A
 
 Prints a table (PSNR/SSIM on the held-out images, mean +- std over seeds, difference to
 ``student_alone`` and whether it is outside the seed spread) and one JSON line.
@@ -52,7 +53,10 @@ ARMS['slkd_no_et'] = {k: v for k, v in ARMS['slkd'].items() if k not in ('et_opt
 ARMS['slkd_one_teacher'] = dict(ARMS['slkd'])
 # not run by default: the IQA-statistics terms without the plain feature terms
 ARMS['slkd_iqa_only'] = {k: v for k, v in ARMS['slkd'].items() if k not in ('enc_feat_opt', 'dec_feat_opt')}
-DEFAULT_ARMS = [a for a in ARMS if a != 'slkd_iqa_only']
+# not run by default: L_NC off (fast), decoder taps on teacher A instead of teacher B -- isolates whether
+# the decoder-side cost comes from teacher B's (no-residual) features or from decoder matching as such
+ARMS['slkd_no_nc_dec_on_a'] = dict(ARMS['slkd_no_nc'])
+DEFAULT_ARMS = [a for a in ARMS if a not in ('slkd_iqa_only', 'slkd_no_nc_dec_on_a')]
 
 
 def load_data(args):
@@ -124,6 +128,8 @@ def train(model, crops, iters, clean_to_clean=False):
 
 
 def evaluate(net, gt_imgs, lq_imgs):
+    import logging
+    logging.getLogger('basicsr').setLevel(logging.ERROR)  # per-model start-up lines would bury the table
     from basicsr.metrics import calculate_psnr, calculate_ssim
     from basicsr.utils import tensor2img
     net.eval()
@@ -209,9 +215,11 @@ def main(argv=None):
     p.add_argument('--patch', type=int, default=32)
     p.add_argument('--batch', type=int, default=4)
     p.add_argument('--arms', nargs='+', default=DEFAULT_ARMS, choices=list(ARMS),
-                   help='student arms (default: all but slkd_iqa_only)')
+                   help='student arms (default: all but slkd_iqa_only and slkd_no_nc_dec_on_a)')
     p.add_argument('--data', help='DIR with train/{gt,lq} and test/{gt,lq} PNG folders instead of the generator')
     p.add_argument('--out', help='keep teacher weights here (default: a temporary directory)')
+    p.add_argument('--reuse-teachers', action='store_true',
+                   help='load teacher_{a,b}.pth from --out when present instead of training them again')
     p.add_argument('--summary-of', metavar='LOG', help='only re-print the table of an earlier run from its output')
     args = p.parse_args(argv)
     if args.summary_of:
@@ -225,6 +233,8 @@ def main(argv=None):
 
     import tripled_basicsr
     getattr(tripled_basicsr, 'register', lambda: None)()
+    import logging
+    logging.getLogger('basicsr').setLevel(logging.ERROR)  # per-model start-up lines would bury the table
     from basicsr.metrics import calculate_psnr, calculate_ssim
     from basicsr.models import build_model
     from tripled_basicsr.cost import network_cost, reduction
@@ -237,13 +247,18 @@ def main(argv=None):
     teacher_b_net = dict(TEACHER, residual=False)
     paths = {}
     for name, net_opt, c2c in (('teacher_a', TEACHER, False), ('teacher_b', teacher_b_net, True)):
-        torch.manual_seed(0)
-        opt = base_opt(work, name, args.teacher_iters, net_opt, 'SRModel')
-        opt['train']['pixel_opt'] = L1(1.0)
-        m = train(build_model(opt), Crops(tr_gt, tr_lq, args.patch, args.batch, 0), args.teacher_iters, c2c)
         paths[name] = os.path.join(work, f'{name}.pth')
-        torch.save({'params': m.net_g.state_dict()}, paths[name])
-        ps, ss = evaluate(m.net_g, te_gt, te_gt if c2c else te_lq)
+        if args.reuse_teachers and os.path.isfile(paths[name]):  # same settings assumed: the user's call
+            net = build_network(dict(net_opt))
+            net.load_state_dict(torch.load(paths[name], weights_only=True)['params'])
+        else:
+            torch.manual_seed(0)
+            opt = base_opt(work, name, args.teacher_iters, net_opt, 'SRModel')
+            opt['train']['pixel_opt'] = L1(1.0)
+            net = train(build_model(opt), Crops(tr_gt, tr_lq, args.patch, args.batch, 0), args.teacher_iters,
+                        c2c).net_g
+            torch.save({'params': net.state_dict()}, paths[name])
+        ps, ss = evaluate(net, te_gt, te_gt if c2c else te_lq)
         results[name] = {'psnr': [ps], 'ssim': [ss]}
         print(f'[{time.time() - t0:6.0f}s] {name}: {ps:.3f} dB {ss:.4f}', flush=True)
     results['input'] = {'psnr': [float(np.mean([calculate_psnr(q, g, 0) for g, q in zip(te_gt, te_lq)]))],
@@ -259,7 +274,8 @@ def main(argv=None):
             opt['network_teacher_b'] = teacher_b_net
             opt['path'].update(pretrain_network_teacher_a=paths['teacher_a'],
                                pretrain_network_teacher_b=paths['teacher_b'])
-            dec = {'student': ['dec1'], 'teacher_a': ['dec1']} if arm == 'slkd_one_teacher' else DEC_TAPS
+            on_a = arm in ('slkd_one_teacher', 'slkd_no_nc_dec_on_a')
+            dec = {'student': ['dec1'], 'teacher_a': ['dec1']} if on_a else DEC_TAPS
             opt['slkd'] = {'encoder_taps': ENC_TAPS, 'decoder_taps': dec}
             opt['train'].update(ARMS[arm])
             m = train(build_model(opt), Crops(tr_gt, tr_lq, args.patch, args.batch, seed), args.student_iters)
