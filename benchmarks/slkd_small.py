@@ -172,8 +172,8 @@ def verdicts(results, base='student_alone'):
 def report(results, meta):
     """Print the table and the JSON line."""
     rows = verdicts(results)
-    print(f'\nSLKD small benchmark: denoising sigma 25, {meta["train"]} train / {meta["test"]} held-out images of '
-          f'{meta["size"]}px, patch {meta["patch"]}, batch {meta["batch"]}; teachers {meta["teacher_iters"]} it, '
+    print(f'\nSLKD small benchmark: {meta.get("data", "demo generator")}: {meta["train"]} train / {meta["test"]} '
+          f'held-out images (generator: {meta["size"]}px), patch {meta["patch"]}, batch {meta["batch"]}; teachers {meta["teacher_iters"]} it, '
           f'students {meta["student_iters"]} it, seeds {meta["seeds"]}')
     cut = meta['cut']
     print(f'student {meta["student_params"]} params vs teacher {meta["teacher_params"]}: params reduction '
@@ -216,7 +216,8 @@ def main(argv=None):
     p.add_argument('--batch', type=int, default=4)
     p.add_argument('--arms', nargs='+', default=DEFAULT_ARMS, choices=list(ARMS),
                    help='student arms (default: all but slkd_iqa_only and slkd_no_nc_dec_on_a)')
-    p.add_argument('--data', help='DIR with train/{gt,lq} and test/{gt,lq} PNG folders instead of the generator')
+    p.add_argument('--data', help='DIR with train/{gt,lq} and test/{gt,lq} PNG folders instead of the generator '
+                                  '(training images of one size; FLOPs are still reported at --size)')
     p.add_argument('--out', help='keep teacher weights here (default: a temporary directory)')
     p.add_argument('--reuse-teachers', action='store_true',
                    help='load teacher_{a,b}.pth from --out when present instead of training them again')
@@ -290,8 +291,8 @@ def main(argv=None):
            'flops': reduction(s_cost['flops'], t_cost['flops'])}
 
     meta = {'seeds': args.seeds, 'teacher_iters': args.teacher_iters, 'student_iters': args.student_iters,
-            'train': args.train, 'test': args.test, 'size': args.size, 'patch': args.patch, 'batch': args.batch,
-            'student_params': s_cost['params'], 'teacher_params': t_cost['params'], 'cut': cut,
+            'train': len(tr_gt), 'test': len(te_gt), 'size': args.size, 'patch': args.patch, 'batch': args.batch,
+            'data': args.data or 'demo generator (noise, sigma 25)', 'student_params': s_cost['params'], 'teacher_params': t_cost['params'], 'cut': cut,
             'seconds': round(time.time() - t0, 1)}
     report(results, meta)
     return 0
