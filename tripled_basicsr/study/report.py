@@ -282,8 +282,9 @@ def plots(summary, records, out_dir, curve_set):
             c = 'k' if recs[0]['kind'] == 'full' else colors.get(arm)
             ax.plot(its, m, marker='o', ms=3, label=arm, color=c)
             ax.fill_between(its, lo, hi, alpha=0.15, color=c)
-        ax.axhline(summary['inputs'][curve_set]['psnr'], ls=':', color='grey', label='input')
-        ax.set_title(f'{_pct(ratio)} of the pool, {curve_set}')
+        # no input line: it would squash the differences that matter (the input PSNR is in the title)
+        ax.set_title(f'{_pct(ratio)} of the pool, {curve_set} (input {summary["inputs"][curve_set]["psnr"]:.2f} dB)',
+                     fontsize=9)
         ax.set_xlabel('iteration')
         ax.set_ylabel('PSNR (dB)')
         ax.legend(fontsize=7)
@@ -309,14 +310,16 @@ def plots(summary, records, out_dir, curve_set):
                                 color=colors[arm], label=arm)
             for r in full_rows:
                 ax.axhline(r['sets'][lb]['psnr_mean'], color='k', label=f'{r["arm"]} (all data)')
-            ax.axhline(summary['inputs'][lb]['psnr'], ls=':', color='grey', label='input')
             if kind == 'final':
                 ax.set_xticks([k * (len(arms) + 1) + (len(arms) - 1) / 2 for k in range(len(ratios))])
                 ax.set_xticklabels([_pct(r) for r in ratios])
             else:
                 ax.set_xscale('log')
-                ax.set_xlabel('subset size (% of the pool)')
-            ax.set_title(lb)
+                ax.set_xticks([r * 100 for r in ratios])
+                ax.set_xticklabels([_pct(r) for r in ratios])
+                ax.minorticks_off()
+                ax.set_xlabel('subset size (share of the pool)')
+            ax.set_title(f'{lb} (input {summary["inputs"][lb]["psnr"]:.2f} dB)', fontsize=9)
             ax.set_ylabel('PSNR (dB)')
             ax.legend(fontsize=7)
         fig.tight_layout()
