@@ -1,34 +1,31 @@
-"""The main job on embedded data: generate -> distill -> curriculum training -> test,
-against the same stock arch trained on the full set.
+"""The main job on embedded data: full set vs a random subset of the same size vs random
+crops of the same pixel budget vs the TripleD subset (+ curriculum), several seeds.
 
-    python -m tripled_basicsr.demo [--workdir demo_run] [--iters 300] [--ratio 0.05] [--overwrite]
-                                   [--recipe options/distill_demo.yml]
+    python -m tripled_basicsr.demo [--workdir demo_run] [--overwrite] [--seeds 3] [--iters 300]
+                                   [--ratio 0.05] [--arms full,random,random_crops,tripled]
 
-Runs on CPU in a few minutes with data generated from images that ship with installed
-packages (``tripled_basicsr.demo_data``), so it needs no download. Every step is the
-command a user would run by hand; the YAML files it trains and tests with are written to
-``WORKDIR/options/`` so they can be read and re-run:
+Runs on a CPU in about 10 minutes with data generated from images that ship with installed
+packages (``tripled_basicsr.demo_data``), so it needs no download. It is the subset study
+(``python -m tripled_basicsr.study``, docs/study.md) on that data, so the comparison has one
+implementation; every file it runs is written under ``WORKDIR`` and can be re-run by hand:
 
 1. ``python -m tripled_basicsr.demo_data --task noise ...`` -> WORKDIR/data/{train,val}/{gt,lq}
-2. ``python -m tripled_basicsr.pack ...``   -> WORKDIR/data/{train,val}_packed (full sets)
-3. ``python -m tripled_basicsr.distill -opt WORKDIR/options/distill_demo.yml``
-   -> WORKDIR/data/train_tripled (``--ratio`` of the pool, with report.png); the recipe is
-   ``options/distill_demo.yml`` as shipped, with only the paths and ``--ratio`` set by the demo
-4. ``python -m tripled_basicsr.train -opt WORKDIR/options/train_tripled.yml``: stock
-   SRVGGNetCompact (1x) on the distilled set, TripleDCurriculumSampler + TripleDModel,
-   stock BasicSR training loop; then the same arch, iterations and batch on the full set
-   (``train_full.yml``, stock SRModel) unless ``--no-full``
-5. ``python -m tripled_basicsr.test -opt WORKDIR/options/test_*.yml`` (PSNR/SSIM)
+2. ``python -m tripled_basicsr.study -opt WORKDIR/options/study_demo.yml``: the study recipe
+   ``options/study_demo.yml`` with the generated pool, the held-out set and the distillation
+   recipe ``options/distill_demo.yml`` (with the study recipe's ``distill:`` overrides: a
+   smaller ViT, for time). Every arm trains stock SRVGGNetCompact (1x) through
+   BasicSR with the same iterations, batch, patch and schedule; ``tripled`` distils with the
+   recipe (subset seed = training seed) and trains with the two-stage curriculum.
+3. the table (PSNR mean +- std over seeds per arm, share of the full-data gain kept, TripleD -
+   random with ties called ties) and the plots (WORKDIR/study/report/*.png).
 
-and prints a summary: PSNR of the input and of each model on the held-out set, and the
-share of the full-data gain (PSNR - input PSNR) that the distilled set keeps. With a
-random-init ViT (the demo runs offline) and a few hundred CPU iterations this is a smoke
-test of the workflow, not a measurement of the method (benchmarks/RESULTS.md has those).
+A stopped demo continues where it was when run again with the same flags (finished runs are
+kept); ``--overwrite`` starts afresh (it only ever deletes an earlier demo work dir).
 """
 import argparse
 import json
+import math
 import os
-import re
 import subprocess
 import sys
 import time
@@ -37,190 +34,322 @@ import yaml
 
 from tripled_basicsr.utils.io import load_yaml_safe
 
-# the recipe the demo runs (and docs/distill.md documents), in a source checkout
-RECIPE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'options', 'distill_demo.yml')
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the recipes the demo runs, in a source checkout
+RECIPE = os.path.join(_ROOT, 'options', 'distill_demo.yml')
+STUDY_RECIPE = os.path.join(_ROOT, 'options', 'study_demo.yml')
+ARM_TITLES = {'full': 'full set', 'random': 'random subset', 'random_crops': 'random crops (same pixels)',
+              'tripled': 'TripleD + curriculum'}
+VAL_SEED = 1000  # the held-out set is generated with another seed than the pool (seed 0)
 
 
-def _run(cmd, cwd, log):
-    print(f'$ {" ".join(cmd)}', flush=True)
-    t = time.time()
-    with open(log, 'a', encoding='utf-8') as f:
-        # every step writes under the work dir: BasicSR's experiments/ and results/ follow the cwd only
-        # while TRIPLED_BASICSR_ROOT is unset (the summary reads the weights from WORKDIR/experiments)
-        env = {k: v for k, v in os.environ.items() if k != 'TRIPLED_BASICSR_ROOT'}
-        proc = subprocess.run(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        f.write(proc.stdout)
-    if proc.returncode != 0:
-        print(proc.stdout[-4000:], file=sys.stderr)
-        raise SystemExit(f'demo: step failed (exit {proc.returncode}): {" ".join(cmd)}; full log in {log}')
-    print(f'  done in {time.time() - t:.1f} s', flush=True)
-    return proc.stdout
+class DemoError(ValueError):
+    pass
 
 
-def distill_options(src, out, ratio, recipe=RECIPE):
-    """The recipe ``recipe`` (default options/distill_demo.yml) with the demo's paths and ratio.
-
-    Only what the demo must decide is overridden: where the data is, where the subset goes
-    (never over an existing one: ``overwrite: false``) and ``selection.ratio`` (``--ratio``).
-    """
-    if not os.path.isfile(recipe):
-        raise SystemExit(f'demo: the distillation recipe {recipe} does not exist (the demo reads '
-                         f'options/distill_demo.yml of a source checkout); pass --recipe PATH.')
+# --------------------------------------------------------------------------- options
+def _recipe(path, what, flag):
+    if not os.path.isfile(path):
+        raise DemoError(f'the {what} {path} does not exist (the demo reads options/ of a source checkout); '
+                        f'pass {flag} PATH.')
     try:
-        opt = load_yaml_safe(recipe)
+        opt = load_yaml_safe(path)
     except ValueError as exc:
-        raise SystemExit(f'demo: --recipe: {exc}') from None
-    for section in ('source', 'output', 'selection'):
-        if not isinstance(opt.get(section), dict):
-            raise SystemExit(f'demo: --recipe {recipe} has no `{section}:` mapping; the demo fills in its '
-                             f'{section} paths/values there.')
-    opt['source'].update(dataroot_gt=os.path.join(src, 'gt'), dataroot_lq=os.path.join(src, 'lq'))
-    opt['output'].update(path=out, overwrite=False)
-    opt['selection']['ratio'] = ratio
+        raise DemoError(f'{flag}: {exc}') from None
+    if not isinstance(opt, dict):
+        raise DemoError(f'{flag} {path}: expected a mapping of options.')
     return opt
 
 
-def train_options(name, train_root, val_root, iters, batch, patch, curriculum=False):
-    return {
-        'name': name, 'model_type': 'TripleDModel' if curriculum else 'SRModel', 'scale': 1, 'num_gpu': 'auto',
-        'manual_seed': 0,
-        'datasets': {
-            'train': {'name': 'demo_train', 'type': 'TripleDDataset', 'dataroot': train_root,
-                      'io_backend': {'type': 'lmdb'}, 'gt_size': patch, 'use_hflip': True, 'use_rot': True,
-                      'num_worker_per_gpu': 1, 'batch_size_per_gpu': batch, 'dataset_enlarge_ratio': 1,
-                      'prefetch_mode': None,
-                      **({'sampler': {'type': 'TripleDCurriculumSampler', 'stage2_start': 0.3}} if curriculum else {})},
-            'val': {'name': 'demo_val', 'type': 'TripleDDataset', 'dataroot': val_root,
-                    'io_backend': {'type': 'lmdb'}},
-        },
-        # a small stock arch (residual VGG-style, 1x) that trains in minutes on a CPU
-        'network_g': {'type': 'SRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 32, 'num_conv': 8,
-                      'upscale': 1, 'act_type': 'prelu'},
-        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
-        'train': {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 1e-3, 'weight_decay': 0, 'betas': [0.9, 0.99]},
-                  'scheduler': {'type': 'CosineAnnealingRestartLR', 'periods': [iters], 'restart_weights': [1],
-                                'eta_min': 1e-5},
-                  'total_iter': iters, 'warmup_iter': -1,
-                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}},
-        'val': {'val_freq': max(iters // 2, 1), 'save_img': False,
-                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False}}},
-        'logger': {'print_freq': max(iters // 10, 1), 'save_checkpoint_freq': max(iters // 2, 1),
-                   'use_tb_logger': False},
-    }
+def distill_options(recipe=RECIPE):
+    """The distillation recipe as the study's shared ``distill:`` section.
+
+    The study sets each run's source, output, ``selection.ratio``/``seed``, name and feature
+    cache itself; everything else is the recipe as shipped.
+    """
+    opt = _recipe(recipe, 'distillation recipe', '--recipe')
+    for section in ('source', 'output', 'selection'):
+        if not isinstance(opt.get(section), dict):
+            raise DemoError(f'--recipe {recipe} has no `{section}:` mapping; the demo fills in its '
+                            f'{section} paths/values there.')
+    opt = json.loads(json.dumps(opt))
+    opt.pop('name', None)
+    opt['output'].pop('path', None)  # the study writes each run's subset into its study_dir
+    for k in ('dataroot_gt', 'dataroot_lq'):
+        opt['source'].pop(k, None)
+    return opt
 
 
-def test_options(name, val_root, weights, network):
-    return {
-        'name': name, 'model_type': 'SRModel', 'scale': 1, 'num_gpu': 'auto', 'manual_seed': 0,
-        'datasets': {'test_1': {'name': 'demo_val', 'type': 'TripleDDataset', 'dataroot': val_root,
-                                'io_backend': {'type': 'lmdb'}}},
-        'network_g': network,
-        'path': {'pretrain_network_g': weights, 'strict_load_g': True, 'param_key_g': 'params'},
-        'val': {'save_img': False, 'suffix': None,
-                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 0, 'test_y_channel': False},
-                            'ssim': {'type': 'calculate_ssim', 'crop_border': 0, 'test_y_channel': False}}},
-    }
+def _positive_int(flag):
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'expected an integer >= 1, got {text!r}') from None
+        if v < 1:
+            raise argparse.ArgumentTypeError(f'expected an integer >= 1, got {text!r}')
+        return v
+    parse.__name__ = flag
+    return parse
 
 
-def _write_yaml(work, name, opt):
-    path = os.path.join(work, 'options', name)
-    with open(path, 'w', encoding='utf-8') as f:
-        yaml.safe_dump(opt, f, sort_keys=False)
-    return path
+def _ratio(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number in (0, 1], got {text!r}') from None
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f'expected a number in (0, 1] (share of the pool), got {text!r}')
+    return v
 
 
-def input_psnr(root):
-    """Mean PSNR of LQ against GT over a distilled/packed dir (the 'do nothing' baseline)."""
-    import numpy as np
-    from basicsr.metrics import calculate_psnr
+def study_options(args, work):
+    """The study the demo runs: options/study_demo.yml (or ``--study``) + the generated data,
+    the distillation recipe and the flags. Pure (reads only the two recipes)."""
+    opt = _recipe(args.study, 'study recipe', '--study')
+    for k in ('source', 'test_sets', 'study_dir'):
+        if k in opt:
+            raise DemoError(f'--study {args.study}: `{k}` is set by the demo (the generated data and --workdir); '
+                            f'remove it from the recipe.')
+    if not isinstance(opt.get('distill') or {}, dict):
+        raise DemoError(f'--study {args.study}: `distill` must be a mapping (overrides of --recipe).')
+    data = os.path.join(work, 'data')
+    opt['source'] = {'dataroot_gt': os.path.join(data, 'train', 'gt'),
+                     'dataroot_lq': os.path.join(data, 'train', 'lq'), 'scale': 1}
+    opt['test_sets'] = [{'name': 'demo_val', 'dataroot_gt': os.path.join(data, 'val', 'gt'),
+                         'dataroot_lq': os.path.join(data, 'val', 'lq'), 'scale': 1}]
+    opt['study_dir'] = os.path.join(work, 'study')
+    from tripled_basicsr.study.arms import deep_merge
+    opt['distill'] = deep_merge(distill_options(args.recipe), opt.get('distill') or {})
+    if args.ratio is not None:
+        opt['ratios'] = [args.ratio]
+    if args.seeds is not None:
+        opt['seeds'] = list(range(args.seeds))
+    if args.arms is not None:
+        opt['arms'] = args.arms
+    tr = opt.setdefault('training', {})
+    old_iters = tr.get('iters')
+    for flag, key in (('iters', 'iters'), ('batch', 'batch_size'), ('patch', 'gt_size')):
+        if getattr(args, flag) is not None:
+            tr[key] = getattr(args, flag)
+    if args.iters is not None:
+        if (tr.get('eval_every') or 0) > args.iters:
+            tr['eval_every'] = args.iters
+        sched = ((tr.get('basicsr') or {}).get('train') or {}).get('scheduler') or {}
+        if sched.get('periods') == [old_iters]:  # one cosine period over the whole run
+            sched['periods'] = [args.iters]
+    if args.patch is not None and (opt.get('random_crops') or {}).get('crop_size'):
+        opt['random_crops']['crop_size'] = None  # the study default: gt_size + 25 %
+    from tripled_basicsr.study import merge_options, plan
+    merged = merge_options(opt)  # every key checked (a typo in the recipe names itself) before any work
+    plan(merged)  # and every arm name
+    arms, ratio = merged['arms'], merged['ratios'][0]
+    if 'full' not in arms:
+        raise DemoError('--arms must include full: the table reports every arm as a share of the full-data gain.')
+    n_sub = math.ceil(ratio * args.num - 1e-9)  # the distiller's budget rule
+    if len(arms) > 1 and n_sub < 2:
+        raise DemoError(f'--ratio {ratio:g} of --num {args.num} pairs is {n_sub} pair(s): a subset needs at least '
+                        f'2; raise --ratio or --num.')
+    return opt
 
-    import tripled_basicsr  # noqa: F401
-    from tripled_basicsr.data.tripled_dataset import TripleDDataset
-    ds = TripleDDataset({'dataroot': root, 'phase': 'val', 'io_backend': {'type': 'lmdb'}})
-    vals = [calculate_psnr(ds.read_image(i, 'lq'), ds.read_image(i, 'gt'), crop_border=0) for i in range(len(ds))]
-    ds.close()
-    return float(np.mean(vals))
+
+# --------------------------------------------------------------------------- steps
+def _run(cmd, cwd, log):
+    print(f'$ {" ".join(cmd)}', flush=True)
+    with open(log, 'a', encoding='utf-8') as f:
+        proc = subprocess.run(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        f.write(proc.stdout)
+    if proc.returncode != 0:
+        print(proc.stdout[-4000:], file=sys.stderr)
+        raise DemoError(f'step failed (exit {proc.returncode}): {" ".join(cmd)}; full log in {log}')
+    return proc.stdout
+
+
+def _generate(args, work, log):
+    py = sys.executable
+    data = os.path.join(work, 'data')
+    for split, num, size, seed in (('train', args.num, args.size, 0), ('val', args.val_num, args.size, VAL_SEED)):
+        out = os.path.join(data, split)
+        if os.path.isfile(os.path.join(out, 'demo_data.json')):
+            print(f'  {out}: already generated (resumed demo)')
+            continue
+        _run([py, '-m', 'tripled_basicsr.demo_data', '--task', args.task, '--num', str(num), '--size', str(size),
+              '--seed', str(seed), '--out', out], work, log)
+
+
+def _task(text):
+    from tripled_basicsr.demo_data import tasks
+    known = [t for t in tasks() if t != 'sr']  # the demo's arch and sets are 1x
+    if text not in known:
+        raise argparse.ArgumentTypeError(f'expected one of {", ".join(known)} (same-size restoration), got {text!r}')
+    return text
+
+
+def _request(args):
+    return {k: getattr(args, k) for k in ('task', 'num', 'val_num', 'size', 'ratio', 'seeds', 'iters', 'batch',
+                                          'patch', 'arms', 'threads')} | {'recipe': os.path.abspath(args.recipe),
+                                                               'study': os.path.abspath(args.study)}
+
+
+def _open_workdir(args):
+    """The work dir under the shared output policy (docs/safety.md): created, replaced with
+    --overwrite only when an earlier demo wrote it, or resumed when the same command wrote it."""
+    from tripled_basicsr.utils.io import prepare_output_dir, read_marker
+    path = os.path.abspath(args.workdir)
+    req = os.path.join(path, 'demo_request.json')
+    marker = read_marker(path) if os.path.isdir(path) else None
+    if marker is not None and marker.get('tool') == 'demo' and not args.overwrite and os.path.isfile(req):
+        with open(req, encoding='utf-8') as f:
+            if json.load(f) == _request(args):
+                return path, True
+        raise DemoError(f'--workdir {path} holds a demo run with other flags; pass --overwrite to replace it, or '
+                        f'another --workdir.')
+    try:
+        work = prepare_output_dir(path, args.overwrite, '--overwrite', tool='demo')
+    except (OSError, ValueError) as exc:
+        raise DemoError(str(exc)) from None
+    with open(req, 'w', encoding='utf-8') as f:
+        json.dump(_request(args), f, indent=1)
+    return work, False
+
+
+class Progress:
+    """The study's log, shortened for the terminal (everything goes to the demo log)."""
+
+    def __init__(self, log_path, quiet=False):
+        self.log_path, self.quiet = log_path, quiet
+
+    def __call__(self, msg):
+        msg = str(msg)
+        with open(self.log_path, 'a', encoding='utf-8') as f:
+            f.write(msg + '\n')
+        if self.quiet or msg.startswith('# Study') or msg.startswith('report:'):
+            return  # the study's long table: the demo prints its own summary
+        print(msg, flush=True)
+
+
+# --------------------------------------------------------------------------- summary
+def summary_table(summary, n_pool, seeds):
+    """The demo's table from the study's summary (report/results.json ``summary``): one line
+    per arm (PSNR mean +- std over seeds, pairs, gain kept) and TripleD - random."""
+    label = summary['sets'][0]
+    inp = summary['inputs'][label]['psnr']
+    lines = [f'{"arm":<28} {"pairs":>7} {"PSNR (dB)":>15} {"gain kept":>10}',
+             f'{"input (LQ vs GT)":<28} {"":>7} {inp:>15.2f} {"":>10}']
+    for r in summary['rows']:
+        e = r['sets'][label]
+        psnr = f'{e["psnr_mean"]:.2f} ± {e["psnr_std"]:.2f}' if e['n'] > 1 else f'{e["psnr_mean"]:.2f}'
+        kept = f'{e["retention"] * 100:.0f} %' if e['retention'] is not None else '-'
+        units = f'{r["units"]:.0f}' if r['arm'] != 'random_crops' else f'{r["units"]:.0f} cr'
+        name = ARM_TITLES.get(r['arm'], r['arm'])
+        lines.append(f'{name:<28} {units:>7} {psnr:>15} {kept:>10}')
+    lines.append('')
+    comps = sorted(summary['comparisons'], key=lambda c: (c['arm'] != 'tripled', c['vs'] != 'random'))
+    for c in comps:
+        if c['set'] != label or c['mean_diff'] is None:
+            continue
+        p = f', p = {c["p"]:.2f}' if c.get('p') is not None else ''
+        word = {'tie': 'TIE (inside the seed spread)', 'better': 'BETTER', 'worse': 'WORSE'}[c['verdict']]
+        lines.append(f'{c["arm"]} - {c["vs"]}: {c["mean_diff"]:+.2f} dB over {c["n"]} seed(s){p}; seed spread '
+                     f'{c["spread"]:.2f} dB -> {word}')
+    return '\n'.join(lines)
+
+
+# --------------------------------------------------------------------------- main
+def build_parser():
+    p = argparse.ArgumentParser(prog='python -m tripled_basicsr.demo', description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--workdir', default='demo_run', help='everything goes here (default: ./demo_run)')
+    p.add_argument('--overwrite', action='store_true',
+                   help='delete an existing --workdir first (only one an earlier demo run created)')
+    p.add_argument('--task', type=_task, default='noise', help='demo_data task (noise, blur, jpeg, rain, haze, lowlight)')
+    p.add_argument('--num', type=_positive_int('--num'), default=400, help='training pairs to generate (400)')
+    p.add_argument('--val-num', type=_positive_int('--val-num'), default=24, help='held-out pairs (24)')
+    p.add_argument('--size', type=_positive_int('--size'), default=128, help='image side in px (128)')
+    p.add_argument('--ratio', type=_ratio, default=None, help='subset share of the pool (recipe: 0.05 -> 20 pairs)')
+    p.add_argument('--seeds', type=_positive_int('--seeds'), default=None,
+                   help='number of seeds per arm, 0..N-1 (recipe: 3)')
+    p.add_argument('--iters', type=_positive_int('--iters'), default=None,
+                   help='optimiser steps per run, every arm (recipe: 300)')
+    p.add_argument('--batch', type=_positive_int('--batch'), default=None, help='batch size (recipe: 8)')
+    p.add_argument('--patch', type=_positive_int('--patch'), default=None, help='GT patch side (recipe: 48)')
+    p.add_argument('--arms', type=lambda s: [a.strip() for a in s.split(',') if a.strip()], default=None,
+                   help='comma-separated study arms (recipe: full,random,random_crops,tripled; must include full)')
+    p.add_argument('--recipe', default=RECIPE, help='distillation recipe (default: options/distill_demo.yml)')
+    p.add_argument('--study', default=STUDY_RECIPE, help='study recipe (default: options/study_demo.yml)')
+    p.add_argument('--threads', type=_positive_int('--threads'), default=1,
+                   help='CPU threads per process (1: reproducible numbers, and fast on a shared CPU)')
+    p.add_argument('--quiet', action='store_true', help='print only the final table')
+    p.add_argument('--debug', action='store_true', help='full tracebacks')
+    return p
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog='python -m tripled_basicsr.demo', description=__doc__.split('\n\n')[0])
-    p.add_argument('--workdir', default='demo_run', help='everything goes here (default: ./demo_run)')
-    p.add_argument('--task', default='noise', help='demo_data task (noise, blur, jpeg, rain, haze, lowlight)')
-    p.add_argument('--num', type=int, default=400, help='training pairs to generate')
-    p.add_argument('--size', default='128', help='training image size')
-    p.add_argument('--ratio', type=float, default=0.05, help='distilled share of the pool (400 -> 20 pairs)')
-    p.add_argument('--no-full', action='store_true', help='skip the full-set baseline training')
-    p.add_argument('--iters', type=int, default=300, help='training iterations')
-    p.add_argument('--batch', type=int, default=8)
-    p.add_argument('--patch', type=int, default=48)
-    p.add_argument('--overwrite', action='store_true',
-                   help='delete an existing --workdir first (only one an earlier demo run created)')
-    p.add_argument('--recipe', default=RECIPE, help='distillation recipe; the demo sets only its paths and ratio '
-                   '(default: options/distill_demo.yml)')
-    args = p.parse_args(argv)
-    distill_options('', '', args.ratio, args.recipe)  # a missing or broken recipe fails before any work
+    args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except KeyboardInterrupt:
+        print('demo: interrupted; run the same command to continue (finished runs are kept).', file=sys.stderr)
+        return 130
+    except (DemoError, ValueError, OSError) as exc:
+        if args.debug:
+            raise
+        raise SystemExit(f'demo: error: {exc}') from None
 
-    from tripled_basicsr.utils.io import prepare_output_dir
-    try:  # the shared output policy: --overwrite only ever deletes an earlier demo work dir (docs/safety.md)
-        work = prepare_output_dir(args.workdir, args.overwrite, '--overwrite', tool='demo')
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f'demo: {exc}') from None
-    os.makedirs(os.path.join(work, 'options'))
-    log = os.path.join(work, 'demo.log')
-    py = sys.executable
+
+def _main(args):
+    import tripled_basicsr  # noqa: F401  (registers the plugin before the study checks arm names)
+    say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
+    study_options(args, os.path.abspath(args.workdir))  # bad flags / recipes fail before any file is written
     t0 = time.time()
-    data = os.path.join(work, 'data')
-
-    print('[1/5] generate paired demo data (offline, deterministic)')
-    _run([py, '-m', 'tripled_basicsr.demo_data', '--task', args.task, '--num', str(args.num), '--size', args.size,
-          '--seed', '0', '--out', os.path.join(data, 'train')], work, log)
-    _run([py, '-m', 'tripled_basicsr.demo_data', '--task', args.task, '--num', '8', '--size', '128', '--seed', '1000',
-          '--out', os.path.join(data, 'val')], work, log)
-
-    print('[2/5] pack the full sets into the distilled-LMDB format (the full-data baseline)')
-    for split in ('train', 'val'):
-        _run([py, '-m', 'tripled_basicsr.pack', '--gt', os.path.join(data, split, 'gt'), '--lq',
-              os.path.join(data, split, 'lq'), '--out', os.path.join(data, f'{split}_packed'), '--quiet'], work, log)
-
-    print(f'[3/5] distill the training pool to {args.ratio:.0%} (TripleD)')
-    distilled = os.path.join(data, 'train_tripled')
-    distill_yml = _write_yaml(work, 'distill_demo.yml', distill_options(os.path.join(data, 'train'), distilled,
-                                                                       args.ratio, args.recipe))
-    _run([py, '-m', 'tripled_basicsr.distill', '-opt', distill_yml, '--quiet'], work, log)
-
-    runs = [('tripled', distilled, True)] + ([] if args.no_full else [('full', os.path.join(data, 'train_packed'),
-                                                                         False)])
-    val_root = os.path.join(data, 'val_packed')
-    results = {}
-    for label, root, curriculum in runs:
-        print(f'[4/5] train stock SRVGGNetCompact (1x) on the {label} set'
-              + (' with the two-stage curriculum' if curriculum else '') + ' (stock BasicSR loop)')
-        opt = train_options(f'demo_{label}', root, val_root, args.iters, args.batch, args.patch, curriculum)
-        _run([py, '-m', 'tripled_basicsr.train', '-opt', _write_yaml(work, f'train_{label}.yml', opt)], work, log)
-        weights = os.path.join(work, 'experiments', f'demo_{label}', 'models', 'net_g_latest.pth')
-        print(f'[5/5] test the {label} model on the held-out demo set')
-        out = _run([py, '-m', 'tripled_basicsr.test', '-opt', _write_yaml(
-            work, f'test_{label}.yml', test_options(f'demo_{label}_test', val_root, weights, opt['network_g']))],
-                   work, log)
-        psnr, ssim = re.findall(r'# psnr: ([0-9.]+)', out), re.findall(r'# ssim: ([0-9.]+)', out)
-        results[label] = (float(psnr[-1]), float(ssim[-1]))
-    base = input_psnr(val_root)
-    with open(os.path.join(distilled, 'tripled_meta.json'), encoding='utf-8') as f:
-        n_sub = len(json.load(f)['samples'])
-
-    print('\nsummary')
-    print(f'  task {args.task}: {args.num} training pairs -> {n_sub} distilled ({args.ratio:.0%}); '
-          f'{args.iters} iterations each; {time.time() - t0:.0f} s in all')
-    print(f'  {"held-out set (8 pairs)":<34} {"PSNR (dB)":>9} {"SSIM":>7} {"gain":>7}')
-    print(f'  {"input (LQ vs GT)":<34} {base:>9.2f} {"":>7} {"":>7}')
-    for label, (p, q) in results.items():
-        name = f'TripleD {n_sub} pairs + curriculum' if label == 'tripled' else f'full set, {args.num} pairs'
-        print(f'  {name:<34} {p:>9.2f} {q:>7.4f} {p - base:>+7.2f}')
-    if 'full' in results and results['full'][0] > base:
-        share = (results['tripled'][0] - base) / (results['full'][0] - base)
-        print(f'  the distilled set keeps {share:.0%} of the full-data gain')
-    print(f'  distillation report: {distilled}/report.png and report.txt')
-    print(f'  options: {work}/options, experiments: {work}/experiments, log: {log}')
+    work, resumed = _open_workdir(args)
+    log = os.path.join(work, 'demo.log')
+    opt = study_options(args, work)
+    # one thread count for every step: the numbers do not depend on the machine's core count, and
+    # on a busy CPU two OpenMP threads per process run many times slower than one (measured: docs/demo.md)
+    for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
+        os.environ[var] = str(args.threads)
+    import torch
+    torch.set_num_threads(args.threads)
+    n_runs = len(opt['seeds']) * len(opt['arms'])
+    say(f'demo: {work}' + (' (resuming: finished runs are kept)' if resumed else ''))
+    say(f'step 1/3: generate {args.num} + {args.val_num} paired {args.task} images ({args.size} px, offline, '
+        f'deterministic)')
+    if args.quiet:
+        with open(os.devnull, 'w') as null:
+            stdout, sys.stdout = sys.stdout, null
+            try:
+                _generate(args, work, log)
+            finally:
+                sys.stdout = stdout
+    else:
+        _generate(args, work, log)
+    os.makedirs(os.path.join(work, 'options'), exist_ok=True)
+    yml = os.path.join(work, 'options', 'study_demo.yml')
+    with open(yml, 'w', encoding='utf-8') as f:
+        yaml.safe_dump(opt, f, sort_keys=False)
+    say(f'step 2/3: study: {", ".join(opt["arms"])} x {len(opt["seeds"])} seeds = {n_runs} runs of '
+        f'{opt["training"]["iters"]} iterations each (re-run by hand: python -m tripled_basicsr.study -opt {yml})')
+    say('      each line: [run/total] arm_ratio_seed, elapsed and time left; then its PSNR on the held-out set')
+    from tripled_basicsr.study import run_study
+    md = run_study(opt, log=Progress(log, args.quiet))
+    if not md:
+        raise DemoError(f'the study finished no run; see {log}.')
+    report = os.path.join(work, 'study', 'report')
+    with open(os.path.join(report, 'results.json'), encoding='utf-8') as f:
+        summary = json.load(f)['summary']
+    table = summary_table(summary, args.num, opt['seeds'])
+    with open(os.path.join(work, 'table.txt'), 'w', encoding='utf-8') as f:
+        f.write(table + '\n')
+    say('step 3/3: result')
+    n_sub = next((r['units'] for r in summary['rows'] if r['arm'] == 'random'), None)
+    print(f'\ntask {args.task}: {args.num} training pairs' + (f', subsets of {n_sub:.0f}' if n_sub else '')
+          + f'; {opt["training"]["iters"]} iterations x batch {opt["training"]["batch_size"]} for every arm; '
+          f'held-out set of {args.val_num} pairs; {len(opt["seeds"])} seeds; {time.time() - t0:.0f} s'
+          + (' (this command)' if resumed else ''))
+    print(table)
+    print(f'\nplots: {report}/final_psnr.png (final PSNR per arm, every seed), psnr_vs_iter.png; '
+          f'full report: {report}/table.md; log: {log}')
     return 0
 
 
