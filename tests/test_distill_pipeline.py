@@ -33,7 +33,8 @@ def test_end_to_end_output_and_source_untouched(data, tmp_path):
     gt, lq = data
     before = tree_fingerprint(os.path.dirname(gt))
     out = str(tmp_path / 'out')
-    opt = tiny_options(gt, lq, out, calibration={'enabled': True, 'iters': 4, 'on_worse': 'keep', 'keep_best': False},
+    opt = tiny_options(gt, lq, out, calibration={'enabled': True, 'mode': 'pixels', 'iters': 4, 'on_worse': 'keep',
+                                                 'keep_best': False, 'residual_tolerance': None},
                        report={'plot': True})
     s = run_distill(opt, progress=False)
     assert tree_fingerprint(os.path.dirname(gt)) == before
@@ -279,7 +280,7 @@ def test_skip_then_raise_retries_skipped_pairs(broken_data, tmp_path):
 def test_calibration_that_makes_things_worse_is_refused(data, tmp_path):
     gt, lq = data
     out = str(tmp_path / 'o')
-    cal = {'enabled': True, 'iters': 3, 'lr': 0.5, 'fidelity_weight': 0.0, 'keep_best': False, 'on_worse': 'raise'}
+    cal = {'enabled': True, 'mode': 'pixels', 'iters': 3, 'lr': 0.5, 'fidelity_weight': 0.0, 'keep_best': False, 'on_worse': 'raise'}
     with pytest.raises(RuntimeError, match='moved the subset away from the source.*Nothing was written'):
         run_distill(tiny_options(gt, lq, out, calibration=cal), progress=False)
     assert not os.path.exists(out)

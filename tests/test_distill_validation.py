@@ -55,6 +55,10 @@ def _nothing_written(tmp_path, out):
     ({'features': {'batch_size': 'many'}}, r"features\.batch_size must be an integer; got 'many'"),
     ({'features': {'pretrained': 'yes'}}, r"features\.pretrained must be true or false; got 'yes'"),
     ({'calibration': {'on_worse': 'ignore'}}, r'calibration\.on_worse must be one of raise, keep, skip'),
+    ({'calibration': {'mode': 'pixel'}}, r'calibration\.mode must be one of weights, pixels.*Did you mean pixels'),
+    ({'calibration': {'weight_range': [0, 4]}}, r'calibration\.weight_range\[0\] must be a number in \(0, 1\]'),
+    ({'calibration': {'weight_range': 2}}, r'calibration\.weight_range must be a list \[low, high\]'),
+    ({'calibration': {'residual_tolerance': -0.1}}, r'calibration\.residual_tolerance must be a number >= 0'),
     ({'output': {'compress_level': 12}}, r'output\.compress_level must be an integer in \[0, 9\]; got 12'),
     ({'source': {'filename_tmpl': '{}x2', 'scale': 0}}, r'source\.scale must be an integer >= 1; got 0'),
 ])
@@ -176,7 +180,7 @@ def test_work_dir_inside_a_source_is_refused(data, tmp_path, no_backbone):
 def test_unknown_calibrator_type(data, tmp_path, no_backbone):
     gt, lq = data
     out = str(tmp_path / 'o')
-    opt = tiny_options(gt, lq, out, calibration={'enabled': True, 'network': {'type': 'TripleDCalibrater'}})
+    opt = tiny_options(gt, lq, out, calibration={'enabled': True, 'mode': 'pixels', 'network': {'type': 'TripleDCalibrater'}})
     with pytest.raises(OptionError, match=r"calibration\.network\.type 'TripleDCalibrater' is not a registered"):
         run_distill(opt, progress=False)
     _nothing_written(tmp_path, out)

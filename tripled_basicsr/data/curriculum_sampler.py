@@ -20,6 +20,8 @@ model) is in ``train_loader.py``; models feed losses back through
     floor: 0.05               # stage-2 probabilities are mixed with uniform: p >= floor / N
     feedback_delay: auto      # steps between a loss and the draws it affects (auto: loader prefetch depth)
     seed: ~                   # default: manual_seed
+    sample_weights: true      # multiply draw probabilities by the distilled set's per-sample weights
+                              # (`weight` in tripled_meta.json, written by calibration.mode: weights)
     trace_file: ~             # debugging: append every drawn step as a JSON line
 
 How drawing works. Training step ``s`` (0-based; iteration ``s + 1``) consumes one global
@@ -92,7 +94,7 @@ def _dense_rank01(x):
 
 DEFAULTS = dict(stage2_start=0.5, ramp=0, complexity_weight=0.5, uncertainty_weight=1.0, temperature=1.0,
                 online_uncertainty=True, ema=0.9, online_mix=0.5, floor=0.05, feedback_delay='auto', seed=None,
-                trace_file=None)
+                trace_file=None, sample_weights=True)
 
 
 @SAMPLER_REGISTRY.register()
@@ -180,6 +182,13 @@ class TripleDCurriculumSampler(Sampler):
             _logger().info('TripleDCurriculumSampler: unknown offline uncertainty counts as 0.5 until the sample '
                            'has a training loss.')
         self.complexity = np.nan_to_num(self.complexity, nan=0.5)
+        w = np.asarray(getattr(dataset, 'weight', np.ones(n)), dtype=np.float64)
+        if not o['sample_weights']:
+            w = np.ones(n)
+        if w.shape != (n,) or not np.isfinite(w).all() or (w <= 0).any():
+            raise ValueError(f'{root}: per-sample weights must be finite and > 0 (tripled_meta.json `weight`); '
+                             f're-distill the set or set datasets.train.sampler.sample_weights: false.')
+        self.weight = w / w.mean()
         self.u_offline = np.nan_to_num(u, nan=0.5)
         self.fingerprint = dataset_fingerprint(dataset)
         self.dataroot = root
@@ -261,7 +270,7 @@ class TripleDCurriculumSampler(Sampler):
 
     def stage2_probabilities(self, through):
         logits = (self.a * self.complexity + self.b * self._online_u(through)) / self.temperature
-        w = np.exp(logits - logits.max())
+        w = np.exp(logits - logits.max()) * self.weight
         p = w / w.sum()
         return (1 - self.floor) * p + self.floor / self.num_samples
 
@@ -274,7 +283,8 @@ class TripleDCurriculumSampler(Sampler):
             return self._cache[1]
         p = np.zeros(self.num_samples)
         if beta < 1:
-            p[self.stage1_pool] = (1 - beta) / len(self.stage1_pool)
+            w1 = self.weight[self.stage1_pool]
+            p[self.stage1_pool] = (1 - beta) * w1 / w1.sum()
         if beta > 0:
             p += beta * self.stage2_probabilities(through)
         self._cache = (key, p)

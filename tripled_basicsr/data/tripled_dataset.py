@@ -73,6 +73,8 @@ class TripleDDataset(data.Dataset):
         self.uncertainty = self._field('uncertainty', float, np.nan)
         self.stage = self._field('stage', int, 0).astype(np.int64)
         self.cluster = self._field('cluster', int, -1).astype(np.int64)
+        # calibration.mode: weights -> per-sample weights (mean 1) used by the curriculum sampler; 1 when absent
+        self.weight = self._field('weight', float, 1.0)
         self.mean, self.std = opt.get('mean'), opt.get('std')
         self.tiles_decoded = 0
 

@@ -151,12 +151,27 @@ def train_calibrator(backbone, gt_views, target_views, bank, copt, device='cpu',
 
 
 @torch.no_grad()
-def calibrate_pair(cal, gt_bgr, lq_bgr, strip=1024):
-    """Apply a trained calibrator to one full-resolution pair (uint8 BGR) -> (gt, lq) uint8 BGR.
+def calibrate_pair(cal, gt_bgr, lq_bgr, strip=1024, scale=1, tolerance=None, strengths=(1.0, 0.5, 0.25, 0.125)):
+    """Apply a trained calibrator to one full-resolution pair (uint8 BGR) -> (gt, lq, info).
 
     The coefficients are predicted from the GT; the transform is applied in horizontal
-    strips so 4K images stay within a few hundred MB.
+    strips so 4K images stay within a few hundred MB. Degradation guards
+    (tripled_basicsr/distill/degradation.py):
+
+    * a grey pair (three equal channels in GT and LQ) gets only the grey-level part of the
+      transform (channel mean), so it stays exactly grey;
+    * with ``tolerance`` (a fraction), the LQ-GT residual statistics and the LQ noise level
+      are measured before and after; a transform that moves them by more than the tolerance
+      is shrunk toward the identity (coefficients times each of ``strengths`` in turn) and,
+      when even the smallest strength moves them too far, refused (the pair is kept as is).
+
+    ``info``: {'grey', 'strength' (1 = full transform, 0 = refused), 'drift' (residual_drift of
+    the applied transform, None without tolerance)}.
     """
+    from tripled_basicsr.distill.degradation import is_grey, residual_drift, residual_stats, within_tolerance
+
+    grey = is_grey(gt_bgr, lq_bgr)
+
     def to_t(img):
         return torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1])).permute(2, 0, 1)[None].float().div_(255)
 
@@ -166,8 +181,10 @@ def calibrate_pair(cal, gt_bgr, lq_bgr, strip=1024):
         for top in range(0, h, strip):
             bottom = min(h, top + strip)
             t = to_t(img[top:bottom])
-            o = cal.apply(t, coeffs, rows=(top, bottom, h))
-            out[top:bottom] = (o[0].permute(1, 2, 0).numpy()[:, :, ::-1] * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+            o = cal.apply(t, coeffs, rows=(top, bottom, h))[0].permute(1, 2, 0).numpy()[:, :, ::-1]
+            if grey:  # a colour matrix would spread the channels of a grey image: keep its grey action only
+                o = np.repeat(o.mean(axis=2, keepdims=True), 3, axis=2)
+            out[top:bottom] = (o * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
         return out
 
     small = gt_bgr
@@ -177,4 +194,13 @@ def calibrate_pair(cal, gt_bgr, lq_bgr, strip=1024):
         small = cv2.resize(gt_bgr, (max(1, round(gt_bgr.shape[1] * f)), max(1, round(gt_bgr.shape[0] * f))),
                            interpolation=cv2.INTER_AREA)
     coeffs = cal.predict(to_t(small))
-    return run(gt_bgr, coeffs), run(lq_bgr, coeffs)
+    if tolerance is None:
+        return run(gt_bgr, coeffs), run(lq_bgr, coeffs), {'grey': grey, 'strength': 1.0, 'drift': None}
+    before = residual_stats(gt_bgr, lq_bgr, scale)
+    drift = None
+    for s in strengths:
+        gt_c, lq_c = run(gt_bgr, coeffs * s), run(lq_bgr, coeffs * s)
+        drift = residual_drift(before, residual_stats(gt_c, lq_c, scale))
+        if within_tolerance(drift, tolerance):
+            return gt_c, lq_c, {'grey': grey, 'strength': float(s), 'drift': drift}
+    return gt_bgr.copy(), lq_bgr.copy(), {'grey': grey, 'strength': 0.0, 'drift': residual_drift(before, before)}

@@ -48,6 +48,10 @@ DEFAULTS = {
     'curriculum': {'easy_quantile': 0.5},
     'calibration': {
         'enabled': True,
+        # weights: per-sample weights (kernel mean matching), no pixel changes; pixels: the calibrator CNN
+        'mode': 'weights',
+        'weight_range': [0.25, 4.0],  # weights mode: bounds of each weight (mean weight 1)
+        'residual_tolerance': 0.02,  # pixels mode: max drift of the LQ-GT residual stats / noise level
         'network': {'type': 'TripleDCalibrator'},
         'iters': 300,
         'lr': 1e-3,
@@ -175,6 +179,15 @@ def validate(opt):
 
     c = opt['calibration']
     ck.boolean('calibration.enabled', c['enabled'])
+    ck.choice('calibration.mode', c['mode'], ('weights', 'pixels'))
+    wr = c['weight_range']
+    if not isinstance(wr, (list, tuple)) or len(wr) != 2:
+        raise OptionError(f'calibration.weight_range must be a list [low, high] with 0 < low <= 1 <= high; got {wr!r}.')
+    wr = [ck.number('calibration.weight_range[0]', wr[0], lo=0, lo_open=True, hi=1),
+          ck.number('calibration.weight_range[1]', wr[1], lo=1)]
+    c['weight_range'] = wr
+    if c['residual_tolerance'] is not None:
+        c['residual_tolerance'] = ck.number('calibration.residual_tolerance', c['residual_tolerance'], lo=0)
     net = ck.mapping('calibration.network', c['network'])
     if not net.get('type'):
         raise OptionError('calibration.network.type is required (e.g. TripleDCalibrator).')

@@ -68,6 +68,7 @@ class RunState:
     # calibration
     cal: object = None
     cal_report: dict = field(default_factory=dict)
+    weights: object = None  # (n,) per-sample weights of the picked items (calibration.mode: weights)
     # write
     summary: dict = field(default_factory=dict)
     summary_text: str = ''
@@ -184,7 +185,7 @@ def _check_output(st):
 
 def _check_calibrator(opt):
     """The calibration network must be a registered BasicSR arch (needs BasicSR's registries)."""
-    if not opt['calibration']['enabled']:
+    if not opt['calibration']['enabled'] or opt['calibration']['mode'] != 'pixels':
         return
     import tripled_basicsr
     tripled_basicsr.register()
@@ -365,10 +366,14 @@ def report(st):
 
 # ---------------------------------------------------------------- calibration
 def calibrate(st):
-    """Train the calibrator when enabled and decide, by MMD before/after, whether to apply it."""
+    """Calibrate when enabled: per-sample weights (mode weights, no pixel changes), or train the
+    calibrator CNN (mode pixels) and decide, by MMD before/after, whether to apply it."""
     copt = st.opt['calibration']
-    st.cal, st.cal_report = None, {'enabled': bool(copt['enabled'])}
+    st.cal, st.cal_report = None, {'enabled': bool(copt['enabled']), 'mode': copt['mode']}
     if not copt['enabled']:
+        return
+    if copt['mode'] == 'weights':
+        st.cal_report = _weights_calibration(st)
         return
     cal, rep = _train_calibrator(st)
     rep['enabled'] = True
@@ -393,6 +398,27 @@ def calibrate(st):
             print(f'warning: {msg} Writing the uncalibrated subset (on_worse: skip).', file=sys.stderr)
             cal, rep['applied'] = None, False
     st.cal, st.cal_report = cal, rep
+
+
+def _weights_calibration(st):
+    """Kernel mean matching of the subset to a full-set feature bank (degradation.kmm_weights)."""
+    from tripled_basicsr.distill.degradation import kmm_weights
+    from tripled_basicsr.utils.distribution import median_bandwidth
+    copt, seed = st.opt['calibration'], st.opt['selection']['seed']
+    t = time.time()
+    n_valid = len(st.valid)
+    rng = np.random.default_rng([seed, 9])
+    bank_idx = np.arange(n_valid) if n_valid <= copt['bank_size'] else np.sort(
+        rng.choice(n_valid, copt['bank_size'], replace=False))
+    bank = st.feats[bank_idx].astype(np.float64)
+    bw = median_bandwidth(bank)
+    lo, hi = copt['weight_range']
+    w, before, after = kmm_weights(st.feats[st.picked], bank, bw, lo=lo, hi=hi)
+    st.weights = w
+    return {'enabled': True, 'mode': 'weights', 'applied': True, 'improved': bool(after < before),
+            'mmd_before': before, 'mmd_after': after, 'weight_min': float(w.min()), 'weight_max': float(w.max()),
+            'weight_range': [lo, hi], 'bank_size': int(len(bank_idx)), 'bandwidth': bw, 'iters': None,
+            'seconds': time.time() - t}
 
 
 def _train_calibrator(st):
@@ -450,7 +476,8 @@ def write(st):
     opt, source, c, u = st.opt, st.source, st.c, st.u
     w = st.writer
     w.provenance = {'source': source.describe(), 'options': opt, 'work_dir': st.work}
-    psnrs, write_skipped = [], []
+    psnrs, write_skipped, strengths, greys = [], [], [], 0
+    tol = opt['calibration']['residual_tolerance']
     sel_global = st.valid[st.picked]
     with w:
         for j, gi in enumerate(tqdm(sel_global, desc='write', unit='pair', disable=not st.progress,
@@ -463,17 +490,28 @@ def write(st):
                     raise
                 write_skipped.append({'key': source.keys[gi], 'reason': f'{type(exc).__name__}: {exc}'})
                 continue
+            extra = {}
             if st.cal is not None:
-                gt_c, lq_c = calibrate_pair(st.cal, gt, lq)
+                gt_c, lq_c, info = calibrate_pair(st.cal, gt, lq, scale=opt['source']['scale'], tolerance=tol)
                 psnrs.append(_psnr(gt_c, gt))
+                strengths.append(info['strength'])
+                greys += int(info['grey'])
+                extra['calibration_strength'] = info['strength']
                 gt, lq = gt_c, lq_c
+            if st.weights is not None:
+                extra['weight'] = round(float(st.weights[j]), 6)
             pi = int(st.picked[j])
             w.add(source.keys[gi], gt, lq, gt_path=source.source_path(gi, 'gt'),
                   lq_path=source.source_path(gi, 'lq'), complexity=round(float(c[pi]), 6),
                   uncertainty=round(float(u[pi]), 6), cluster=int(st.labels[pi]), stage=int(st.stages[j]),
-                  calibrated=st.cal is not None, source_index=gi)
+                  calibrated=st.cal is not None and extra.get('calibration_strength', 1.0) > 0,
+                  source_index=gi, **extra)
         if st.cal is not None:
             st.cal_report['psnr_fidelity'] = float(np.mean(psnrs)) if psnrs else None
+            st.cal_report['residual_tolerance'] = tol
+            st.cal_report['grey_pairs'] = greys
+            st.cal_report['strength_mean'] = float(np.mean(strengths)) if strengths else None
+            st.cal_report['refused_pairs'] = int(sum(1 for v in strengths if v == 0))
             torch.save(st.cal.state_dict(), os.path.join(w.tmp, 'calibrator.pth'))
         st.timings['write'] = time.time() - t
         st.timings['total'] = time.time() - st.t_start

@@ -26,7 +26,11 @@ def text_summary(s, out_path):
         f'+- {_f(mmd["random_std"], ".2g")} ({mmd["random_repeats"]} draws) | top-complexity '
         f'{_f(mmd["top_complexity"])}',
     ]
-    if cal.get('enabled'):
+    if cal.get('enabled') and cal.get('mode') == 'weights':
+        lines.append(f'  calibration : per-sample weights (no pixel changed), MMD {_f(cal.get("mmd_before"))} -> '
+                     f'{_f(cal.get("mmd_after"))}, weights {_f(cal.get("weight_min"), ".3g")} .. '
+                     f'{_f(cal.get("weight_max"), ".3g")}')
+    elif cal.get('enabled'):
         lines.append(f'  calibration : MMD {_f(cal.get("mmd_before"))} -> {_f(cal.get("mmd_after"))} '
                      f'({"applied" if cal.get("applied") else "NOT applied"}), fidelity PSNR '
                      f'{_f(cal.get("psnr_fidelity"), ".2f")} dB, {cal.get("iters")} iters')
@@ -45,6 +49,8 @@ def one_line_summary(s):
     cal = s['calibration']
     cal_txt = ('calibrated' if cal.get('applied') else 'calibration not applied') if cal.get('enabled') else \
         'no calibration'
+    if cal.get('enabled') and cal.get('mode') == 'weights':
+        cal_txt = 'weighted'
     out = s.get('output') or s['options']['output']['path']
     return (f'distilled {s["n"]} of {s["N_usable"]} pairs ({100 * s["n"] / s["N_usable"]:.2f} %) -> {out}: MMD '
             f'{_f(s["mmd"]["subset"])} (random {_f(s["mmd"]["random_mean"])}), {cal_txt}, '
