@@ -162,3 +162,18 @@ def test_pixels_mode_reports_guard(data, tmp_path):
         samples = json.load(f)['samples']
     assert all('calibration_strength' in x for x in samples)
     assert all(x['calibrated'] == (x['calibration_strength'] > 0) for x in samples)
+
+
+def test_kcenter_covers_every_separated_cluster():
+    from tripled_basicsr.distill.registry import SELECTION
+    rng = np.random.default_rng(5)
+    centres = rng.normal(0, 10, (6, 4))
+    sizes = [200, 100, 50, 20, 5, 2]  # random picks of 6 would almost surely miss the small ones
+    feats = np.concatenate([c + rng.normal(0, 0.1, (k, 4)) for c, k in zip(centres, sizes)]).astype(np.float32)
+    label = np.repeat(np.arange(6), sizes)
+    sel, _ = SELECTION.call({'type': 'kcenter'}, feats, np.zeros(len(feats)), np.zeros(len(feats)), 6, {'seed': 0})
+    assert sorted(label[sel].tolist()) == list(range(6))
+    again, _ = SELECTION.call({'type': 'kcenter'}, feats, None, None, 6, {'seed': 0})
+    assert np.array_equal(sel, again)
+    with pytest.raises(ValueError, match='1 <= n <= N'):
+        SELECTION.call({'type': 'kcenter'}, feats, None, None, len(feats) + 1, {'seed': 0})

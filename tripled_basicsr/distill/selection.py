@@ -225,6 +225,37 @@ def select_top_complexity(feats, c, u, n, ctx):
     return np.sort(np.argsort(-np.asarray(c), kind='stable')[:n]), None
 
 
+@SELECTION.register('kcenter')
+def select_kcenter(feats, c, u, n, ctx, chunk=65536):
+    """Coverage: k-center greedy (farthest-point) on the L2-normalised features.
+
+    Starts from the item closest to the feature mean, then repeatedly adds the item farthest
+    from everything chosen so far, so the subset minimises (2-approximately) the largest
+    distance of any source item to its nearest selected item. Distances are kept as one
+    running (N,) minimum, updated in chunks: O(N n D) time, O(N) memory. Deterministic;
+    ``seed`` only breaks exact ties.
+    """
+    total = feats.shape[0]
+    _check_budget(n, total)
+    rng = np.random.default_rng([int(ctx.get('seed', 0)), 4])
+    x = feats
+    mean = np.asarray(x.mean(0), np.float32)[None]
+    d0 = np.concatenate([_sq_dists(np.asarray(x[s:s + chunk], np.float32), mean)[:, 0]
+                         for s in range(0, total, chunk)])
+    first = int(np.flatnonzero(d0 == d0.min())[rng.integers((d0 == d0.min()).sum())])
+    picked = [first]
+    dmin = np.full(total, np.inf)
+    for _ in range(n - 1):
+        cen = np.asarray(x[picked[-1]], np.float32)[None]
+        for s in range(0, total, chunk):
+            d = _sq_dists(np.asarray(x[s:s + chunk], np.float32), cen)[:, 0]
+            dmin[s:s + chunk] = np.minimum(dmin[s:s + chunk], d)
+        dmin[picked] = -1.0
+        far = np.flatnonzero(dmin == dmin.max())
+        picked.append(int(far[rng.integers(len(far))]))
+    return np.sort(np.asarray(picked, np.int64)), None
+
+
 def curriculum_stages(c_subset, easy_quantile=0.5):
     """Stage 1 (easy) for subset items with c below the ``easy_quantile`` quantile of the
     subset's complexities, stage 2 otherwise. At least one item is stage 1."""
