@@ -23,6 +23,8 @@ DEFAULTS = {
         'meta_info_file': None,
         'scale': 1,
         'on_error': 'raise',
+        'crop_size': 0,  # > 0: units are crop_size x crop_size GT crops (ratio = share of source pixels)
+        'crop_step': None,  # None: = crop_size (a grid without overlap)
     },
     'output': {'path': None, 'tile_size': 0, 'compress_level': 1, 'overwrite': False},
     'features': {
@@ -71,7 +73,7 @@ DEFAULTS = {
 
 # options whose change invalidates stored features (checked on resume)
 FEATURE_KEYS = {
-    'source': ('dataroot_gt', 'dataroot_lq', 'filename_tmpl', 'meta_info_file', 'scale'),
+    'source': ('dataroot_gt', 'dataroot_lq', 'filename_tmpl', 'meta_info_file', 'scale', 'crop_size', 'crop_step'),
     'features': ('backbone', 'pretrained', 'checkpoint', 'model_kwargs', 'input_size', 'image', 'local_views',
                  'decode_size', 'seed'),
 }
@@ -131,6 +133,17 @@ def validate(opt):
         raise OptionError(f'source.filename_tmpl must contain "{{}}" (the GT name); got {src["filename_tmpl"]!r}.')
     ck.string('source.meta_info_file', src['meta_info_file'], allow_none=True)
     src['scale'] = ck.integer('source.scale', src['scale'], lo=1)
+    src['crop_size'] = ck.integer('source.crop_size', src['crop_size'], lo=0)
+    if src['crop_step'] is not None:
+        src['crop_step'] = ck.integer('source.crop_step', src['crop_step'], lo=1)
+        if not src['crop_size']:
+            raise OptionError('source.crop_step is set but source.crop_size is 0 (whole images); set crop_size too.')
+    for k in ('crop_size', 'crop_step'):
+        if src[k] and src[k] % src['scale']:
+            raise OptionError(f'source.{k} ({src[k]}) must be a multiple of source.scale ({src["scale"]}) so the '
+                              f'LQ crop is aligned.')
+    if src['crop_size'] and src['crop_size'] < 8:
+        raise OptionError(f'source.crop_size must be 0 (whole images) or >= 8; got {src["crop_size"]}.')
     backend = ck.mapping('source.io_backend', src.get('io_backend')).get('type', 'disk')
     ck.choice('source.io_backend.type', backend, ('disk', 'lmdb'))
     for root in (src['dataroot_gt'], src['dataroot_lq']):

@@ -231,7 +231,24 @@ def open_source(opt):
         if 'partner' in str(exc) or 'has no LQ' in str(exc) or 'has no GT' in str(exc):
             raise SourceError(f'{exc} (Or set `source.on_error: skip` to leave unpaired files out.)') from exc
         raise
+    if s.get('crop_size'):
+        from tripled_basicsr.distill.crops import CropSource
+        try:
+            src = CropSource(src, s['crop_size'], s.get('crop_step'))
+        except ValueError as exc:
+            raise OptionError(str(exc)) from exc
+        if src.small_images:
+            print(f'note: {len(src.small_images)} source image(s) smaller than source.crop_size {s["crop_size"]} '
+                  f'give no crop (first: {src.small_images[0]!r}).', file=sys.stderr)
     return src, list(src.skipped)
+
+
+def unit_budget(opt, source, n_units):
+    """n units: pairs (ratio of pairs) or, with crop units, crops (ratio of the source's GT pixels)."""
+    if getattr(source, 'crop', 0):
+        from tripled_basicsr.distill.crops import pixel_budget
+        return pixel_budget(opt['selection'], source.total_pixels, source.crop, n_units)
+    return resolve_budget(opt['selection'], n_units)
 
 
 def _weights_id(fopt):
@@ -251,7 +268,7 @@ def setup_features(st):
     opt, fopt = st.opt, st.opt['features']
     st.source, st.skipped = open_source(opt)
     n_total = len(st.source)
-    st.n_budget = resolve_budget(opt['selection'], n_total)  # fail fast; re-checked after skipping
+    st.n_budget = unit_budget(opt, st.source, n_total)  # fail fast; re-checked after skipping
     resolve_clusters(opt['selection']['clusters'], st.n_budget)  # strata vs budget, before the backbone
     keys_hash = hashlib.sha256('\n'.join(st.source.keys).encode()).hexdigest()
     st.model = build_backbone(fopt['backbone'], fopt['pretrained'], fopt['checkpoint'], fopt['input_size'],
@@ -305,7 +322,7 @@ def scores(st):
     if len(st.valid) == 0:
         raise RuntimeError('No usable pairs: every pair was skipped (see errors above / work dir errors.json).')
     n_valid = len(st.valid)
-    st.n = resolve_budget(sel, n_valid) if n_valid != len(source) else st.n_budget
+    st.n = unit_budget(opt, source, n_valid) if n_valid != len(source) else st.n_budget
 
     with timed(st, 'kmeans'):
         st.feats = pair_features(store.feat, len(st.kinds), st.views_per_kind)[st.valid]
@@ -500,6 +517,8 @@ def write(st):
                 gt, lq = gt_c, lq_c
             if st.weights is not None:
                 extra['weight'] = round(float(st.weights[j]), 6)
+            if hasattr(source, 'provenance'):  # crop units: image key, image index, GT box
+                extra.update(source.provenance(gi))
             pi = int(st.picked[j])
             w.add(source.keys[gi], gt, lq, gt_path=source.source_path(gi, 'gt'),
                   lq_path=source.source_path(gi, 'lq'), complexity=round(float(c[pi]), 6),
@@ -526,7 +545,9 @@ def _summary(st, n_written, write_skipped):
     opt, fopt, c, u, picked, n_valid = st.opt, st.opt['features'], st.c, st.u, st.picked, len(st.valid)
     return {
         'name': opt['name'], 'output': st.out_path, 'N': int(len(st.source)), 'N_usable': int(n_valid), 'n': int(n_written),
-        'n_selected': int(st.n), 'ratio': st.n / n_valid, 'selection': opt['selection']['type'], 'clusters': int(st.k),
+        'n_selected': int(st.n), 'ratio': st.n / n_valid,
+        'units': 'crops' if getattr(st.source, 'crop', 0) else 'images',
+        'pixel_ratio': (st.n * st.source.crop ** 2 / st.source.total_pixels) if getattr(st.source, 'crop', 0) else None, 'selection': opt['selection']['type'], 'clusters': int(st.k),
         'cluster_sizes': np.bincount(st.labels, minlength=st.k).tolist(),
         'cluster_picks': np.bincount(st.labels[picked], minlength=st.k).tolist(),
         'stage1': int((st.stages == 1).sum()), 'stage2': int((st.stages == 2).sum()),

@@ -1,0 +1,82 @@
+"""Crop-level selection units: stored crop == source region (scale 1 and 4, folder and LMDB
+sources, whole and tiled output), pixel budget, provenance, bad options."""
+import json
+import math
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from tripled_basicsr.distill import run_distill
+from tripled_basicsr.distill._testing import tiny_options, write_pairs
+from tripled_basicsr.distill.checks import OptionError
+from tripled_basicsr.distill.crops import crop_grid
+
+
+def test_crop_grid_covers_the_image():
+    t, x = crop_grid(100, 70, 32, 32)
+    assert sorted(set(t.tolist())) == [0, 32, 64, 68] and sorted(set(x.tolist())) == [0, 32, 38]
+    cover = np.zeros((100, 70), bool)
+    for a, b in zip(t, x):
+        cover[a:a + 32, b:b + 32] = True
+    assert cover.all()
+    assert len(crop_grid(20, 70, 32, 32)[0]) == 0
+    t, _ = crop_grid(64, 64, 32, 16)
+    assert sorted(set(t.tolist())) == [0, 16, 32]
+
+
+def _source(tmp_path, scale, lmdb, size=64):
+    gt, lq = write_pairs(str(tmp_path / 'src'), num=8, size=size, seed=3, scale=scale, sigma=5)
+    if not lmdb:
+        return gt, lq, gt, lq, {}
+    from tripled_basicsr.pack import pack
+    packed = str(tmp_path / 'packed')
+    pack(gt, lq, packed, scale=scale, progress=False)
+    return gt, lq, os.path.join(packed, 'gt.lmdb'), os.path.join(packed, 'lq.lmdb'), {'io_backend': {'type': 'lmdb'}}
+
+
+@pytest.mark.parametrize('scale,lmdb,tile', [(1, False, 0), (4, False, 64), (1, True, 64), (4, True, 0)])
+def test_stored_crop_equals_source_region(tmp_path, scale, lmdb, tile):
+    from tripled_basicsr.data.tripled_dataset import TripleDDataset
+    size, crop = (128, 96) if tile else (64, 24 if scale == 1 else 32)  # tiled: a crop spans several tiles
+    gt_dir, lq_dir, gt, lq, src_extra = _source(tmp_path, scale, lmdb, size)
+    out = str(tmp_path / 'o')
+    opt = tiny_options(gt, lq, out, source=dict(src_extra, scale=scale, crop_size=crop),
+                       selection={'ratio': 0.1 if not tile else 0.3, 'seed': 1, 'clusters': 2},
+                       output={'tile_size': tile})
+    s = run_distill(opt, progress=False)
+    assert s['n'] == math.ceil((0.3 if tile else 0.1) * 8 * size * size / crop ** 2)  # ratio = share of the source's GT pixels
+    ds = TripleDDataset({'dataroot': out, 'phase': 'val', 'scale': scale})
+    with open(os.path.join(out, 'tripled_meta.json')) as f:
+        samples = json.load(f)['samples']
+    for i, smp in enumerate(samples):
+        top, left, h, w = smp['box']
+        assert (h, w) == (crop, crop) and top % scale == 0 and left % scale == 0
+        name = smp['image_key']
+        src_gt = cv2.imread(os.path.join(gt_dir, name + '.png'))
+        src_lq = cv2.imread(os.path.join(lq_dir, name + '.png'))
+        assert np.array_equal(ds.read_image(i, 'gt'), src_gt[top:top + h, left:left + w])
+        s_ = scale
+        assert np.array_equal(ds.read_image(i, 'lq'), src_lq[top // s_:(top + h) // s_, left // s_:(left + w) // s_])
+        assert smp['key'] == f'{name}_y{top}_x{left}'
+
+
+def test_num_counts_crops_and_bad_options(tmp_path):
+    gt, lq = write_pairs(str(tmp_path / 'src'), num=4, size=48, seed=4)
+    out = str(tmp_path / 'o')
+    s = run_distill(tiny_options(gt, lq, out, source={'crop_size': 16, 'crop_step': 8},
+                                 selection={'num': 5, 'clusters': 2}), progress=False)
+    assert s['n'] == 5 and s['N'] == 4 * 25
+    for src, pat in (({'crop_size': 30, 'scale': 4}, r'source\.crop_size \(30\) must be a multiple of source\.scale'),
+                     ({'crop_step': 8}, r'source\.crop_step is set but source\.crop_size is 0'),
+                     ({'crop_size': 4}, r'source\.crop_size must be 0 \(whole images\) or >= 8'),
+                     ({'crop_size': 'big'}, r"source\.crop_size must be an integer; got 'big'"),
+                     ({'crop_size': 96}, r'source\.crop_size 96 is larger than every source image')):
+        o = str(tmp_path / 'bad')
+        with pytest.raises(OptionError, match=pat):
+            run_distill(tiny_options(gt, lq, o, source=src), progress=False)
+        assert not os.path.exists(o) and not os.path.exists(o + '.work')
+    with pytest.raises(OptionError, match=r'selection\.num = 999 must be between 1 and the number of crops'):
+        run_distill(tiny_options(gt, lq, str(tmp_path / 'b2'), source={'crop_size': 16}, selection={'num': 999}),
+                    progress=False)

@@ -1,0 +1,154 @@
+"""Crop-level selection units (``source.crop_size`` / ``source.crop_step``; docs/distill.md).
+
+At 1-2 % a whole-image subset is a handful of scenes; the same pixel budget spread over many
+crops from many images covers the source far better (restoration trains on patches anyway).
+``CropSource`` wraps a ``PairedSource`` so that every stage of the distiller sees crops as
+its units: unit i is the GT box (top, left, crop, crop) of image ``image_index[i]`` and the
+LQ box (top/scale, left/scale, crop/scale, crop/scale), aligned by the scale. Features are
+computed on the crop itself. The crop list is three int arrays (O(units) memory, no pixels);
+an image is decoded once for all its consecutive crops (a one-image cache per process).
+"""
+import math
+
+import cv2
+import numpy as np
+
+from tripled_basicsr.data.paired_source import check_pair_shapes
+
+
+def crop_grid(h, w, crop, step):
+    """Top-left corners (tops, lefts) of the crop x crop boxes of an h x w image, every ``step``
+    pixels; the last row/column is shifted to the border so the whole image is covered.
+    An image smaller than the crop has no box."""
+    if h < crop or w < crop:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+
+    def starts(n):
+        s = list(range(0, n - crop + 1, step))
+        if s[-1] != n - crop:
+            s.append(n - crop)
+        return s
+
+    ys, xs = np.meshgrid(starts(h), starts(w), indexing='ij')
+    return ys.ravel().astype(np.int64), xs.ravel().astype(np.int64)
+
+
+def image_shapes(source):
+    """(h, w) of every GT image without decoding where possible (LMDB meta_info, image headers)."""
+    if source.kind == 'lmdb':
+        from tripled_basicsr.data.paired_source import read_lmdb_meta_info
+        meta = dict(read_lmdb_meta_info(source.dataroot_gt))
+        return [tuple(meta[r[0]][:2]) if meta.get(r[0]) else source.read(i, 'gt').shape[:2]
+                for i, r in enumerate(source.refs)]
+    from tripled_basicsr.distill.features import image_size
+    shapes = []
+    for i in range(len(source)):
+        hw = None
+        try:
+            with open(source.source_path(i, 'gt'), 'rb') as f:
+                hw = image_size(f.read(1 << 16))
+        except OSError:
+            pass
+        shapes.append(tuple(hw) if hw else source.read(i, 'gt').shape[:2])
+    return shapes
+
+
+class CropSource:
+    """A PairedSource seen as crops. Same reading interface as PairedSource (keys, kind, scale,
+    dataroot_gt/lq, refs, read_bytes, read, read_pair, source_path, describe) plus
+    ``box(i)`` / ``provenance(i)`` and ``total_pixels`` (GT pixels of the whole images)."""
+
+    def __init__(self, source, crop_size, crop_step=None):
+        crop, step = int(crop_size), int(crop_step or crop_size)
+        if crop % source.scale:
+            raise ValueError(f'source.crop_size {crop} must be a multiple of source.scale {source.scale}.')
+        if step % source.scale:
+            raise ValueError(f'source.crop_step {step} must be a multiple of source.scale {source.scale}.')
+        self.base, self.crop, self.step = source, crop, step
+        self.kind, self.scale = source.kind, source.scale
+        self.dataroot_gt, self.dataroot_lq = source.dataroot_gt, source.dataroot_lq
+        self.skipped = list(source.skipped)
+        shapes = image_shapes(source)
+        self.total_pixels = int(sum(h * w for h, w in shapes))
+        img, tops, lefts = [], [], []
+        for i, (h, w) in enumerate(shapes):
+            t, left = crop_grid(h, w, crop, step)
+            img.append(np.full(len(t), i, np.int64))
+            tops.append(t)
+            lefts.append(left)
+        self.image_index = np.concatenate(img) if img else np.zeros(0, np.int64)
+        self.top, self.left = np.concatenate(tops), np.concatenate(lefts)
+        if len(self.image_index) == 0:
+            raise ValueError(f'source.crop_size {crop} is larger than every source image; lower it.')
+        self.small_images = [source.keys[i] for i, (h, w) in enumerate(shapes) if h < crop or w < crop]
+        self.keys = [f'{source.keys[i]}_y{t}_x{x}' for i, t, x in zip(self.image_index, self.top, self.left)]
+        self.refs = [source.refs[i] for i in self.image_index]
+        self._cache = {}
+
+    def __len__(self):
+        return len(self.keys)
+
+    def box(self, index, which='gt'):
+        """(top, left, height, width) of unit ``index`` in GT pixels, or in LQ pixels for 'lq'."""
+        t, x, c = int(self.top[index]), int(self.left[index]), self.crop
+        if which == 'lq':
+            s = self.scale
+            return t // s, x // s, c // s, c // s
+        return t, x, c, c
+
+    def provenance(self, index):
+        i = int(self.image_index[index])
+        return {'image_key': self.base.keys[i], 'image_index': i, 'box': list(self.box(index))}
+
+    def source_path(self, index, which='gt'):
+        return self.base.source_path(int(self.image_index[index]), which)
+
+    def _image(self, index, which):
+        i = int(self.image_index[index])
+        hit = self._cache.get(which)
+        if hit is None or hit[0] != i:
+            hit = (i, self.base.read(i, which))
+            self._cache[which] = hit
+        return hit[1]
+
+    def read(self, index, which='gt', flags=None):
+        t, x, h, w = self.box(index, which)
+        img = self._image(index, which)
+        if img.shape[0] < t + h or img.shape[1] < x + w:
+            raise ValueError(f'{self.source_path(index, which)}: {which.upper()} is {img.shape[1]}x{img.shape[0]}, '
+                             f'too small for the crop box {(t, x, h, w)} (LQ must be GT / scale).')
+        return np.ascontiguousarray(img[t:t + h, x:x + w])
+
+    def read_bytes(self, index, which='gt'):
+        """The crop as lossless PNG bytes (level 0: the feature stage decodes what it is given)."""
+        ok, buf = cv2.imencode('.png', self.read(index, which), [cv2.IMWRITE_PNG_COMPRESSION, 0])
+        if not ok:
+            raise ValueError(f'{self.keys[index]}: cannot encode the crop.')
+        return buf.tobytes()
+
+    def read_pair(self, index):
+        gt, lq = self.read(index, 'gt'), self.read(index, 'lq')
+        check_pair_shapes(gt, lq, self.scale, self.keys[index], self.source_path(index, 'gt'))
+        return gt, lq
+
+    def describe(self):
+        d = self.base.describe()
+        d.update({'units': 'crops', 'crop_size': self.crop, 'crop_step': self.step, 'num_units': len(self),
+                  'total_pixels': self.total_pixels, 'images_smaller_than_crop': len(self.small_images)})
+        return d
+
+
+def pixel_budget(sel, total_pixels, crop, n_units):
+    """Units to pick for ``selection.ratio`` as a share of the source's GT pixels (crop units),
+    or ``selection.num`` units. Raises OptionError naming the key."""
+    from tripled_basicsr.distill.checks import OptionError
+    if sel.get('num') is not None:
+        n = int(sel['num'])
+        if not 1 <= n <= n_units:
+            raise OptionError(f'selection.num = {n} must be between 1 and the number of crops ({n_units}).')
+        return n
+    n = math.ceil(float(sel['ratio']) * total_pixels / float(crop * crop) - 1e-9)
+    if n < 1:
+        raise OptionError(f'selection.ratio {sel["ratio"]} of {total_pixels} source pixels is less than one '
+                          f'{crop}x{crop} crop; raise the ratio or lower source.crop_size.')
+    return min(n, n_units)
