@@ -54,6 +54,21 @@ def tile_grid(h, w, tile):
     return -(-h // tile), -(-w // tile)
 
 
+RAW_HEADER = 12  # codec raw: uint32 little-endian h, w, c, then the HxWxC uint8 bytes (BGR)
+
+
+def encode_raw(img):
+    """Uncompressed value of the ``raw`` codec: a crop of it is an array slice, no decode."""
+    h, w, c = img.shape
+    return np.array([h, w, c], '<u4').tobytes() + np.ascontiguousarray(img, np.uint8).tobytes()
+
+
+def decode_raw(buf):
+    """``encode_raw``'s inverse -> HxWxC uint8 array (a read-only view of ``buf``)."""
+    h, w, c = (int(v) for v in np.frombuffer(buf, '<u4', 3))
+    return np.frombuffer(buf, np.uint8, h * w * c, RAW_HEADER).reshape(h, w, c)
+
+
 def encode_png(img, compress_level):
     ok, buf = cv2.imencode('.png', img, [cv2.IMWRITE_PNG_COMPRESSION, int(compress_level)])
     if not ok:
@@ -64,7 +79,7 @@ def encode_png(img, compress_level):
 class _LmdbOut:
     """One output LMDB with its meta_info.txt (BasicSR's convention)."""
 
-    def __init__(self, path, compress_level, map_size=1 << 40, commit_every=256):
+    def __init__(self, path, compress_level, map_size=1 << 40, commit_every=256, codec='png'):
         import lmdb
         os.makedirs(path, exist_ok=True)
         # meminit=True: LMDB zeroes unused page space; with False it writes whatever heap
@@ -73,13 +88,15 @@ class _LmdbOut:
         self.txn = self.env.begin(write=True)
         self.meta = open(os.path.join(path, 'meta_info.txt'), 'w', encoding='utf-8')
         self.compress_level = compress_level
+        self.codec = codec
         self.commit_every = commit_every
         self.count = 0
 
     def put(self, key, img):
-        self.txn.put(key.encode('ascii'), encode_png(img, self.compress_level))
+        raw = self.codec == 'raw'
+        self.txn.put(key.encode('ascii'), encode_raw(img) if raw else encode_png(img, self.compress_level))
         h, w, c = img.shape
-        self.meta.write(f'{key}.png ({h},{w},{c}) {self.compress_level}\n')
+        self.meta.write(f'{key}.{"raw" if raw else "png"} ({h},{w},{c}) {0 if raw else self.compress_level}\n')
         self.count += 1
         if self.count % self.commit_every == 0:
             self.txn.commit()
@@ -123,8 +140,11 @@ class DistilledWriter:
     """
 
     def __init__(self, out, scale=1, tile_size=0, compress_level=1, overwrite=False, tool='pack', provenance=None,
-                 overwrite_option='--overwrite', sources=()):
+                 overwrite_option='--overwrite', sources=(), codec='png'):
         scale, tile_size, compress_level = int(scale), int(tile_size or 0), int(compress_level)
+        if codec not in ('png', 'raw'):
+            raise ValueError(f"codec must be 'png' or 'raw', got {codec!r}.")
+        self.codec = codec
         if scale < 1:
             raise ValueError(f'scale must be >= 1, got {scale}.')
         if tile_size < 0 or (tile_size and tile_size % scale):
@@ -149,8 +169,8 @@ class DistilledWriter:
 
     def __enter__(self):
         self.tmp = self._atomic.__enter__()
-        self._gt = _LmdbOut(os.path.join(self.tmp, 'gt.lmdb'), self.compress_level)
-        self._lq = _LmdbOut(os.path.join(self.tmp, 'lq.lmdb'), self.compress_level)
+        self._gt = _LmdbOut(os.path.join(self.tmp, 'gt.lmdb'), self.compress_level, codec=self.codec)
+        self._lq = _LmdbOut(os.path.join(self.tmp, 'lq.lmdb'), self.compress_level, codec=self.codec)
         return self
 
     def add(self, key, gt, lq, gt_path='', lq_path='', **fields):
@@ -202,6 +222,7 @@ class DistilledWriter:
                     'scale': self.scale,
                     'tile_size': self.tile_size,
                     'compress_level': self.compress_level,
+                    'codec': self.codec,
                     'num_samples': len(self.samples),
                     'provenance': _jsonable(self.provenance),
                     'summary': self.summary,

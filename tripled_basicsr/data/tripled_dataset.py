@@ -56,6 +56,7 @@ class TripleDDataset(data.Dataset):
             raise ValueError(f'{self.root} was written with scale {self.stored_scale} but the options say scale '
                              f'{self.scale}; set `scale: {self.stored_scale}` in the YAML.')
         self.tile_size = int(self.meta['tile_size'])
+        self.codec = self.meta.get('codec', 'png')  # raw: uncompressed values (output.codec: raw)
         io_opt = dict(opt.get('io_backend') or {'type': 'lmdb'})
         backend = io_opt.pop('type', 'lmdb')
         if backend != 'lmdb':
@@ -106,6 +107,10 @@ class TripleDDataset(data.Dataset):
         if buf is None:
             raise KeyError(f'{self.root}/{which}.lmdb: entry {key!r} is missing; the distilled dir is damaged, '
                            f're-create it.')
+        if self.codec == 'raw':  # uncompressed array: no decode (a crop is a slice of it)
+            from tripled_basicsr.data.distilled_format import decode_raw
+            self.tiles_decoded += 1
+            return decode_raw(buf)
         img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
         if img is None:
             raise ValueError(f'{self.root}/{which}.lmdb: entry {key!r} cannot be decoded; re-create the dir.')

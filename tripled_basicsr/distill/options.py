@@ -26,7 +26,7 @@ DEFAULTS = {
         'crop_size': 0,  # > 0: units are crop_size x crop_size GT crops (ratio = share of source pixels)
         'crop_step': None,  # None: = crop_size (a grid without overlap)
     },
-    'output': {'path': None, 'tile_size': 0, 'compress_level': 1, 'overwrite': False},
+    'output': {'path': None, 'tile_size': 0, 'compress_level': 1, 'overwrite': False, 'codec': 'png'},
     'features': {
         'backbone': 'vit_small_patch16_224',
         'pretrained': True,
@@ -156,6 +156,7 @@ def validate(opt):
     out['tile_size'] = ck.integer('output.tile_size', out['tile_size'], lo=0)
     out['compress_level'] = ck.integer('output.compress_level', out['compress_level'], lo=0, hi=9)
     ck.boolean('output.overwrite', out['overwrite'])
+    ck.choice('output.codec', out['codec'], ('png', 'raw'))
 
     ck.string('features.backbone', f['backbone'])
     ck.boolean('features.pretrained', f['pretrained'])

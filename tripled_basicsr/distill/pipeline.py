@@ -178,7 +178,7 @@ def _check_output(st):
         return DistilledWriter(st.out_path, scale=st.opt['source']['scale'], tile_size=out['tile_size'],
                                compress_level=out['compress_level'], overwrite=out['overwrite'], tool='distill',
                                overwrite_option='output.overwrite: true (or --force-overwrite)',
-                               sources=_sources(st.opt))
+                               sources=_sources(st.opt), codec=out['codec'])
     except ValueError as exc:
         raise _writer_error(exc) from exc
 
