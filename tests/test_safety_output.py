@@ -312,7 +312,7 @@ def test_demo_workdir_overwrite_never_deletes_a_folder_it_did_not_create(tmp_pat
     thesis.mkdir()
     (thesis / 'draft.tex').write_text('days of work')
     before = snapshot(tmp_path)
-    with pytest.raises(SystemExit, match=rf'demo: Output {thesis} already exists and was not written by '):
+    with pytest.raises(SystemExit, match=rf'demo: (error: )?Output {thesis} already exists and was not written by '):
         demo_main(['--workdir', str(thesis), '--overwrite'])
     assert snapshot(tmp_path) == before
 
