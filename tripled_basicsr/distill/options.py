@@ -242,6 +242,8 @@ def feature_dependencies(opt, keys_hash, weights_id):
     for k in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):
         if dep['source'][k]:
             dep['source'][k] = os.path.abspath(os.path.expanduser(dep['source'][k]))
+    if not dep['source']['crop_size']:  # whole images: same dependencies as before crop units existed
+        del dep['source']['crop_size'], dep['source']['crop_step']
     dep['source']['keys_sha256'] = keys_hash
     dep['features']['weights'] = weights_id
     return dep
