@@ -6,7 +6,9 @@ Compares, on the same generated 3840x2160 pairs and the same DataLoader settings
   * ``TripleDDataset`` on the same pairs packed with ``--tile-size 512`` (a crop decodes
     only the tiles it overlaps),
   * ``TripleDDataset`` on whole-image storage (``tile_size 0``), to separate the effect of
-    tiling from everything else.
+    tiling from everything else,
+  * ``TripleDDataset`` on ``codec raw`` storage (uncompressed values, whole and tiled): a
+    crop is an array slice, no PNG decode (``output.codec: raw`` of the distiller).
 
     python benchmarks/uhd_loading.py [--pairs 4] [--samples 24] [--workers 0] [--crops 256 512]
 
@@ -32,6 +34,17 @@ from tripled_basicsr.pack import pack
 
 def make_source(root, pairs, size):
     return write_pair_folders(root, generate_pairs('noise', pairs, size, seed=0), compress_level=1)
+
+
+def write_raw(src, out, tile):
+    """The source's pairs as a distilled dir with uncompressed values (``codec='raw'``)."""
+    from tripled_basicsr.data.distilled_format import DistilledWriter
+    from tripled_basicsr.data.paired_source import PairedSource
+    source = PairedSource(os.path.join(src, 'gt'), os.path.join(src, 'lq'))
+    with DistilledWriter(out, tile_size=tile, tool='pack', codec='raw') as w:
+        for i, key in enumerate(source.keys):
+            gt, lq = source.read_pair(i)
+            w.add(key, gt, lq)
 
 
 def measure(dataset, samples, workers):
@@ -60,6 +73,8 @@ def main(argv=None):
     p.add_argument('--workers', type=int, default=0, help='DataLoader workers (same for every reader)')
     p.add_argument('--crops', type=int, nargs='+', default=[256, 512])
     p.add_argument('--tile-sizes', type=int, nargs='+', default=[512, 256], help='tiled layouts to compare')
+    p.add_argument('--raw-tile-sizes', type=int, nargs='*', default=[0, 512],
+                   help='codec raw layouts to compare (0 = whole images)')
     p.add_argument('--workdir', default=None, help='keep generated data here (default: a temp dir, removed)')
     args = p.parse_args(argv)
 
@@ -76,6 +91,10 @@ def main(argv=None):
         for out, tile in [(whole, 0)] + [(d, t) for t, d in tiled.items()]:
             if not os.path.isdir(out):
                 pack(os.path.join(src, 'gt'), os.path.join(src, 'lq'), out, tile_size=tile, progress=False)
+        raw = {t: os.path.join(work, f'raw{t}') for t in args.raw_tile_sizes}
+        for t, out in raw.items():
+            if not os.path.isdir(out):
+                write_raw(src, out, t)
 
         rows = []
         for crop in args.crops:
@@ -91,6 +110,9 @@ def main(argv=None):
             }
             for t, d in tiled.items():
                 readers[f'TripleDDataset (tiled {t})'] = TripleDDataset(common(name=f't{t}', dataroot=d))
+            for t, d in raw.items():
+                readers[f'TripleDDataset (raw {"whole" if t == 0 else f"tiled {t}"})'] = TripleDDataset(
+                    common(name=f'r{t}', dataroot=d))
             rates = {}
             for name, ds in readers.items():
                 rates[name] = measure(ds, args.samples, args.workers)
@@ -106,12 +128,12 @@ def main(argv=None):
 
         print(f'\nUHD loading: {args.pairs} pairs {args.size}, {args.samples} timed samples, '
               f'{args.workers} workers, torch threads {torch.get_num_threads()}')
-        print(f'{"crop":>5}  {"reader":<40} {"samples/s":>10} {"x stock":>8}')
+        print(f'{"crop":>5}  {"reader":<44} {"samples/s":>10} {"x stock":>8}')
         for r in rows:
-            print(f'{r["crop"]:>5}  {r["reader"]:<40} {r["samples_per_s"]:>10.2f} {r["vs_stock"]:>8.1f}')
+            print(f'{r["crop"]:>5}  {r["reader"]:<44} {r["samples_per_s"]:>10.2f} {r["vs_stock"]:>8.1f}')
         result = {
             'benchmark': 'uhd_loading', 'pairs': args.pairs, 'size': args.size, 'workers': args.workers,
-            'tile_sizes': args.tile_sizes,
+            'tile_sizes': args.tile_sizes, 'raw_tile_sizes': args.raw_tile_sizes,
             'speedup_tiled_vs_stock': {f'crop{r["crop"]}_{r["reader"].split("(")[1][:-1].replace(" ", "")}':
                                        round(r['vs_stock'], 2) for r in rows if '(tiled' in r['reader']},
             'rows': [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]

@@ -325,7 +325,11 @@ def scores(st):
     st.n = unit_budget(opt, source, n_valid) if n_valid != len(source) else st.n_budget
 
     with timed(st, 'kmeans'):
-        st.feats = pair_features(store.feat, len(st.kinds), st.views_per_kind)[st.valid]
+        if opt['features']['backbone'] == 'tripled_stats':  # statistics in different units: z-score first
+            from tripled_basicsr.distill.handcrafted import standardized_features
+            st.feats = standardized_features(store.feat, len(st.kinds), st.views_per_kind)[st.valid]
+        else:
+            st.feats = pair_features(store.feat, len(st.kinds), st.views_per_kind)[st.valid]
         stats_arr = np.asarray(store.stats, np.float64)[st.valid]
         st.stats = {'entropy': stats_arr[:, 0], 'gradient': stats_arr[:, 1], 'token_var': stats_arr[:, 2]}
         st.k = resolve_clusters(sel['clusters'], st.n)
