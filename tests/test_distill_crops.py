@@ -101,6 +101,11 @@ def test_raw_codec_stores_the_same_pixels_as_png(tmp_path, tile):
             assert np.array_equal(dss['raw'].read_image(i, which), dss['png'].read_image(i, which))
         assert np.array_equal(dss['raw'].read_region(i, 'gt', 10, 20, 70, 30),
                               dss['png'].read_region(i, 'gt', 10, 20, 70, 30))
+    # train phase: BasicSR's augment flips in place, so the returned crops must be writable
+    tr = TripleDDataset({'dataroot': str(tmp_path / 'raw'), 'phase': 'train', 'scale': 2, 'gt_size': 32,
+                         'use_hflip': True, 'use_rot': True})
+    for i in range(len(tr)):
+        assert tr[i]['gt'].shape == (3, 32, 32)
     # stock BasicSR cannot decode raw values: meta_info names them .raw, not .png
     with open(os.path.join(str(tmp_path / 'raw'), 'gt.lmdb', 'meta_info.txt')) as f:
         assert '.raw (' in f.readline()

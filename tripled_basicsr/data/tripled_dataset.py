@@ -132,7 +132,8 @@ class TripleDDataset(data.Dataset):
                              f'of size {w}x{h}.')
         key = self.keys[index]
         if not self.tile_size:
-            return self._decode(which, key)[top:top + height, left:left + width]
+            region = self._decode(which, key)[top:top + height, left:left + width]
+            return region.copy() if self.codec == 'raw' else region  # raw: copy the crop only (writable)
         t = self.tile_size if which == 'gt' else self.tile_size // self.scale
         out = np.empty((height, width, 3), np.uint8)
         for r in range(top // t, (top + height - 1) // t + 1):
@@ -147,7 +148,8 @@ class TripleDDataset(data.Dataset):
         """Whole image (stitched from tiles when tiled) as HxWx3 uint8 BGR."""
         h, w = self.image_shape(index, which)[:2]
         if not self.tile_size:
-            return self._decode(which, self.keys[index])
+            img = self._decode(which, self.keys[index])
+            return img.copy() if self.codec == 'raw' else img
         return self.read_region(index, which, 0, 0, h, w)
 
     # ------------------------------------------------------------------ items
