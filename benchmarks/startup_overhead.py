@@ -10,6 +10,13 @@ Measures, in one run:
   * ``python -c "import numpy"`` with the finder on and off: the finder is consulted for
     every import, so this bounds its per-import overhead.
 Target from the issue: < 20 ms difference for ``python -c pass``.
+
+With ``--imports`` it also reports the import time of ``tripled_basicsr``,
+``tripled_basicsr.iqa`` and ``tripled_basicsr.distill`` (``-X importtime``, cumulative, best
+of ``--runs``): the package imports BasicSR only in ``tripled_basicsr.register()``, so these
+must stay far below an ``import basicsr``. ``--pythonpath DIR`` measures another copy of the
+package, e.g. an older commit: ``git archive OLD tripled_basicsr tripled_basicsr_autoload.py |
+tar -x -C /tmp/old`` then ``--imports --pythonpath /tmp/old``.
 """
 import argparse
 import json
@@ -30,10 +37,38 @@ def wall(code, env, runs):
     return statistics.median(times) * 1000
 
 
+IMPORTS = ('tripled_basicsr', 'tripled_basicsr.iqa', 'tripled_basicsr.distill', 'basicsr')
+
+
+def import_ms(module, runs, pythonpath=None):
+    """Best-of-``runs`` cumulative ``-X importtime`` of ``module`` in a fresh interpreter (ms)."""
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    if pythonpath:
+        env['PYTHONPATH'] = pythonpath
+    best = None
+    for _ in range(runs):
+        err = subprocess.run([sys.executable, '-X', 'importtime', '-c', f'import {module}'], env=env,
+                             capture_output=True, text=True, cwd=pythonpath or None).stderr
+        m = re.search(r'import time:\s+\d+ \|\s+(\d+) \| ' + re.escape(module) + r'$', err, re.M)
+        if m:
+            us = int(m.group(1))
+            best = us if best is None else min(best, us)
+    return None if best is None else best / 1000
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--runs', type=int, default=30)
+    p.add_argument('--imports', action='store_true', help='only the package import times (see above)')
+    p.add_argument('--pythonpath', help='with --imports: measure the package found in this directory')
     args = p.parse_args(argv)
+    if args.imports:
+        res = {m: import_ms(m, args.runs, args.pythonpath) for m in IMPORTS}
+        for m, ms in res.items():
+            print(f'import {m:<28} {ms:>9.1f} ms')
+        print(json.dumps({'benchmark': 'import_time', 'runs': args.runs, 'pythonpath': args.pythonpath,
+                          'cumulative_ms': res}))
+        return
     on = dict(os.environ, TRIPLED_BASICSR_AUTOLOAD='1')
     off = dict(os.environ, TRIPLED_BASICSR_AUTOLOAD='0')
     probe = subprocess.run([sys.executable, '-c', 'import sys; print(any(type(f).__name__ == '
