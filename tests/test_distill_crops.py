@@ -46,7 +46,8 @@ def test_stored_crop_equals_source_region(tmp_path, scale, lmdb, tile):
                        selection={'ratio': 0.1 if not tile else 0.3, 'seed': 1, 'clusters': 2},
                        output={'tile_size': tile})
     s = run_distill(opt, progress=False)
-    assert s['n'] == math.ceil((0.3 if tile else 0.1) * 8 * size * size / crop ** 2)  # ratio = share of the source's GT pixels
+    # ratio = share of the source's GT pixels
+    assert s['n'] == math.ceil((0.3 if tile else 0.1) * 8 * size * size / crop ** 2)
     ds = TripleDDataset({'dataroot': out, 'phase': 'val', 'scale': scale})
     with open(os.path.join(out, 'tripled_meta.json')) as f:
         samples = json.load(f)['samples']

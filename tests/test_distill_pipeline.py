@@ -280,7 +280,8 @@ def test_skip_then_raise_retries_skipped_pairs(broken_data, tmp_path):
 def test_calibration_that_makes_things_worse_is_refused(data, tmp_path):
     gt, lq = data
     out = str(tmp_path / 'o')
-    cal = {'enabled': True, 'mode': 'pixels', 'iters': 3, 'lr': 0.5, 'fidelity_weight': 0.0, 'keep_best': False, 'on_worse': 'raise'}
+    cal = {'enabled': True, 'mode': 'pixels', 'iters': 3, 'lr': 0.5, 'fidelity_weight': 0.0, 'keep_best': False,
+           'on_worse': 'raise'}
     with pytest.raises(RuntimeError, match='moved the subset away from the source.*Nothing was written'):
         run_distill(tiny_options(gt, lq, out, calibration=cal), progress=False)
     assert not os.path.exists(out)

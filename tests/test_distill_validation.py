@@ -180,7 +180,8 @@ def test_work_dir_inside_a_source_is_refused(data, tmp_path, no_backbone):
 def test_unknown_calibrator_type(data, tmp_path, no_backbone):
     gt, lq = data
     out = str(tmp_path / 'o')
-    opt = tiny_options(gt, lq, out, calibration={'enabled': True, 'mode': 'pixels', 'network': {'type': 'TripleDCalibrater'}})
+    opt = tiny_options(gt, lq, out, calibration={'enabled': True, 'mode': 'pixels',
+                                                 'network': {'type': 'TripleDCalibrater'}})
     with pytest.raises(OptionError, match=r"calibration\.network\.type 'TripleDCalibrater' is not a registered"):
         run_distill(opt, progress=False)
     _nothing_written(tmp_path, out)
