@@ -285,3 +285,19 @@ def test_unpaired_files_can_be_skipped_and_are_listed(tmp_path):
     assert src.keys == ['0000', '0002'] and len(src.skipped) == 2
     with pytest.raises(ValueError, match='on_missing'):
         PairedSource(gt_dir, lq_dir, on_missing='ignore')
+
+
+def test_hidden_files_and_folders_in_a_source_are_ignored(tmp_path):
+    gt_dir, lq_dir, _ = write_pairs(str(tmp_path / 'src'), n=2, size=(16, 16))
+    for d in (gt_dir, lq_dir):
+        with open(os.path.join(d, '.DS_Store'), 'wb') as f:  # BasicSR's scandir crashes on this
+            f.write(b'\0')
+        os.makedirs(os.path.join(d, '.thumbs'))
+        cv2.imwrite(os.path.join(d, '.thumbs', '0000.png'), np.zeros((16, 16, 3), np.uint8))
+    os.makedirs(os.path.join(gt_dir, 'sub'))
+    os.makedirs(os.path.join(lq_dir, 'sub'))
+    img = np.full((16, 16, 3), 7, np.uint8)
+    cv2.imwrite(os.path.join(gt_dir, 'sub', 'x.png'), img)
+    cv2.imwrite(os.path.join(lq_dir, 'sub', 'x.png'), img)
+    src = PairedSource(gt_dir, lq_dir)
+    assert src.keys == ['0000', '0001', 'sub__x']

@@ -19,6 +19,19 @@ import numpy as np
 from tripled_basicsr.utils.img import to_bgr_uint8
 from tripled_basicsr.utils.lmdb_io import is_lmdb, open_lmdb_readonly
 
+def _relative_files(root):
+    """Paths (relative to ``root``, '/'-separated) of the files under ``root``, hidden entries left out.
+
+    Like BasicSR's ``scandir(root, recursive=True)``, without importing BasicSR (seconds at
+    start-up) and without its crash on a hidden file such as ``.DS_Store``."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = [d for d in dirnames if not d.startswith('.')]
+        rel = os.path.relpath(dirpath, root)
+        for name in filenames:
+            if not name.startswith('.'):
+                yield name if rel == '.' else f'{rel}/{name}'.replace(os.sep, '/')
+
+
 IMG_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
 _KEY_OK = re.compile(r'^[\x21-\x7e]+$')
 
@@ -133,7 +146,6 @@ class PairedSource:
         self.names = list(self.keys)
 
     def _list_folders(self, meta_info_file):
-        from basicsr.utils import scandir
         for root in (self.dataroot_gt, self.dataroot_lq):
             if not os.path.isdir(root):
                 raise SourceError(f'{root} is not a folder (nor a BasicSR .lmdb).')
@@ -143,9 +155,9 @@ class PairedSource:
             with open(meta_info_file, encoding='utf-8') as f:
                 gt_names = [ln.strip().split(' ')[0] for ln in f if ln.strip()]
         else:
-            gt_names = sorted(p for p in scandir(self.dataroot_gt, recursive=True)
+            gt_names = sorted(p for p in _relative_files(self.dataroot_gt)
                               if p.lower().endswith(IMG_EXTENSIONS))
-        lq_names = set(p for p in scandir(self.dataroot_lq, recursive=True) if p.lower().endswith(IMG_EXTENSIONS))
+        lq_names = set(p for p in _relative_files(self.dataroot_lq) if p.lower().endswith(IMG_EXTENSIONS))
         pairs, used_lq = [], set()
         for gt_name in gt_names:
             sub, base = os.path.split(gt_name)

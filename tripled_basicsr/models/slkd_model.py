@@ -581,4 +581,5 @@ class SLKDModel(SamplerFeedbackMixin, SRModel):
                'adapters': (self.get_bare_model(self.adapters).state_dict() if self.adapters is not None else {})}
         rec['adapters'] = {k: v.detach().cpu() for k, v in rec['adapters'].items()}
         tag = 'latest' if current_iter == -1 else current_iter
-        torch.save(rec, self._record_path(self.opt, tag))
+        from tripled_basicsr.compat import atomic_torch_save
+        atomic_torch_save(rec, self._record_path(self.opt, tag))
