@@ -209,8 +209,6 @@ def _patch_pipeline_globals(g):
 #    file and line. Applies to ``python -m tripled_basicsr.train|test`` and to stock
 #    entry points while the plugin is loaded; BasicSR without the plugin keeps its loader.
 def _safe_ordered_yaml():
-    import yaml
-
     from tripled_basicsr.safe_yaml import SafeOptionLoader
     try:
         from yaml import CDumper as Dumper
