@@ -229,7 +229,7 @@ class Progress:
 
 
 # --------------------------------------------------------------------------- summary
-def summary_table(summary, n_pool, seeds):
+def summary_table(summary):
     """The demo's table from the study's summary (report/results.json ``summary``): one line
     per arm (PSNR mean +- std over seeds, pairs, gain kept) and TripleD - random."""
     label = summary['sets'][0]
@@ -262,7 +262,8 @@ def build_parser():
     p.add_argument('--workdir', default='demo_run', help='everything goes here (default: ./demo_run)')
     p.add_argument('--overwrite', action='store_true',
                    help='delete an existing --workdir first (only one an earlier demo run created)')
-    p.add_argument('--task', type=_task, default='noise', help='demo_data task (noise, blur, jpeg, rain, haze, lowlight)')
+    p.add_argument('--task', type=_task, default='noise',
+                   help='demo_data task (noise, blur, jpeg, rain, haze, lowlight)')
     p.add_argument('--num', type=_positive_int('--num'), default=400, help='training pairs to generate (400)')
     p.add_argument('--val-num', type=_positive_int('--val-num'), default=24, help='held-out pairs (24)')
     p.add_argument('--size', type=_positive_int('--size'), default=128, help='image side in px (128)')
@@ -338,7 +339,7 @@ def _main(args):
     report = os.path.join(work, 'study', 'report')
     with open(os.path.join(report, 'results.json'), encoding='utf-8') as f:
         summary = json.load(f)['summary']
-    table = summary_table(summary, args.num, opt['seeds'])
+    table = summary_table(summary)
     with open(os.path.join(work, 'table.txt'), 'w', encoding='utf-8') as f:
         f.write(table + '\n')
     say('step 3/3: result')
