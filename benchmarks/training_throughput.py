@@ -35,7 +35,9 @@ import numpy as np
 import torch
 import yaml
 
-import tripled_basicsr  # noqa: F401  (registers components, applies compat)
+import tripled_basicsr
+
+tripled_basicsr.register()  # components in BasicSR's registries, compat fixes
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -3,10 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-import tripled_basicsr  # noqa: F401  (registers TripleDCalibrator, FeatureDistributionLoss)
+import tripled_basicsr
 from tripled_basicsr.distill import scoring, selection
 from tripled_basicsr.utils.distribution import mmd_numpy, mmd_rbf
 from tripled_basicsr.distill.registry import COMPLEXITY, SELECTION, UNCERTAINTY, StrategyRegistry
+
+tripled_basicsr.register()  # BasicSR registries (conftest does it too; explicit for running this file alone)
 
 
 def clustered(n_per=(60, 30, 10), d=16, spread=0.15, seed=0):

@@ -3,10 +3,12 @@ import numpy as np
 import pytest
 import torch
 
-import tripled_basicsr  # noqa: F401  (registers the metrics)
+import tripled_basicsr
 from basicsr.metrics import calculate_metric
 from basicsr.utils.registry import METRIC_REGISTRY
 from tripled_basicsr.iqa import brisque_features, brisque_score, load_brisque_model, piqe
+
+tripled_basicsr.register()  # BasicSR registries (conftest does it too; explicit for running this file alone)
 
 
 pytestmark = pytest.mark.usefixtures('one_thread')
