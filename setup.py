@@ -97,6 +97,9 @@ setup(
             'tripled-pack=tripled_basicsr.pack:main',
             'tripled-demo-data=tripled_basicsr.demo_data:main',
             'tripled-distill=tripled_basicsr.distill.__main__:main',
+            'tripled-study=tripled_basicsr.study.__main__:main',
+            'tripled-benchmark=tripled_basicsr.benchmark:main',
+            'tripled-cost=tripled_basicsr.cost:main',
         ]
     },
     cmdclass=cmdclass,
