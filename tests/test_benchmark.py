@@ -160,3 +160,25 @@ def test_models_from_training_yaml_and_piqe_on_paired_sets(fake, tmp_path):
     rows, skipped, _ = bm.run_benchmark(opt, log=lambda *a: None)
     assert [r['set'] for r in rows] == ['LOL', 'UHD-LL'] and not skipped
     assert all(0 <= r['piqe'] <= 100 and 'RGB' in r['protocol'] for r in rows)
+
+
+def test_bad_output_path_fails_before_any_model_runs(fake, tmp_path, capsys, monkeypatch):
+    import yaml
+    from tripled_basicsr.utils.io import tree_fingerprint
+    net_opt, _ = _save_srvgg(str(tmp_path / 'n.pth'), 2)
+    loaded = []
+    monkeypatch.setattr(bm, 'load_network', lambda *a, **k: loaded.append(a) or None)
+    before = tree_fingerprint(fake)
+    for out in (os.path.join(fake, 'Set5', 'results'), str(tmp_path / 'notes')):  # inside a source; foreign folder
+        if out.endswith('notes'):
+            os.makedirs(out, exist_ok=True)
+            (tmp_path / 'notes' / 'thesis.txt').write_text('days of work')
+        p = tmp_path / 'b.yml'
+        p.write_text(yaml.safe_dump({'datasets_root': fake, 'scale': 2, 'device': 'cpu', 'sets': ['Set5'],
+                                     'models': [{'name': 'm', 'network_g': net_opt, 'weights': str(tmp_path / 'n.pth')}],
+                                     'output': {'path': out}}))
+        assert bm.main(['-opt', str(p)]) == 2
+        err = capsys.readouterr().err
+        assert out in err and loaded == []
+    assert tree_fingerprint(fake) == before
+    assert (tmp_path / 'notes' / 'thesis.txt').read_text() == 'days of work'

@@ -417,8 +417,11 @@ def model_specs(opt, path):
     return out
 
 
-def run_benchmark(opt, path='<options>', log=print):
-    """Evaluate every model on every present set; returns (rows, skipped, specs)."""
+def run_benchmark(opt, path='<options>', log=print, check_output=None):
+    """Evaluate every model on every present set; returns (rows, skipped, specs).
+
+    ``check_output(specs)``, when given, runs once the present sets are known and before any
+    model is loaded (main() checks the output path there, so a bad one fails before the work)."""
     defaults = {'datasets_root': opt.get('datasets_root', 'datasets')}
     for k in ('scale', 'sigmas', 'noise_seed', 'y_channel', 'max_images'):
         if k in opt:
@@ -445,6 +448,8 @@ def run_benchmark(opt, path='<options>', log=print):
             skipped.append(msg)
             continue
         loaded[spec['name']] = (spec, groups)
+    if check_output is not None:
+        check_output([s for s, _ in loaded.values()])
     for m in models:
         if m.get('type') == 'input':
             net = None
@@ -513,11 +518,19 @@ def main(argv=None):
     try:
         opt = load_yaml_safe(args.opt)
         out = (opt.get('output') or {}).get('path') or os.path.join('results', f'benchmark_{opt.get("name", "run")}')
-        rows, skipped, specs = run_benchmark(opt, args.opt)
+        overwrite = (opt.get('output') or {}).get('overwrite', True)
+
+        def sources(specs):
+            return [(s['name'], s.get('dataroot_gt') or s['root']) for s in specs]
+
+        def check_output(specs):  # the output policy, before any model runs
+            AtomicOutputDir(out, overwrite=overwrite, option_name='output.overwrite: true', sources=sources(specs),
+                            tool='benchmark')
+
+        rows, skipped, specs = run_benchmark(opt, args.opt, check_output=check_output)
         if not rows:
             raise BenchmarkError('no test set was found; nothing to report (see the skipped lines above).')
-        write_outputs(out, rows, skipped, opt, overwrite=(opt.get('output') or {}).get('overwrite', True),
-                      sources=[(s['name'], s.get('dataroot_gt') or s['root']) for s in specs])
+        write_outputs(out, rows, skipped, opt, overwrite=overwrite, sources=sources(specs))
         print(markdown_table(rows, skipped, opt.get('name', 'Benchmark')))
         print(f'written: {out}/results.md, results.csv, results.json')
     except (BenchmarkError, FileNotFoundError, ValueError, OSError) as exc:
