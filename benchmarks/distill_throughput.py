@@ -116,7 +116,6 @@ def main(argv=None):
 
     import torch
 
-    import tripled_basicsr  # noqa: F401
     tmp = tempfile.mkdtemp(prefix='tripled_bench_')
     gt, lq = make_data(os.path.join(tmp, 'n'), a.num, a.size, a.format)
     # interleaved A/B repeats: other jobs on a shared machine change the speed over minutes

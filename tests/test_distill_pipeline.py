@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import torch
 
-import tripled_basicsr  # noqa: F401
 from tripled_basicsr.distill import run_distill
 from tripled_basicsr.distill._testing import TINY_MODEL_KWARGS, tiny_options, write_pairs
 from tripled_basicsr.utils.io import tree_fingerprint

@@ -297,7 +297,8 @@ def load_network(network_opt, weights, param_key='auto', device='cpu'):
     import torch
     from basicsr.archs import build_network
 
-    import tripled_basicsr  # noqa: F401  (registers archs)
+    import tripled_basicsr
+    tripled_basicsr.register()  # our archs (e.g. TripleDUNet) in BasicSR's registry
     if not os.path.isfile(weights or ''):
         raise BenchmarkError(f'weights {weights!r} do not exist (path of a net_g_*.pth checkpoint).')
     with contextlib.redirect_stdout(io.StringIO()):  # BasicSR prints 'Name X is not found, use name: X_basicsr!'

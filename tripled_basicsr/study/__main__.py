@@ -17,7 +17,8 @@ def main(argv=None):
     def _term(signum, frame):  # `kill PID` stops the trainer subprocess too (see Study.train)
         raise SystemExit(143)
     signal.signal(signal.SIGTERM, _term)
-    import tripled_basicsr  # noqa: F401
+    import tripled_basicsr
+    tripled_basicsr.register()  # BasicSR registries, before arm names and networks are checked
     from tripled_basicsr.study import StudyError, merge_options, plan, run_study
     from tripled_basicsr.utils.io import load_yaml_safe
     try:

@@ -8,6 +8,7 @@ import numpy as np
 
 from tripled_basicsr import benchmark as bm
 from tripled_basicsr.study.stats import gain_retention, mean_std, paired_test, time_to_quality, verdict
+from tripled_basicsr.utils.io import read_json, write_json_atomic
 
 
 class Evaluator:
@@ -35,7 +36,7 @@ class Evaluator:
 
     def _cached(self, path):
         """Cached scores, without those of sets whose protocol or files changed since."""
-        data = _load(path) or {}
+        data = read_json(path) or {}
         old, new = data.pop('_sets', {}), self.fingerprints()
         stale = {lb for lb in set(old) | set(new) if old.get(lb) != new.get(lb)}
         for v in data.values():
@@ -47,7 +48,7 @@ class Evaluator:
         return data
 
     def _store(self, path, data):
-        _save(path, {'_sets': self.fingerprints(), **data})
+        write_json_atomic(path, {'_sets': self.fingerprints(), **data})
 
     def input_scores(self, study):
         path = study.path('input_psnr.json')
@@ -65,7 +66,7 @@ class Evaluator:
         path = os.path.join(rdir, 'eval.json')
         data = self._cached(path)
         with open(os.path.join(rdir, 'train.yml'), encoding='utf-8') as f:
-            net_opt = yaml.safe_load(f)['network_g']
+            net_opt = yaml.saferead_json(f)['network_g']
         final = study.opt['training']['iters']
         for it, ckpt in study.checkpoints(run).items():
             labels = list(self.sets) if it == final else self.curve
@@ -85,28 +86,14 @@ class Evaluator:
         return data
 
 
-def _load(path):
-    if not os.path.isfile(path):
-        return None
-    with open(path, encoding='utf-8') as f:
-        return json.load(f)
-
-
-def _save(path, data):
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
-
-
 def collect(study):
     """-> list of per-run records for every finished run."""
     out = []
     final = study.opt['training']['iters']
     for run in study.runs:
         rdir = study.path('runs', run.id)
-        done, ev, prep = _load(os.path.join(rdir, 'done.json')), _load(os.path.join(rdir, 'eval.json')), \
-            _load(os.path.join(rdir, 'prep.json'))
+        done, ev, prep = read_json(os.path.join(rdir, 'done.json')), read_json(os.path.join(rdir, 'eval.json')), \
+            read_json(os.path.join(rdir, 'prep.json'))
         if not done or not ev or str(final) not in ev:
             continue
         ev.pop('_sets', None)

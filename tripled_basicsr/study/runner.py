@@ -27,6 +27,7 @@ import time
 
 from tripled_basicsr.study.arms import deep_merge, resolve_arm
 from tripled_basicsr.study.stats import enlarge_ratio
+from tripled_basicsr.utils.io import read_json, write_json_atomic
 
 DEFAULTS = {
     'name': 'study',
@@ -149,20 +150,6 @@ def plan(opt):
     return runs
 
 
-def _json(path, default=None):
-    if not os.path.isfile(path):
-        return default
-    with open(path, encoding='utf-8') as f:
-        return json.load(f)
-
-
-def _write_json(path, data):
-    tmp = f'{path}.tmp{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
-
-
 def _alive(pid):
     if not pid:
         return False
@@ -207,7 +194,7 @@ class Study:
     # ------------------------------------------------------------------ subsets
     def prepare(self, run):
         """Build the run's subset (timed); -> dict(prep_s, units, images, root)."""
-        rec = _json(self.path('runs', run.id, 'prep.json'))
+        rec = read_json(self.path('runs', run.id, 'prep.json'))
         if rec and (run.arm['kind'] == 'full' or os.path.isdir(rec['root'])):
             return rec
         kind = run.arm['kind']
@@ -232,7 +219,7 @@ class Study:
             else:
                 info, extra = self._distill(run, root)
             rec = {'prep_s': time.time() - t + extra.get('features_credit', 0.0), 'root': root, **info, **extra}
-        _write_json(self.path('runs', run.id, 'prep.json'), rec)
+        write_json_atomic(self.path('runs', run.id, 'prep.json'), rec)
         return rec
 
     def distill_options(self, run, root):
@@ -269,9 +256,9 @@ class Study:
         # the feature pass is shared by every distill run of the study; charge each run its full
         # cost, as a user distilling once would pay it
         ft_path = opt['work_dir'] + '.features_time.json'
-        known = (_json(ft_path) or {}).get('features_s', 0.0)
+        known = (read_json(ft_path) or {}).get('features_s', 0.0)
         if feat_s > known:
-            _write_json(ft_path, {'features_s': feat_s})
+            write_json_atomic(ft_path, {'features_s': feat_s})
             known = feat_s
         return {'units': n, 'images': len({s.get('source_index', s['key']) for s in meta['samples']})}, \
             {'features_credit': max(0.0, known - feat_s), 'distill_summary_n': n}
@@ -330,7 +317,7 @@ class Study:
             yaml.safe_dump(opt, f, sort_keys=False)
         states = glob.glob(os.path.join(self.exp_dir(run), 'training_states', '*.state'))
         resume_iter = max((int(float(os.path.basename(s)[:-6])) for s in states), default=0)
-        attempts = _json(os.path.join(rdir, 'attempts.json'), [])
+        attempts = read_json(os.path.join(rdir, 'attempts.json'), [])
         if attempts and _alive(attempts[-1].get('pid')):
             raise StudyError(f'run {run.id} is still being trained by process {attempts[-1]["pid"]} (an earlier '
                              f'study command that was stopped without its trainer?). Wait for it to end or stop it, '
@@ -343,7 +330,7 @@ class Study:
         with open(log, 'a', encoding='utf-8') as f:
             proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=self.dir, env=env)
             attempts.append({'start': time.time(), 'resume_iter': resume_iter, 'pid': proc.pid})
-            _write_json(os.path.join(rdir, 'attempts.json'), attempts)
+            write_json_atomic(os.path.join(rdir, 'attempts.json'), attempts)
             try:
                 rc = proc.wait()
             except BaseException:  # Ctrl-C / kill of the study: do not leave the trainer running alone
@@ -352,7 +339,7 @@ class Study:
                 raise
         if rc != 0 or not os.path.isfile(os.path.join(self.exp_dir(run), 'models', 'net_g_latest.pth')):
             raise StudyError(f'run {run.id}: training failed (exit {rc}); see {log}. Re-run the study to resume.')
-        _write_json(os.path.join(rdir, 'done.json'), {'hash': self.run_hash(run), 'finished': time.time(),
+        write_json_atomic(os.path.join(rdir, 'done.json'), {'hash': self.run_hash(run), 'finished': time.time(),
                                                       'times': self.checkpoint_times(run)})
 
     def run_hash(self, run):
@@ -376,7 +363,7 @@ class Study:
     def checkpoint_times(self, run):
         """Training seconds at each checkpoint, across resumed attempts (each attempt continues
         from the time its resume checkpoint was reached)."""
-        attempts = _json(self.path('runs', run.id, 'attempts.json'), [])
+        attempts = read_json(self.path('runs', run.id, 'attempts.json'), [])
         times = {}
         for it, p in self.checkpoints(run).items():
             mt = os.path.getmtime(p)
@@ -395,13 +382,13 @@ class Study:
         for k, run in enumerate(self.runs, 1):
             rdir = self.path('runs', run.id)
             os.makedirs(rdir, exist_ok=True)
-            done = _json(os.path.join(rdir, 'done.json'))
+            done = read_json(os.path.join(rdir, 'done.json'))
             h = self.run_hash(run)
             if done and done.get('hash') != h:
                 raise StudyError(f'run {run.id} finished earlier with different options (arm, source, training or '
                                  f'distill changed). Use another study_dir, or delete {rdir} and '
                                  f'{self.exp_dir(run)} to redo it.')
-            _write_json(os.path.join(rdir, 'run.json'), {'id': run.id, 'arm': run.arm_name, 'definition': run.arm,
+            write_json_atomic(os.path.join(rdir, 'run.json'), {'id': run.id, 'arm': run.arm_name, 'definition': run.arm,
                                                          'ratio': run.ratio, 'seed': run.seed, 'hash': h})
             elapsed = time.time() - t0
             eta = ''

@@ -496,6 +496,22 @@ def prepare_output_dir(out, overwrite=False, option_name='--overwrite', sources=
     return a.out
 
 
+def read_json(path, default=None):
+    """The JSON value in ``path``, or ``default`` when the file does not exist."""
+    if not os.path.isfile(path):
+        return default
+    with open(path, encoding='utf-8') as f:
+        return json.load(f)
+
+
+def write_json_atomic(path, data):
+    """Write ``data`` as JSON so a reader never sees a half-written file (temp file + rename)."""
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        json.dump(data, f, indent=1)
+    os.replace(tmp, path)
+
+
 def file_sha256(path, chunk=1 << 20):
     h = hashlib.sha256()
     with open(path, 'rb') as f:
