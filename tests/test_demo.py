@@ -187,9 +187,11 @@ def test_tiny_demo_prints_the_table_writes_the_plots_and_resumes(tmp_path, capsy
     opt = yaml.safe_load((work / 'options' / 'study_demo.yml').read_text())
     assert opt['arms'] == ['full', 'random', 'tripled'] and opt['training']['iters'] == 4
     data = tree_fingerprint(str(work / 'data'))
-    assert main(argv) == 0
+    assert main(argv + ['--quiet']) == 0  # --quiet: only the table
     out = capsys.readouterr().out
-    assert out.count('(done, skipped)') == 6 and '  train:' not in out and 'resuming' in out
+    assert re.search(rf'TripleD \+ curriculum\s+3\s+{num}', out) and '[1/6]' not in out and 'train:' not in out
+    log = (work / 'demo.log').read_text()
+    assert log.count('(done, skipped)') == 6 and log.count('  train:') == 6  # trained once, resumed with nothing to do
     assert tree_fingerprint(str(work / 'data')) == data
     res = json.loads((report / 'results.json').read_text())
     assert {r['arm'] for r in res['summary']['rows']} == {'full', 'random', 'tripled'}
