@@ -66,7 +66,7 @@ class Evaluator:
         path = os.path.join(rdir, 'eval.json')
         data = self._cached(path)
         with open(os.path.join(rdir, 'train.yml'), encoding='utf-8') as f:
-            net_opt = yaml.saferead_json(f)['network_g']
+            net_opt = yaml.safe_load(f)['network_g']
         final = study.opt['training']['iters']
         for it, ckpt in study.checkpoints(run).items():
             labels = list(self.sets) if it == final else self.curve
