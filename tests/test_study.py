@@ -288,7 +288,9 @@ def test_refuses_a_run_whose_trainer_is_still_alive(tmp_path):
     run = study.runs[0]
     rdir = tmp_path / 'study' / 'runs' / run.id
     rdir.mkdir(parents=True)
-    fake = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)', 'tripled_basicsr.train'])
+    fake = subprocess.Popen([sys.executable, '-c', 'import time; print("ready", flush=True); time.sleep(30)',
+                             'tripled_basicsr.train'], stdout=subprocess.PIPE, text=True)
+    assert fake.stdout.readline().strip() == 'ready'  # exec'd: its cmdline is the trainer's, no longer pytest's
     try:
         (rdir / 'attempts.json').write_text(json.dumps([{'start': 0, 'resume_iter': 0, 'pid': fake.pid}]))
         with pytest.raises(StudyError, match=f'still being trained by process {fake.pid}'):
