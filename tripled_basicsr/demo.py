@@ -299,7 +299,8 @@ def main(argv=None):
 
 
 def _main(args):
-    import tripled_basicsr  # noqa: F401  (registers the plugin before the study checks arm names)
+    import tripled_basicsr
+    tripled_basicsr.register()  # the plugin, before the study checks arm names
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
     study_options(args, os.path.abspath(args.workdir))  # bad flags / recipes fail before any file is written
     t0 = time.time()
