@@ -182,3 +182,17 @@ def test_bad_output_path_fails_before_any_model_runs(fake, tmp_path, capsys, mon
         assert out in err and loaded == []
     assert tree_fingerprint(fake) == before
     assert (tmp_path / 'notes' / 'thesis.txt').read_text() == 'days of work'
+
+
+@pytest.mark.parametrize('cli', ['benchmark', 'study'])
+def test_python_tag_in_options_is_refused_and_never_run(tmp_path, capsys, monkeypatch, cli):
+    from tripled_basicsr.study.__main__ import main as study_main
+    marker = tmp_path / 'HACKED'
+    p = tmp_path / 'x.yml'
+    p.write_text(f'name: !!python/object/apply:os.system ["touch {marker}"]\nsets: [Set5]\n')
+    monkeypatch.chdir(tmp_path)
+    before = sorted(os.listdir(tmp_path))
+    assert (bm.main if cli == 'benchmark' else study_main)(['-opt', str(p)]) == 2
+    err = capsys.readouterr().err
+    assert 'x.yml' in err and 'python/object/apply' in err
+    assert not marker.exists() and sorted(os.listdir(tmp_path)) == before

@@ -11,6 +11,7 @@ import os
 
 from tripled_basicsr.distill import checks as ck
 from tripled_basicsr.distill.checks import OptionError  # noqa: F401  (re-exported: the historical import path)
+from tripled_basicsr.utils.lmdb_io import is_lmdb
 
 DEFAULTS = {
     'name': 'distill',
@@ -149,12 +150,11 @@ def validate(opt):
     backend = ck.mapping('source.io_backend', src.get('io_backend')).get('type', 'disk')
     ck.choice('source.io_backend.type', backend, ('disk', 'lmdb'))
     for root in (src['dataroot_gt'], src['dataroot_lq']):
-        is_lmdb = os.path.isdir(root) and (str(root).rstrip('/').endswith('.lmdb')
-                                           or os.path.isfile(os.path.join(root, 'data.mdb')))
-        if os.path.exists(root) and is_lmdb != (backend == 'lmdb'):
-            want = 'lmdb' if is_lmdb else 'disk'
+        root_is_lmdb = is_lmdb(root)
+        if os.path.exists(root) and root_is_lmdb != (backend == 'lmdb'):
+            want = 'lmdb' if root_is_lmdb else 'disk'
             raise OptionError(f'source.io_backend.type is {backend!r} but {root} is '
-                              f'{"a BasicSR LMDB" if is_lmdb else "a folder"}; set io_backend: {{type: {want}}}.')
+                              f'{"a BasicSR LMDB" if root_is_lmdb else "a folder"}; set io_backend: {{type: {want}}}.')
     out['tile_size'] = ck.integer('output.tile_size', out['tile_size'], lo=0)
     out['compress_level'] = ck.integer('output.compress_level', out['compress_level'], lo=0, hi=9)
     ck.boolean('output.overwrite', out['overwrite'])

@@ -115,29 +115,29 @@ def _on_rank0(fn, rank, world):
 
 
 # ---------------------------------------------------------------- entry point
+def _run_stages(st, stages):
+    """Run ``(timing name or None, stage function)`` pairs in order on the run state."""
+    for name, stage in stages:
+        if name is None:
+            stage(st)
+        else:
+            with timed(st, name):
+                stage(st)
+
+
 def run_distill(user_opt, progress=True):
     """Run the whole pipeline. Returns the summary dict on rank 0 (None on other ranks)."""
     st = RunState(opt=merge_options(user_opt), progress=progress)
     st.rank, st.world = init_distributed()
     try:
-        with timed(st, 'preflight'):
-            preflight(st)
-        with timed(st, 'setup'):
-            setup_features(st)
-        with timed(st, 'features'):
-            extract(st)
+        _run_stages(st, (('preflight', preflight), ('setup', setup_features), ('features', extract)))
         if st.world > 1:
             torch.distributed.barrier()
         if st.rank != 0:
             return None
-        scores(st)
-        with timed(st, 'selection'):
-            select(st)
-        with timed(st, 'mmd'):
-            report(st)
-        with timed(st, 'calibration'):
-            calibrate(st)
-        write(st)
+        # scores and write time their own parts
+        _run_stages(st, ((None, scores), ('selection', select), ('mmd', report), ('calibration', calibrate),
+                         (None, write)))
         return st.summary
     finally:
         if st.lock is not None:
