@@ -36,6 +36,7 @@ import numpy as np
 
 from tripled_basicsr.data.paired_source import IMG_EXTENSIONS
 from tripled_basicsr.utils.img import to_bgr_uint8
+from tripled_basicsr.utils.cli import run_command
 from tripled_basicsr.utils.io import AtomicOutputDir, load_yaml_safe
 
 # name -> task, grey, where to get it and how its folder looks
@@ -516,7 +517,8 @@ def main(argv=None):
     p.add_argument('-opt', required=True, help='benchmark YAML (options/benchmark_*.yml)')
     p.add_argument('--debug', action='store_true', help='full tracebacks')
     args = p.parse_args(argv)
-    try:
+
+    def body():
         opt = load_yaml_safe(args.opt)
         out = (opt.get('output') or {}).get('path') or os.path.join('results', f'benchmark_{opt.get("name", "run")}')
         overwrite = (opt.get('output') or {}).get('overwrite', True)
@@ -534,12 +536,8 @@ def main(argv=None):
         write_outputs(out, rows, skipped, opt, overwrite=overwrite, sources=sources(specs))
         print(markdown_table(rows, skipped, opt.get('name', 'Benchmark')))
         print(f'written: {out}/results.md, results.csv, results.json')
-    except (BenchmarkError, FileNotFoundError, ValueError, OSError) as exc:
-        if args.debug:
-            raise
-        print(f'benchmark: error: {exc}', file=sys.stderr)
-        return 2
-    return 0
+
+    return run_command('benchmark', body, args.debug, (BenchmarkError, FileNotFoundError, ValueError, OSError))
 
 
 if __name__ == '__main__':

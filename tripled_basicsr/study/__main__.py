@@ -20,8 +20,10 @@ def main(argv=None):
     import tripled_basicsr
     tripled_basicsr.register()  # BasicSR registries, before arm names and networks are checked
     from tripled_basicsr.study import StudyError, merge_options, plan, run_study
+    from tripled_basicsr.utils.cli import run_command
     from tripled_basicsr.utils.io import load_yaml_safe
-    try:
+
+    def body():
         user = load_yaml_safe(args.opt)
         if args.plan:
             for r in plan(merge_options(user)):
@@ -31,21 +33,18 @@ def main(argv=None):
             from tripled_basicsr.study.report import Evaluator, write_report
             from tripled_basicsr.study.runner import Study
             opt = merge_options(user)
-            study = Study(opt)
-            md = write_report(study, Evaluator(opt), print)
+            md = write_report(Study(opt), Evaluator(opt), print)
             print(md or 'no finished run yet')
             return 0
-        run_study(user, restart=args.restart)
-    except KeyboardInterrupt:
-        print('study: interrupted; run the same command to continue (finished runs are kept, the current one '
-              'resumes from its last training state).', file=sys.stderr)
-        return 130
-    except (StudyError, ValueError, FileNotFoundError, OSError) as exc:
-        if args.debug:
-            raise
-        print(f'study: error: {exc}', file=sys.stderr)
-        return 2
-    return 0
+        try:
+            run_study(user, restart=args.restart)
+        except KeyboardInterrupt:
+            print('study: interrupted; run the same command to continue (finished runs are kept, the current one '
+                  'resumes from its last training state).', file=sys.stderr)
+            return 130
+        return 0
+
+    return run_command('study', body, args.debug, (StudyError, ValueError, FileNotFoundError, OSError))
 
 
 if __name__ == '__main__':
