@@ -91,7 +91,7 @@ setup(
         'scikit-image>=0.19',
         'matplotlib>=3.5',
     ],
-    extras_require={'test': ['pytest>=7', 'pypiqe==1.2', 'piq==0.8.0']},
+    extras_require={'test': ['pytest>=7', 'pytest-xdist>=3', 'pypiqe==1.2', 'piq==0.8.0']},
     entry_points={
         'console_scripts': [
             'tripled-pack=tripled_basicsr.pack:main',
