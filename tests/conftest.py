@@ -43,6 +43,35 @@ def write_pairs(root, n=4, size=(60, 80), scale=1, seed=0, lq_tmpl='{}', ext='.p
     return gt_dir, lq_dir, images
 
 
+def write_packed_pairs(root, n=4, size=(64, 64), scale=2, tile_size=0):
+    """``root/src/{gt,lq}`` folders packed into ``root/packed``; returns (src_root, packed_dir)."""
+    from tripled_basicsr.pack import pack
+    src = os.path.join(str(root), 'src')
+    gt, lq, _ = write_pairs(src, n=n, size=size, scale=scale)
+    packed = os.path.join(str(root), 'packed')
+    pack(gt, lq, packed, scale=scale, tile_size=tile_size, progress=False)
+    return src, packed
+
+
+TINY_MSRRESNET_X2 = {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1,
+                     'upscale': 2}
+
+
+def tiny_sr_train_opt(name, datasets, total_iter, model_type='SRModel'):
+    """BasicSR training options on CPU: a tiny x2 MSRResNet, Adam, L1 loss, checkpoints every 2 iterations."""
+    return {
+        'name': name, 'model_type': model_type, 'scale': 2, 'num_gpu': 0, 'manual_seed': 0,
+        'datasets': datasets,
+        'network_g': dict(TINY_MSRRESNET_X2),
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 2e-4, 'betas': [0.9, 0.99]},
+                  'scheduler': {'type': 'MultiStepLR', 'milestones': [100], 'gamma': 0.5},
+                  'total_iter': total_iter, 'warmup_iter': -1,
+                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}},
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': 2, 'use_tb_logger': False},
+    }
+
+
 @pytest.fixture
 def pairs(tmp_path):
     return write_pairs(str(tmp_path / 'src'), n=4, size=(60, 80), scale=1)

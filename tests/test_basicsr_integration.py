@@ -7,31 +7,20 @@ import pytest
 import torch
 import yaml
 
-from conftest import basicsr_checkout, free_port, run_py, write_pairs
+from conftest import TINY_MSRRESNET_X2, basicsr_checkout, free_port, run_py, tiny_sr_train_opt, write_packed_pairs
 from tripled_basicsr import compat
-from tripled_basicsr.pack import pack
 
 
 def train_opt(dataroot, name, total_iter=4):
-    return {
-        'name': name, 'model_type': 'SRModel', 'scale': 2, 'num_gpu': 0, 'manual_seed': 0,
-        'datasets': {
-            'train': {'name': 'train', 'type': 'TripleDDataset', 'dataroot': dataroot, 'io_backend': {'type': 'lmdb'},
-                      'gt_size': 32, 'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 1,
-                      'batch_size_per_gpu': 2, 'dataset_enlarge_ratio': 1, 'prefetch_mode': None},
-            'val': {'name': 'val', 'type': 'TripleDDataset', 'dataroot': dataroot, 'io_backend': {'type': 'lmdb'}},
-        },
-        'network_g': {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1,
-                      'upscale': 2},
-        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
-        'train': {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 2e-4, 'betas': [0.9, 0.99]},
-                  'scheduler': {'type': 'MultiStepLR', 'milestones': [100], 'gamma': 0.5},
-                  'total_iter': total_iter, 'warmup_iter': -1,
-                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}},
-        'val': {'val_freq': 2, 'save_img': False,
-                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': False}}},
-        'logger': {'print_freq': 1, 'save_checkpoint_freq': 2, 'use_tb_logger': False},
-    }
+    opt = tiny_sr_train_opt(name, {
+        'train': {'name': 'train', 'type': 'TripleDDataset', 'dataroot': dataroot, 'io_backend': {'type': 'lmdb'},
+                  'gt_size': 32, 'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 1,
+                  'batch_size_per_gpu': 2, 'dataset_enlarge_ratio': 1, 'prefetch_mode': None},
+        'val': {'name': 'val', 'type': 'TripleDDataset', 'dataroot': dataroot, 'io_backend': {'type': 'lmdb'}},
+    }, total_iter)
+    opt['val'] = {'val_freq': 2, 'save_img': False,
+                  'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': False}}}
+    return opt
 
 
 def eval_opt(dataroot, name, weights):
@@ -39,8 +28,7 @@ def eval_opt(dataroot, name, weights):
         'name': name, 'model_type': 'SRModel', 'scale': 2, 'num_gpu': 0, 'manual_seed': 0,
         'datasets': {'test_1': {'name': 'packed', 'type': 'TripleDDataset', 'dataroot': dataroot,
                                 'io_backend': {'type': 'lmdb'}}},
-        'network_g': {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1,
-                      'upscale': 2},
+        'network_g': dict(TINY_MSRRESNET_X2),
         'path': {'pretrain_network_g': weights, 'strict_load_g': True, 'param_key_g': 'params'},
         'val': {'save_img': True, 'suffix': None,
                 'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': False}}},
@@ -49,11 +37,7 @@ def eval_opt(dataroot, name, weights):
 
 @pytest.fixture(scope='module')
 def packed(tmp_path_factory):
-    root = tmp_path_factory.mktemp('data')
-    gt, lq, _ = write_pairs(str(root / 'src'), n=4, size=(64, 64), scale=2)
-    out = str(root / 'packed')
-    pack(gt, lq, out, scale=2, tile_size=32, progress=False)
-    return out
+    return write_packed_pairs(tmp_path_factory.mktemp('data'), tile_size=32)[1]
 
 
 def dump(path, opt):

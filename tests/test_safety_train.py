@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import run_py, write_pairs
+from conftest import run_py, tiny_sr_train_opt, write_packed_pairs
 from tripled_basicsr import compat
 from tripled_basicsr.utils.io import tree_fingerprint
 
@@ -24,29 +24,13 @@ def train_opt(dataroot, name, total_iter=2, batch=2, model_type='SRModel', datas
     else:
         ds.update(dataroot_gt=os.path.join(dataroot, 'gt'), dataroot_lq=os.path.join(dataroot, 'lq'),
                   io_backend={'type': 'disk'})
-    return {
-        'name': name, 'model_type': model_type, 'scale': 2, 'num_gpu': 0, 'manual_seed': 0,
-        'datasets': {'train': ds},
-        'network_g': {'type': 'MSRResNet', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 8, 'num_block': 1,
-                      'upscale': 2},
-        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
-        'train': {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 2e-4, 'betas': [0.9, 0.99]},
-                  'scheduler': {'type': 'MultiStepLR', 'milestones': [100], 'gamma': 0.5},
-                  'total_iter': total_iter, 'warmup_iter': -1,
-                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}},
-        'logger': {'print_freq': 1, 'save_checkpoint_freq': 2, 'use_tb_logger': False},
-    }
+    return tiny_sr_train_opt(name, {'train': ds}, total_iter, model_type)
 
 
 @pytest.fixture(scope='module')
 def four_pairs(tmp_path_factory):
     """4 LQ/GT pairs (x2) as folders and packed as a TripleDDataset dir (4 samples)."""
-    from tripled_basicsr.pack import pack
-    root = tmp_path_factory.mktemp('four')
-    gt, lq, _ = write_pairs(str(root / 'src'), n=4, size=(64, 64), scale=2)
-    packed = str(root / 'packed')
-    pack(gt, lq, packed, scale=2, tile_size=0, progress=False)
-    return str(root / 'src'), packed
+    return write_packed_pairs(tmp_path_factory.mktemp('four'))
 
 
 def dump(path, opt, extra=''):

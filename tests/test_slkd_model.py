@@ -277,7 +277,8 @@ def test_all_terms_off_and_bad_slkd_keys(tmp_path, teachers):
     expect_error(tmp_path, opt, r'slkd\.decoder_taps is required by train\.et_opt, train\.dec_feat_opt', teachers)
 
 
-def test_resume_with_changed_student_arch(tmp_path, teachers, one_thread):
+def trained_one_step_and_saved(tmp_path, teachers):
+    """(opt, model, resume options): one optimiser step, checkpoint 1 saved, options pointing at it."""
     opt = make_opt(tmp_path, teachers)
     m = build(opt)
     m.feed_data(batch())
@@ -285,6 +286,11 @@ def test_resume_with_changed_student_arch(tmp_path, teachers, one_thread):
     m.save(0, 1)
     resumed = deepcopy(opt)
     resumed['path']['resume_state'] = str(tmp_path / 'exp' / 'training_states' / '1.state')
+    return opt, m, resumed
+
+
+def test_resume_with_changed_student_arch(tmp_path, teachers, one_thread):
+    opt, _, resumed = trained_one_step_and_saved(tmp_path, teachers)
     resumed['path']['pretrain_network_g'] = os.path.join(opt['path']['models'], 'net_g_1.pth')
     resumed['network_g'] = dict(STUDENT, width=6)
     with pytest.raises(SLKDConfigError, match=r'network_g differs from the student being resumed \(width: 4 -> 6\)'):
@@ -295,13 +301,7 @@ def test_resume_reloads_teachers_from_recorded_paths_and_adapters(tmp_path, teac
     """BasicSR's check_resume points pretrain_network_teacher_* at experiments/<name>/models, where no
     teacher exists: the model uses the recorded files, checks their sha256, and restores the adapters."""
     from basicsr.utils.misc import check_resume
-    opt = make_opt(tmp_path, teachers)
-    m = build(opt)
-    m.feed_data(batch())
-    m.optimize_parameters(1)
-    m.save(0, 1)
-    resumed = deepcopy(opt)
-    resumed['path']['resume_state'] = str(tmp_path / 'exp' / 'training_states' / '1.state')
+    opt, m, resumed = trained_one_step_and_saved(tmp_path, teachers)
     check_resume(resumed, 1)
     assert resumed['path']['pretrain_network_teacher_a'].endswith('net_teacher_a_1.pth')
     m2 = build(resumed)
