@@ -34,6 +34,7 @@ import torch
 
 from tripled_basicsr.utils.device import resolve_device
 from tripled_basicsr.utils.img import to_bgr_uint8
+from tripled_basicsr.utils.io import write_json_atomic
 
 STATE_FILE = 'state.json'
 STATE_VERSION = 2  # 2: per-row source fingerprints
@@ -190,10 +191,7 @@ def stale_rows(source, store, progress=False):
         store.done[changed] = 0
         store.done.flush()
     if source.kind == 'lmdb':
-        tmp = state_path + '.tmp'
-        with open(tmp, 'w', encoding='utf-8') as f:
-            json.dump(_lmdb_stat(source), f)
-        os.replace(tmp, state_path)
+        write_json_atomic(state_path, _lmdb_stat(source))
     return [source.keys[int(i)] for i in changed]
 
 
@@ -256,10 +254,6 @@ def _collate(items):
 
 
 # ---------------------------------------------------------------- work dir
-def fingerprint(values):
-    return hashlib.sha256(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def _flat(d, prefix=''):
     out = {}
     for k, v in d.items():
@@ -289,10 +283,7 @@ class FeatureStore:
                     if os.path.exists(self.paths[k]):
                         os.remove(self.paths[k])
                 self._create()
-                tmp = self.paths['state'] + '.tmp'
-                with open(tmp, 'w', encoding='utf-8') as f:
-                    json.dump(state, f, indent=1, default=str)
-                os.replace(tmp, self.paths['state'])
+                write_json_atomic(self.paths['state'], state, default=str)
         self.resumed = None
 
     def _check_resume(self, state):
@@ -355,10 +346,7 @@ class FeatureStore:
         if bad:
             all_err = self.errors()
             all_err.update(bad)
-            tmp = self.paths['errors'] + '.tmp'
-            with open(tmp, 'w', encoding='utf-8') as f:
-                json.dump({str(k): v for k, v in sorted(all_err.items())}, f, indent=1)
-            os.replace(tmp, self.paths['errors'])
+            write_json_atomic(self.paths['errors'], {str(k): v for k, v in sorted(all_err.items())})
         self.done[idx] = np.array([2 if e else 1 for e in errors], np.uint8)
         self.done.flush()
 

@@ -153,8 +153,8 @@ def _sources(opt):
 def check_work_dir(work, out_path, sources):
     """The work dir may not be, contain or lie inside the output (replacing the output would
     delete the features, or the output would be built inside the cache) nor a source."""
-    from tripled_basicsr.utils.io import _relation, check_disjoint
-    rel = _relation(work, out_path)
+    from tripled_basicsr.utils.io import check_disjoint, path_relation
+    rel = path_relation(work, out_path)
     if rel is not None:
         raise OptionError(f'work_dir {work} {rel} output.path {out_path}: replacing the output would delete the '
                           f'features (or the output would be written into the work dir). Use a work_dir beside the '

@@ -44,11 +44,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from tripled_basicsr.utils.io import file_sha256
 
-try:  # the curriculum feedback extension point (per-sample loss -> sampler, sampler state on resume)
-    from tripled_basicsr.models.sampler_feedback import SamplerFeedbackMixin
-except ImportError:  # pragma: no cover - checkouts without it: no curriculum feedback
-    class SamplerFeedbackMixin:
-        pass
+from tripled_basicsr.models.sampler_feedback import SamplerFeedbackMixin
 
 TEACHERS = ('teacher_a', 'teacher_b')
 # loss key -> (log name, side): side None = output-level term
@@ -425,8 +421,7 @@ class SLKDModel(SamplerFeedbackMixin, SRModel):
             self.get_bare_model(self.adapters).load_state_dict(self._resume_record['adapters'])
         self.setup_optimizers()
         self.setup_schedulers()
-        if hasattr(self, 'setup_sampler_feedback'):
-            self.setup_sampler_feedback()
+        self.setup_sampler_feedback()
 
     def _probe_size(self):
         if self.slkd['probe_size']:
@@ -563,7 +558,7 @@ class SLKDModel(SamplerFeedbackMixin, SRModel):
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
-        if hasattr(self, 'feed_sampler'):
+        if self.sampler is not None and self.sample_index is not None:  # the per-sample loss only when fed back
             with torch.no_grad():
                 per_sample = (self.output.detach() - self.gt).abs().flatten(1).mean(1)
             self.feed_sampler(per_sample, current_iter)

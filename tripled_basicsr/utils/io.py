@@ -149,9 +149,6 @@ def path_relation(out, src):
     return None
 
 
-_relation = path_relation  # the earlier private name
-
-
 def suggest_output(out, sources, suffix='_out'):
     """A path next to the sources, outside all of them, for the "choose another output" hint."""
     srcs = [p for _, p in _labelled(sources)]
@@ -504,11 +501,12 @@ def read_json(path, default=None):
         return json.load(f)
 
 
-def write_json_atomic(path, data):
-    """Write ``data`` as JSON so a reader never sees a half-written file (temp file + rename)."""
+def write_json_atomic(path, data, default=None):
+    """Write ``data`` as JSON so a reader never sees a half-written file (temp file + rename).
+    ``default``: as ``json.dump``'s, for values JSON cannot hold."""
     tmp = f'{path}.tmp{os.getpid()}'
     with open(tmp, 'w', encoding='utf-8') as f:
-        json.dump(data, f, indent=1)
+        json.dump(data, f, indent=1, default=default)
     os.replace(tmp, path)
 
 
