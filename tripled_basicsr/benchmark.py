@@ -37,6 +37,7 @@ import numpy as np
 from tripled_basicsr.data.paired_source import IMG_EXTENSIONS
 from tripled_basicsr.utils.img import to_bgr_uint8
 from tripled_basicsr.utils.cli import run_command
+from tripled_basicsr.utils.device import resolve_device
 from tripled_basicsr.utils.io import AtomicOutputDir, load_yaml_safe
 
 # name -> task, grey, where to get it and how its folder looks
@@ -286,13 +287,6 @@ def load_pairs(spec):
 
 
 # ----------------------------------------------------------------------------- models
-def input_channels(network_opt):
-    for k in ('num_in_ch', 'in_chans', 'in_nc', 'in_channels'):
-        if k in (network_opt or {}):
-            return int(network_opt[k])
-    return 3
-
-
 def load_network(network_opt, weights, param_key='auto', device='cpu'):
     """A BasicSR arch from its options and a checkpoint (``params_ema`` preferred by ``auto``)."""
     import torch
@@ -390,13 +384,6 @@ def protocol_line(spec):
 
 
 # ----------------------------------------------------------------------------- command
-def _device(name):
-    import torch
-    if name in (None, 'auto'):
-        return 'cuda' if torch.cuda.is_available() else 'cpu'
-    return name
-
-
 def model_specs(opt, path):
     models = opt.get('models') or []
     if not models:
@@ -432,7 +419,8 @@ def run_benchmark(opt, path='<options>', log=print, check_output=None):
     if not specs:
         raise BenchmarkError(f'{path}: sets: is empty; list test sets (e.g. [Set5, Set14, BSD100, Urban100]).')
     models = model_specs(opt, path)
-    device = _device(opt.get('device', 'auto'))
+    from tripled_basicsr.cost import input_channels
+    device = resolve_device(opt.get('device', 'auto'))
     tile = opt.get('tile') or {}
     nr = {}
     for m in opt.get('no_reference') or []:
@@ -457,7 +445,7 @@ def run_benchmark(opt, path='<options>', log=print, check_output=None):
             net = None
         else:
             net = load_network(m['network_g'], m['weights'], m['param_key'], device)
-            in_ch = input_channels(m['network_g'])
+            in_ch = input_channels(net, m['network_g'])
         for name, (spec, groups) in loaded.items():
             for label, pairs in groups.items():
                 t = time.time()

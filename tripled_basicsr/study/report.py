@@ -7,7 +7,9 @@ import os
 import numpy as np
 
 from tripled_basicsr import benchmark as bm
+from tripled_basicsr.cost import input_channels
 from tripled_basicsr.study.stats import gain_retention, mean_std, paired_test, time_to_quality, verdict
+from tripled_basicsr.utils.device import resolve_device
 from tripled_basicsr.utils.io import read_json, write_json_atomic
 
 
@@ -29,7 +31,7 @@ class Evaluator:
         self.curve = [lb for lb, (s, _) in self.sets.items() if want is None or lb in want or s['name'] in want]
         if not self.curve:
             raise StudyError(f'curve_sets {want!r} names none of the test sets {list(self.sets)}.')
-        self.device = bm._device(opt.get('device', 'auto'))
+        self.device = resolve_device(opt.get('device', 'auto'))
 
     def fingerprints(self):
         return {lb: bm.protocol_fingerprint(spec) for lb, (spec, _) in self.sets.items()}
@@ -74,7 +76,7 @@ class Evaluator:
             if not todo:
                 continue
             net = bm.load_network(net_opt, ckpt, 'auto', self.device)
-            in_ch = bm.input_channels(net_opt)
+            in_ch = input_channels(net, net_opt)
             for lb in todo:
                 spec, pairs = self.sets[lb]
                 mean, _ = bm.evaluate(lambda lq: bm.restore(net, lq, self.opt.get('tile'), in_ch, self.device), pairs,

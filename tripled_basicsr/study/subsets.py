@@ -5,7 +5,6 @@
   source's GT pixels: a naive baseline that on real pools beats image-level subsets because
   it covers many scenes.
 """
-import json
 import os
 
 import numpy as np
@@ -13,6 +12,7 @@ import numpy as np
 from tripled_basicsr.data.distilled_format import DistilledWriter
 from tripled_basicsr.data.paired_source import PairedSource, read_lmdb_meta_info
 from tripled_basicsr.study.stats import crop_count
+from tripled_basicsr.utils.io import read_json, write_json_atomic
 
 
 def open_source(src):
@@ -27,11 +27,9 @@ def _sources(source):
 def gt_shapes(source, cache=None):
     """(h, w) of every GT image, from LMDB meta_info or image headers (no full decode);
     cached in ``cache`` (a JSON file) because a large pool takes a while to list."""
-    if cache and os.path.isfile(cache):
-        with open(cache, encoding='utf-8') as f:
-            data = json.load(f)
-        if data.get('keys') == source.keys:
-            return [tuple(s) for s in data['shapes']]
+    data = read_json(cache, {}) if cache else {}
+    if data.get('keys') == source.keys:
+        return [tuple(s) for s in data['shapes']]
     if source.kind == 'lmdb':
         meta = dict(read_lmdb_meta_info(source.dataroot_gt))
         shapes = [tuple(meta[k][:2]) if meta.get(k) else source.read(i, 'gt').shape[:2]
@@ -47,8 +45,7 @@ def gt_shapes(source, cache=None):
                 shapes.append(tuple(source.read(i, 'gt').shape[:2]))
     if cache:
         os.makedirs(os.path.dirname(cache), exist_ok=True)
-        with open(cache, 'w', encoding='utf-8') as f:
-            json.dump({'keys': source.keys, 'shapes': [list(s) for s in shapes]}, f)
+        write_json_atomic(cache, {'keys': source.keys, 'shapes': [list(s) for s in shapes]})
     return shapes
 
 
