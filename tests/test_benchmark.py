@@ -196,3 +196,17 @@ def test_python_tag_in_options_is_refused_and_never_run(tmp_path, capsys, monkey
     err = capsys.readouterr().err
     assert 'x.yml' in err and 'python/object/apply' in err
     assert not marker.exists() and sorted(os.listdir(tmp_path)) == before
+
+
+def test_output_inside_the_lq_folder_of_a_paired_set_is_refused(fake, tmp_path, capsys):
+    import yaml
+    from tripled_basicsr.utils.io import tree_fingerprint
+    gt, lq = os.path.join(fake, 'LOL', 'eval15', 'high'), os.path.join(fake, 'LOL', 'eval15', 'low')
+    before = tree_fingerprint(fake)
+    out = os.path.join(lq, 'results')
+    p = tmp_path / 'b.yml'
+    p.write_text(yaml.safe_dump({'device': 'cpu', 'sets': [{'name': 'MyLOL', 'dataroot_gt': gt, 'dataroot_lq': lq}],
+                                 'models': [{'name': 'input', 'type': 'input'}], 'output': {'path': out}}))
+    assert bm.main(['-opt', str(p)]) == 2
+    assert out in capsys.readouterr().err and not os.path.exists(out)
+    assert tree_fingerprint(fake) == before

@@ -511,8 +511,9 @@ def main(argv=None):
         out = (opt.get('output') or {}).get('path') or os.path.join('results', f'benchmark_{opt.get("name", "run")}')
         overwrite = (opt.get('output') or {}).get('overwrite', True)
 
-        def sources(specs):
-            return [(s['name'], s.get('dataroot_gt') or s['root']) for s in specs]
+        def sources(specs):  # every folder a test set reads from
+            return [(f"{s['name']}.{k}", s[k]) for s in specs for k in ('root', 'dataroot_gt', 'dataroot_lq')
+                    if s.get(k)]
 
         def check_output(specs):  # the output policy, before any model runs
             AtomicOutputDir(out, overwrite=overwrite, option_name='output.overwrite: true', sources=sources(specs),
