@@ -67,6 +67,11 @@ def _print_warning(msg):
     print(f'WARNING: {msg}', file=sys.stderr, flush=True)
 
 
+def _iter_name(it):
+    """A state's iteration as BasicSR writes it into file names (``5000.state``, ``net_g_5000.pth``)."""
+    return int(it) if float(it).is_integer() else it
+
+
 def _state_candidates(state_dir):
     """``(iter, path)`` of every ``*.state`` in ``state_dir``, newest first."""
     out = []
@@ -148,16 +153,23 @@ def load_resume_state(opt):
     candidates = _state_candidates(state_dir)
     skipped = []
     for it, path in candidates:
+        # cheap check first: BasicSR names a state after its iteration, so the network files it
+        # needs are known before the (possibly large) state is unpickled
+        bad, why = _unreadable_network(_network_files(opt, _iter_name(it)))
+        if bad:
+            skipped.append(f'{path} (its network file {bad} is {why})')
+            continue
         try:
             state = load(path)
             resume_iter = state['iter']
         except Exception as exc:  # noqa: BLE001
             skipped.append(f'{path} ({type(exc).__name__}: {exc})')
             continue
-        bad, why = _unreadable_network(_network_files(opt, resume_iter))
-        if bad:
-            skipped.append(f'{path} (its network file {bad} is {why})')
-            continue
+        if resume_iter != _iter_name(it):  # renamed by hand: check the files of the iteration it holds
+            bad, why = _unreadable_network(_network_files(opt, resume_iter))
+            if bad:
+                skipped.append(f'{path} (its network file {bad} is {why})')
+                continue
         for s in skipped:
             _print_warning(f'--auto_resume: skipping unreadable training state {s}.')
         if skipped:
