@@ -34,7 +34,7 @@ import time
 import cv2
 import numpy as np
 
-from tripled_basicsr.data.paired_source import IMG_EXTENSIONS
+from tripled_basicsr.data.paired_source import IMG_EXTENSIONS, _relative_files
 from tripled_basicsr.utils.img import to_bgr_uint8
 from tripled_basicsr.utils.cli import run_command
 from tripled_basicsr.utils.device import resolve_device
@@ -81,13 +81,8 @@ class BenchmarkError(ValueError):
 
 # ----------------------------------------------------------------------------- layouts
 def _images(folder):
-    out = []
-    for dirpath, dirnames, filenames in os.walk(folder):
-        dirnames.sort()
-        for f in sorted(filenames):
-            if f.lower().endswith(IMG_EXTENSIONS):
-                out.append(os.path.relpath(os.path.join(dirpath, f), folder))
-    return out
+    """Image files under ``folder`` (relative, sorted), hidden entries such as .DS_Store left out."""
+    return sorted(r for r in _relative_files(folder) if r.lower().endswith(IMG_EXTENSIONS))
 
 
 def pair_key(rel):
