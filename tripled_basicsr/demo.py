@@ -302,11 +302,10 @@ def _main(args):
     import tripled_basicsr
     tripled_basicsr.register()  # the plugin, before the study checks arm names
     say = (lambda *a: None) if args.quiet else (lambda *a: print(*a, flush=True))
-    study_options(args, os.path.abspath(args.workdir))  # bad flags / recipes fail before any file is written
+    opt = study_options(args, os.path.abspath(args.workdir))  # bad flags / recipes fail before any file is written
     t0 = time.time()
     work, resumed = _open_workdir(args)
     log = os.path.join(work, 'demo.log')
-    opt = study_options(args, work)
     # one thread count for every step: the numbers do not depend on the machine's core count, and
     # on a busy CPU two OpenMP threads per process run many times slower than one (measured: docs/demo.md)
     for var in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
