@@ -280,6 +280,36 @@ def test_distill_and_train_options_are_fair(tmp_path):
     assert 'sampler' not in t_rand['datasets']['train']
 
 
+def test_arm_sampler_overrides_and_task_sources(tmp_path):
+    from tripled_basicsr.study.runner import Study
+    with pytest.raises(ArmError, match='sampler options need curriculum: true'):
+        resolve_arm('x', {'x': {'base': 'selection_only', 'sampler': {'task_balance': True}}})
+    sources = [{'task': 'rain', 'dataroot_gt': '/r/gt', 'dataroot_lq': '/r/lq'},
+               {'task': 'haze', 'dataroot_gt': '/h/gt', 'dataroot_lq': '/h/lq'}]
+    defs = {'bal': {'base': 'tripled', 'sampler': {'task_balance': True, 'stage2_start': 0},
+                    'distill': {'sources': sources}}}
+    opt = merge_options(_opt(tmp_path, arms=['full', 'tripled', 'bal'], arm_definitions=defs,
+                             distill={'features': {'pretrained': False}}))
+    study = Study(opt, log=lambda *a: None)
+    runs = {r.id: r for r in study.runs}
+    d_bal = study.distill_options(runs['bal_25pct_s0'], '/x/b')
+    d_one = study.distill_options(runs['tripled_25pct_s0'], '/x/a')
+    assert d_bal['sources'] == sources and 'source' not in d_bal  # the tasks replace the study's pool
+    assert d_one['source']['dataroot_gt'] == opt['source']['dataroot_gt'] and 'sources' not in d_one
+    assert d_bal['work_dir'] != d_one['work_dir']  # other inputs, other feature cache
+    sampler = study.train_options(runs['bal_25pct_s0'], {'units': 3, 'root': '/x/b'})['datasets']['train']['sampler']
+    assert sampler == {'type': 'TripleDCurriculumSampler', 'task_balance': True, 'stage2_start': 0}
+    plain = study.train_options(runs['tripled_25pct_s0'], {'units': 3, 'root': '/x/a'})['datasets']['train']
+    assert plain['sampler'] == {'type': 'TripleDCurriculumSampler'}
+    # an arm without sampler options hashes as before the key existed (finished runs stay valid)
+    from tripled_basicsr.study.runner import _hash
+    run = runs['tripled_25pct_s0']
+    old = {k: v for k, v in run.arm.items() if k != 'sampler'}
+    assert study.run_hash(run) == _hash({'arm': old, 'ratio': run.ratio, 'seed': run.seed,
+                                         'source': opt['source'], 'training': opt['training'],
+                                         'distill': opt['distill'], 'crop': None})
+
+
 def test_refuses_a_run_whose_trainer_is_still_alive(tmp_path):
     import subprocess
     import sys

@@ -6,6 +6,7 @@ An arm is a dict::
     base: another arm to start from (its keys are merged under these)
     distill: {...}       # overrides of the distiller's options (kind distill)
     curriculum: bool     # train with the curriculum sampler + curriculum model
+    sampler: {...}       # overrides of training.curriculum_sampler for this arm (needs curriculum: true)
     basicsr: {...}       # extra BasicSR training options for this arm only
     seeds: [...]         # this arm's seeds (default: the study's)
 
@@ -32,7 +33,7 @@ PRESETS = {
                        'distill': {'selection': {'type': 'top_complexity'}, 'calibration': {'enabled': False}}},
 }
 
-_KEYS = {'kind', 'base', 'distill', 'curriculum', 'basicsr', 'seeds', 'description'}
+_KEYS = {'kind', 'base', 'distill', 'curriculum', 'sampler', 'basicsr', 'seeds', 'description'}
 
 
 class ArmError(ValueError):
@@ -78,10 +79,16 @@ def resolve_arm(name, definitions=None, selection_types=None, _seen=()):
                              _seen + (name,))
         arm = deep_merge(parent, {k: v for k, v in arm.items() if k != 'base'})
     arm = {'kind': arm.get('kind'), 'distill': copy.deepcopy(arm.get('distill') or {}),
-           'curriculum': bool(arm.get('curriculum', False)), 'basicsr': copy.deepcopy(arm.get('basicsr') or {}),
+           'curriculum': bool(arm.get('curriculum', False)), 'sampler': copy.deepcopy(arm.get('sampler') or {}),
+           'basicsr': copy.deepcopy(arm.get('basicsr') or {}),
            'seeds': arm.get('seeds'), 'description': arm.get('description')}
     if arm['kind'] not in KINDS:
         raise ArmError(f'arm {name!r}: kind must be one of {KINDS}; got {arm["kind"]!r}.')
+    if arm['sampler'] and not arm['curriculum']:
+        raise ArmError(f'arm {name!r}: sampler options need curriculum: true (they configure the curriculum '
+                       f'sampler); add it or remove sampler.')
+    if not isinstance(arm['sampler'], dict):
+        raise ArmError(f'arm {name!r}: sampler must be a mapping of datasets.train.sampler options.')
     if arm['kind'] != 'distill' and arm['distill']:
         raise ArmError(f'arm {name!r}: distill options only apply to kind distill (this arm is {arm["kind"]}).')
     return arm

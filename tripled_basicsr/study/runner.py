@@ -225,14 +225,13 @@ class Study:
     def distill_options(self, run, root):
         src = self.opt['source']
         base = deep_merge(self.opt['distill'], run.arm['distill'])
-        opt = deep_merge(base, {
-            'name': f'{self.opt["name"]}_{run.id}',
-            'source': {k: src[k] for k in ('dataroot_gt', 'dataroot_lq', 'filename_tmpl', 'meta_info_file',
-                                           'io_backend', 'scale')},
-            'output': {'path': root, 'overwrite': False},
-            'selection': {'ratio': run.ratio, 'num': None, 'seed': run.seed},
-        })
-        feat = {'source': opt['source'], 'features': opt.get('features', {})}
+        over = {'name': f'{self.opt["name"]}_{run.id}', 'output': {'path': root, 'overwrite': False},
+                'selection': {'ratio': run.ratio, 'num': None, 'seed': run.seed}}
+        if not base.get('sources'):  # several tasks (distill.sources) replace the study's one pool
+            over['source'] = {k: src[k] for k in ('dataroot_gt', 'dataroot_lq', 'filename_tmpl', 'meta_info_file',
+                                                  'io_backend', 'scale')}
+        opt = deep_merge(base, over)
+        feat = {'source': opt.get('sources') or opt['source'], 'features': opt.get('features', {})}
         opt['work_dir'] = self.path('distill_work', _hash(feat))
         return opt
 
@@ -284,7 +283,7 @@ class Study:
             ds = {'name': run.id, 'type': 'TripleDDataset', 'dataroot': prep['root'], 'io_backend': {'type': 'lmdb'},
                   **common}
         if curriculum:
-            ds['sampler'] = copy.deepcopy(tr['curriculum_sampler'])
+            ds['sampler'] = deep_merge(tr['curriculum_sampler'], run.arm['sampler'])
         opt = deep_merge({
             'model_type': tr['curriculum_model_type'] if curriculum else tr['model_type'],
             'num_gpu': 'auto',
@@ -343,7 +342,8 @@ class Study:
                                                       'times': self.checkpoint_times(run)})
 
     def run_hash(self, run):
-        return _hash({'arm': run.arm, 'ratio': run.ratio, 'seed': run.seed, 'source': self.opt['source'],
+        arm = {k: v for k, v in run.arm.items() if k != 'sampler' or v}  # runs from before `sampler` keep their hash
+        return _hash({'arm': arm, 'ratio': run.ratio, 'seed': run.seed, 'source': self.opt['source'],
                       'training': self.opt['training'], 'distill': self.opt['distill'] if run.arm['kind'] == 'distill'
                       else None, 'crop': self.crop_size() if run.arm['kind'] == 'random_crops' else None})
 
