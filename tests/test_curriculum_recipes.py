@@ -45,16 +45,18 @@ def parse(path, root, monkeypatch):
     return opt
 
 
-def distilled_set(root, scale, gt_size, n=8):
-    """n samples of gt_size (LQ gt_size / scale), half stage 1, known complexity/uncertainty."""
+def distilled_set(root, scale, gt_size, n=8, tasks=False):
+    """n samples of gt_size (LQ gt_size / scale), half stage 1, known complexity/uncertainty;
+    ``tasks``: two alternating task labels (a multi-task set, for recipes with task_balance)."""
     from tripled_basicsr.data.distilled_format import DistilledWriter
     rng = np.random.default_rng(0)
     with DistilledWriter(str(root), scale=scale, tile_size=0) as w:
         for i in range(n):
             gt = cv2.GaussianBlur(rng.integers(0, 256, (gt_size, gt_size, 3)).astype(np.uint8), (5, 5), 1.5)
             lq = gt if scale == 1 else cv2.resize(gt, (gt_size // scale,) * 2, interpolation=cv2.INTER_AREA)
+            extra = {'task': f't{i % 2}'} if tasks else {}
             w.add(f'r{i:03d}', gt, lq, complexity=i / (n - 1), uncertainty=0.5, stage=1 if i < n // 2 else 2,
-                  cluster=0)
+                  cluster=0, **extra)
     return str(root)
 
 
@@ -69,7 +71,7 @@ def test_recipe_builds(path, tmp_path, monkeypatch):
     assert train['gt_size'] % scale == 0
     assert set(train['sampler']) - {'type'} <= set(DEFAULTS)
 
-    data = distilled_set(tmp_path / 'set', scale, train['gt_size'])
+    data = distilled_set(tmp_path / 'set', scale, train['gt_size'], tasks=bool(train['sampler'].get('task_balance')))
     for ds_opt in opt['datasets'].values():
         assert ds_opt['type'] in DATASET_REGISTRY
         if ds_opt['type'] == 'TripleDDataset':

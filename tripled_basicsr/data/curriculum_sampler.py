@@ -23,6 +23,10 @@ model) is in ``train_loader.py``; models feed losses back through
     sample_weights: true      # multiply draw probabilities by the distilled set's per-sample weights
                               # (`weight` in tripled_meta.json, written by calibration.mode: weights)
     trace_file: ~             # debugging: append every drawn step as a JSON line
+    task_balance: false       # multi-task sets: draw each batch slot's task by task_quota first, then a
+                              # sample of that task by the curriculum probabilities restricted to it
+    task_quota: ~             # ~ = the quota the distiller recorded (equal when none) | equal |
+                              # proportional (to the set's samples per task) | {task: share, ...}
 
 How drawing works. Training step ``s`` (0-based; iteration ``s + 1``) consumes one global
 batch of ``G = batch_size * world_size`` indices. The global batch of step ``s`` is a pure
@@ -37,6 +41,17 @@ draws of step ``s`` use only the loss feedback of steps ``<= s - 1 - feedback_de
 with ``feedback_delay`` at least the prefetch depth that feedback has always arrived.
 The saved state (seed, step, EMA, feedback not yet folded into it) therefore reproduces
 the same next indices as an uninterrupted run.
+
+Task balance (``task_balance: true``, multi-task sets). The same generator first places
+the ``G`` slots of the step on the tasks by systematic sampling of the quota (task ``t``
+gets ``floor`` or ``ceil`` of ``G * q_t`` slots, exactly ``G * q_t`` on average), then fills
+each task's slots by Gumbel top-k over the within-task distribution
+``(1 - beta) * p1|t + beta * p2|t`` (each part normalised inside task ``t``; ``p1`` is the
+stage-1 pool of that task, so "easy" means easy for that task), then shuffles the slots so
+every rank's slice mixes tasks. A task without stage-1 samples is drawn from all its
+samples in stage 1 (logged). The maths is in the pure functions
+:func:`resolve_task_quota`, :func:`systematic_task_slots`, :func:`within_task_probabilities`
+and :func:`draw_within_tasks`.
 """
 import hashlib
 import math
@@ -94,7 +109,115 @@ def _dense_rank01(x):
 
 DEFAULTS = dict(stage2_start=0.5, ramp=0, complexity_weight=0.5, uncertainty_weight=1.0, temperature=1.0,
                 online_uncertainty=True, ema=0.9, online_mix=0.5, floor=0.05, feedback_delay='auto', seed=None,
-                trace_file=None, sample_weights=True)
+                trace_file=None, sample_weights=True, task_balance=False, task_quota=None)
+
+QUOTA_KEY = 'datasets.train.sampler.task_quota'
+
+
+# ---------------------------------------------------------------------- task balance (pure maths)
+def task_labels(dataset):
+    """``(task_names, task_index (N,) int64)`` when every sample of ``dataset`` has a task label,
+    else None (single-task or packed sets, or partly labelled ones)."""
+    task = getattr(dataset, 'task', None)
+    if task is None or len(task) != len(dataset) or any(not t for t in task):
+        return None
+    names = sorted(set(str(t) for t in task))
+    lookup = {t: i for i, t in enumerate(names)}
+    return names, np.array([lookup[str(t)] for t in task], dtype=np.int64)
+
+
+def resolve_task_quota(option, task_names, counts, recorded=None):
+    """The ``task_quota`` option -> ``(shares (T,) aligned with task_names, summing to 1, how)``.
+
+    ``option``: None (the quota the distiller recorded, ``recorded`` = {task: share}; equal
+    when there is none or it does not name exactly these tasks), ``'equal'``,
+    ``'proportional'`` (to ``counts``, the samples per task in the set) or {task: share}
+    naming every task, shares >= 0 summing to 1 (0 leaves a task out).
+    """
+    names = list(task_names)
+    t = len(names)
+    counts = np.asarray(counts, dtype=np.float64)
+    if option is None:
+        if recorded and set(recorded) == set(names):
+            q = np.array([float(recorded[n]) for n in names])
+            if np.isfinite(q).all() and (q >= 0).all() and q.sum() > 0:
+                return q / q.sum(), 'recorded by the distiller'
+        why = 'the set records no quota' if not recorded else 'the recorded quota does not name exactly these tasks'
+        return np.full(t, 1.0 / t), f'equal ({why})'
+    if option == 'equal':
+        return np.full(t, 1.0 / t), 'equal'
+    if option == 'proportional':
+        return counts / counts.sum(), 'proportional to the samples per task'
+    if not isinstance(option, dict):
+        raise ValueError(f'{QUOTA_KEY} must be ~ (the distiller\'s quota), equal, proportional or a mapping '
+                         f'{{task: share}}; got {option!r}.')
+    unknown = sorted(set(map(str, option)) - set(names))
+    if unknown:
+        raise ValueError(f'{QUOTA_KEY} names unknown task(s) {unknown}; the set\'s tasks are {names}.')
+    missing = [n for n in names if n not in option]
+    if missing:
+        raise ValueError(f'{QUOTA_KEY} gives no share to task(s) {missing}; name every task of {names} '
+                         f'(a share of 0 leaves a task out).')
+    q = []
+    for n in names:
+        v = option[n]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f'{QUOTA_KEY}.{n} must be a number; got {v!r}.')
+        if v < 0:
+            raise ValueError(f'{QUOTA_KEY}.{n} is {v}; shares must be >= 0.')
+        q.append(float(v))
+    q = np.array(q)
+    if abs(q.sum() - 1) > 1e-6:
+        hint = {n: round(float(v), 4) for n, v in zip(names, q / q.sum())} if q.sum() > 0 else 'equal'
+        raise ValueError(f'{QUOTA_KEY}: the shares sum to {q.sum():.6g}, not 1; rescale them (e.g. {hint}).')
+    return q / q.sum(), 'as given'
+
+
+def systematic_task_slots(quota, g, u):
+    """Task index (G,) of each slot of a global batch, ascending: systematic sampling of the
+    quota with offset ``u`` in [0, 1). Task ``t`` gets ``floor(G q_t)`` or ``ceil(G q_t)``
+    slots, ``G q_t`` on average over ``u``; a task with share 0 gets none."""
+    cum = np.cumsum(np.asarray(quota, dtype=np.float64))
+    cum[-1] = 1.0  # rounding: every position lands on a task
+    pos = (float(u) + np.arange(int(g))) / int(g)
+    return np.searchsorted(cum, pos, side='right').astype(np.int64)
+
+
+def within_task_probabilities(p1, p2, beta, task_index, n_tasks):
+    """``(1 - beta) * p1|t + beta * p2|t`` per sample, each part normalised inside its task
+    (``p1``: non-negative stage-1 weights, zero outside the stage-1 pools; ``p2``: stage-2
+    probabilities). Every task's block sums to 1."""
+    def per_task(p):
+        tot = np.bincount(task_index, weights=p, minlength=n_tasks)
+        return p / np.where(tot > 0, tot, 1.0)[task_index]
+    q = np.zeros(len(task_index))
+    if beta < 1:
+        q += (1 - beta) * per_task(np.asarray(p1, dtype=np.float64))
+    if beta > 0:
+        q += beta * per_task(np.asarray(p2, dtype=np.float64))
+    return q
+
+
+def draw_within_tasks(q, task_index, slots, rng):
+    """Fill each slot with a sample of the slot's task: Gumbel top-k over the within-task
+    probabilities ``q`` (without replacement while the task has enough samples with q > 0,
+    with replacement beyond), then shuffle the slots. Returns (G,) indices."""
+    q = np.asarray(q, dtype=np.float64)
+    keys = np.full(len(q), -np.inf)
+    gumbel = rng.gumbel(size=len(q))
+    pos = q > 0
+    keys[pos] = np.log(q[pos]) + gumbel[pos]
+    out = np.empty(len(slots), dtype=np.int64)
+    for t in np.unique(slots):
+        where = np.flatnonzero(slots == t)
+        members = np.flatnonzero((task_index == t) & pos)
+        c = len(where)
+        if c <= len(members):
+            top = members[np.argsort(-keys[members], kind='stable')[:c]]
+        else:
+            top = rng.choice(members, size=c, replace=True, p=q[members] / q[members].sum())
+        out[where] = top
+    return out[rng.permutation(len(out))]
 
 
 @SAMPLER_REGISTRY.register()
@@ -190,6 +313,7 @@ class TripleDCurriculumSampler(Sampler):
                              f're-distill the set or set datasets.train.sampler.sample_weights: false.')
         self.weight = w / w.mean()
         self.u_offline = np.nan_to_num(u, nan=0.5)
+        self._setup_tasks(dataset, o, stage, root)
         self.fingerprint = dataset_fingerprint(dataset)
         self.dataroot = root
 
@@ -206,6 +330,56 @@ class TripleDCurriculumSampler(Sampler):
         self._late_warned = False
         self._cache = (None, None)
         self._trace = JsonlTrace(self.trace_file, self.rank)
+
+    def _setup_tasks(self, dataset, o, stage, root):
+        """Task labels (also for the per-task loss log) and, with ``task_balance``, the quota and
+        the per-task stage-1 pools."""
+        labels = task_labels(dataset)
+        self.task_names, self.task_index = labels if labels else ([], None)
+        self.task_balance = bool(o['task_balance'])
+        self.task_quota, self.quota_source, self.stage1_fallback_tasks = None, None, []
+        if not self.task_balance:
+            if o['task_quota'] is not None:
+                _logger().warning(f'{QUOTA_KEY} is set but datasets.train.sampler.task_balance is false; the quota '
+                                  f'is ignored (set task_balance: true to use it).')
+            return
+        if labels is None:
+            task = getattr(dataset, 'task', None)
+            what = ('has no per-sample task labels (a single-source or packed set)' if task is None
+                    or not any(task) else f'has {sum(1 for t in task if not t)} of {len(task)} samples without a '
+                                          f'task label')
+            raise ValueError(f'datasets.train.sampler.task_balance: true needs a multi-task distilled set, but {root} '
+                             f'{what}. Distill several sources into one set (`sources:` with a `task:` each, see '
+                             f'docs/distill.md), or set task_balance: false.')
+        counts = np.bincount(self.task_index, minlength=len(self.task_names))
+        self.task_quota, self.quota_source = resolve_task_quota(
+            o['task_quota'], self.task_names, counts, getattr(dataset, 'task_quota', None))
+        if self.stage2_start > 0:
+            # stage-1 pools per task: a task without an easy sample would otherwise get no draw in stage 1
+            pool = stage == 1
+            for t, name in enumerate(self.task_names):
+                mine = self.task_index == t
+                if not pool[mine].any():
+                    pool |= mine
+                    self.stage1_fallback_tasks.append(name)
+            if self.stage1_fallback_tasks:
+                _logger().warning(f'{root}: task(s) {self.stage1_fallback_tasks} have no sample labelled stage 1; in '
+                                  f'curriculum stage 1 they are drawn from all their samples.')
+            self.stage1_pool = np.flatnonzero(pool)
+
+    def task_loss_ema(self):
+        """{task: mean of the per-sample loss EMA over the task's samples seen so far} (empty
+        without task labels or before any feedback)."""
+        if self.task_index is None:
+            return {}
+        ema = self.loss_ema()
+        out = {}
+        for t, name in enumerate(self.task_names):
+            v = ema[self.task_index == t]
+            v = v[~np.isnan(v)]
+            if len(v):
+                out[name] = float(v.mean())
+        return out
 
     # ------------------------------------------------------------------ checks
     @staticmethod
@@ -274,21 +448,35 @@ class TripleDCurriculumSampler(Sampler):
         p = w / w.sum()
         return (1 - self.floor) * p + self.floor / self.num_samples
 
-    def probabilities(self, step):
-        """Sampling distribution (N,) for the draws of 0-based ``step``."""
+    def _distributions(self, step):
+        """``(p, q)`` for the draws of ``step``: the sampling distribution ``p`` (N,) and, with
+        task balance, the within-task distributions ``q`` (each task's block sums to 1; else None)."""
         beta = self.stage_blend(step)
         through = step - 1 - self.feedback_delay
         key = (beta, min(through, self._latest_feedback()))
         if self._cache[0] == key:
             return self._cache[1]
-        p = np.zeros(self.num_samples)
-        if beta < 1:
-            w1 = self.weight[self.stage1_pool]
-            p[self.stage1_pool] = (1 - beta) * w1 / w1.sum()
-        if beta > 0:
-            p += beta * self.stage2_probabilities(through)
-        self._cache = (key, p)
-        return p
+        p2 = self.stage2_probabilities(through) if beta > 0 else None
+        if self.task_balance:
+            p1 = np.zeros(self.num_samples)
+            p1[self.stage1_pool] = self.weight[self.stage1_pool]
+            q = within_task_probabilities(p1, p2, beta, self.task_index, len(self.task_names))
+            p = self.task_quota[self.task_index] * q
+        else:
+            q = None
+            p = np.zeros(self.num_samples)
+            if beta < 1:
+                w1 = self.weight[self.stage1_pool]
+                p[self.stage1_pool] = (1 - beta) * w1 / w1.sum()
+            if beta > 0:
+                p += beta * p2
+        self._cache = (key, (p, q))
+        return p, q
+
+    def probabilities(self, step):
+        """Sampling distribution (N,) for the draws of 0-based ``step`` (with task balance: the
+        task's quota times the within-task probability)."""
+        return self._distributions(step)[0]
 
     def entropy(self, step):
         """Normalised entropy in [0, 1] of the sampling distribution at ``step`` (1 = uniform)."""
@@ -299,9 +487,12 @@ class TripleDCurriculumSampler(Sampler):
     def draw(self, step):
         """The global batch (G,) of 0-based ``step``: same on every rank, same after resume."""
         self._check_feedback_arrived(step)
-        p = self.probabilities(step)
+        p, q = self._distributions(step)
         rng = np.random.default_rng([self.seed, int(step)])
         g = self.global_batch
+        if self.task_balance:
+            slots = systematic_task_slots(self.task_quota, g, rng.random())
+            return draw_within_tasks(q, self.task_index, slots, rng)
         support = np.flatnonzero(p > 0)
         if g <= len(support):  # Gumbel top-k: weighted, without replacement inside the step
             keys = np.log(p[support]) + rng.gumbel(size=len(support))
@@ -396,8 +587,13 @@ class TripleDCurriculumSampler(Sampler):
             'draws': step * self.global_batch, 'global_batch': self.global_batch,
             'ema_base': self._ema_base.tolist(), 'base_through': self._base_through,
             'pending': [[s, i.tolist(), v.tolist()] for s, (i, v) in sorted(self._pending.items()) if s < step],
-            'nan_warned': self._nan_warned,
+            'nan_warned': self._nan_warned, 'task_balance': self.task_balance, 'task_quota': self._quota_dict(),
         }
+
+    def _quota_dict(self):
+        if self.task_quota is None:
+            return None
+        return {n: float(v) for n, v in zip(self.task_names, self.task_quota)}
 
     def load_state_dict(self, state, source='the resume state'):
         if state.get('fingerprint') != self.fingerprint or state.get('num_samples') != self.num_samples:
@@ -416,9 +612,22 @@ class TripleDCurriculumSampler(Sampler):
         self._pending = {int(s): (np.asarray(i, np.int64), np.asarray(v, np.float64)) for s, i, v in state['pending']}
         self._nan_warned = bool(state.get('nan_warned', False))
         self._cache = (None, None)
+        # states written before task balance existed have neither key (and drew without it)
+        saved = (bool(state.get('task_balance', False)), state.get('task_quota'))
+        mine = (self.task_balance, self._quota_dict())
+        if saved[0] != mine[0] or (saved[0] and not _same_quota(saved[1], mine[1])):
+            _logger().warning(f'TripleDCurriculumSampler: {source} was drawn with task_balance {saved[0]} (quota '
+                              f'{saved[1]}), the options now say task_balance {mine[0]} (quota {mine[1]}); the draws '
+                              f'from here differ from those of the original run.')
 
     # ------------------------------------------------------------------ debugging
     def _write_trace(self, step, drawn, local):
         self._trace.write({'pid': os.getpid(), 'rank': self.rank, 'step': int(step),
                            'stage_blend': self.stage_blend(step), 'global': [int(i) for i in drawn],
                            'local': [int(i) for i in local]})
+
+
+def _same_quota(a, b):
+    if a is None or b is None:
+        return a is b
+    return set(a) == set(b) and all(abs(float(a[k]) - float(b[k])) < 1e-9 for k in a)

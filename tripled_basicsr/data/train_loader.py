@@ -101,11 +101,16 @@ def _describe(sampler):
     s = sampler
     if not isinstance(s, TripleDCurriculumSampler):
         return f'Sampler {type(s).__name__} for datasets.train.'
-    return (f'Curriculum sampler {type(s).__name__}: {len(s.stage1_pool)} of {s.num_samples} samples in '
+    text = (f'Curriculum sampler {type(s).__name__}: {len(s.stage1_pool)} of {s.num_samples} samples in '
             f'stage 1; stage 2 from iteration {s.stage2_start + 1} (ramp {s.ramp}); weights '
             f'exp(({s.a} * complexity + {s.b} * uncertainty) / {s.temperature}), floor {s.floor}; online '
             f'uncertainty {"on" if s.online else "off"} (ema {s.ema_decay}, mix {s.online_mix}, feedback '
             f'delay {s.feedback_delay}); seed {s.seed}.')
+    if getattr(s, 'task_balance', False):
+        quota = ', '.join(f'{n} {q:.3f}' for n, q in zip(s.task_names, s.task_quota))
+        text += (f' Task balance over {len(s.task_names)} tasks, quota {s.quota_source}: {quota}; stage-1 pools '
+                 f'per task.')
+    return text
 
 
 def _model_feeds_back(opt):

@@ -32,7 +32,14 @@ class TripleDDataset(data.Dataset):
     Each item: ``lq`` (3|1, h, w) and ``gt`` (3|1, H, W) float32 RGB tensors in [0, 1],
     ``lq_path``/``gt_path`` (the sample key), ``key``, ``index`` (int), and per-sample
     metadata ``complexity``/``uncertainty`` (float, NaN when unknown), ``stage`` (int,
-    0 when unknown), ``cluster`` (int, -1 when unknown).
+    0 when unknown), ``cluster`` (int, -1 when unknown) and ``task`` (str, '' when unknown;
+    BasicSR's default collate turns it into a list of str per batch).
+
+    Multi-task sets (``python -m tripled_basicsr.distill`` with ``sources:``) label every
+    sample with its task: ``task`` (array of str, '' unknown), ``task_names`` (sorted unique
+    labels, [] for a single-task or packed set) and ``task_quota`` ({task: share} recorded by
+    the distiller in ``summary.tasks[*].quota``, or None). The curriculum sampler's
+    ``task_balance`` reads them.
 
     Random crops decode only the tiles they overlap (``tiles_decoded`` counts decodes in
     this process, for tests and benchmarks). LMDBs are opened lazily in each worker process
@@ -76,12 +83,29 @@ class TripleDDataset(data.Dataset):
         self.cluster = self._field('cluster', int, -1).astype(np.int64)
         # calibration.mode: weights -> per-sample weights (mean 1) used by the curriculum sampler; 1 when absent
         self.weight = self._field('weight', float, 1.0)
+        # multi-task sets: one task label per sample ('' = unknown; single-source sets have none)
+        self.task = np.array([str(s.get('task') or '') for s in self.samples], dtype=object)
+        self.task_names = sorted({t for t in self.task if t})
+        self.task_quota = self._recorded_quota()
         self.mean, self.std = opt.get('mean'), opt.get('std')
         self.tiles_decoded = 0
 
     def _field(self, name, cast, default):
         return np.array([cast(s[name]) if s.get(name) is not None else default for s in self.samples],
                         dtype=np.float64)
+
+    def _recorded_quota(self):
+        """{task: share} from ``summary.tasks[*].quota`` (None when the distiller recorded none)."""
+        tasks = (self.meta.get('summary') or {}).get('tasks')
+        if not isinstance(tasks, dict) or not tasks:
+            return None
+        quota = {}
+        for name, rec in tasks.items():
+            q = rec.get('quota') if isinstance(rec, dict) else None
+            if q is None:
+                return None
+            quota[str(name)] = float(q)
+        return quota
 
     def has_metadata(self, *names):
         """True when every sample carries all the named fields (e.g. 'complexity', 'stage')."""
@@ -185,5 +209,5 @@ class TripleDDataset(data.Dataset):
             'lq': img_lq, 'gt': img_gt, 'lq_path': key, 'gt_path': key, 'key': key, 'index': index,
             'complexity': torch.tensor(self.complexity[index], dtype=torch.float32),
             'uncertainty': torch.tensor(self.uncertainty[index], dtype=torch.float32),
-            'stage': int(self.stage[index]), 'cluster': int(self.cluster[index])
+            'stage': int(self.stage[index]), 'cluster': int(self.cluster[index]), 'task': self.task[index]
         }

@@ -76,6 +76,17 @@ class SamplerFeedbackMixin:
             return
         self.sampler.update(self.sample_index, per_sample_loss, step=current_iter - 1)
 
+    def sampler_log(self):
+        """Log entries from the sampler: ``task_loss/<task>`` (mean of the per-sample loss EMA over
+        the task's samples) on a multi-task set with online uncertainty; {} otherwise."""
+        per_task = getattr(self.sampler, 'task_loss_ema', None)
+        return {f'task_loss/{t}': v for t, v in per_task().items()} if per_task else {}
+
+    def get_current_log(self):
+        log = dict(super().get_current_log())  # a copy: BasicSR returns its live log_dict
+        log.update(self.sampler_log())
+        return log
+
     # ------------------------------------------------------------------ training state
     def extra_training_state(self, current_iter):
         """Keys added to BasicSR's training state (``{current_iter}.state``)."""

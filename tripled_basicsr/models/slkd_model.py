@@ -45,6 +45,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 from tripled_basicsr.utils.io import file_sha256
 
 from tripled_basicsr.models.sampler_feedback import SamplerFeedbackMixin
+from tripled_basicsr.models.task_eval import PerTaskValidationMixin
 
 TEACHERS = ('teacher_a', 'teacher_b')
 # loss key -> (log name, side): side None = output-level term
@@ -322,7 +323,7 @@ class SLKDAdapters(nn.Module):
 
 # ----------------------------------------------------------------------------- model
 @MODEL_REGISTRY.register()
-class SLKDModel(SamplerFeedbackMixin, SRModel):
+class SLKDModel(PerTaskValidationMixin, SamplerFeedbackMixin, SRModel):
     """SRModel whose student also learns from two frozen teachers (see module docstring)."""
 
     def __init__(self, opt):

@@ -8,6 +8,9 @@ Works with any ``network_g`` that SRModel trains. On top of SRModel it:
   ``sampler_entropy`` (normalised entropy of the sampling distribution, 1 = uniform) and
   ``stage2_share`` (share of trained samples labelled stage 2 since the last log line) to
   the log and TensorBoard;
+* on a multi-task set logs ``task_loss/<task>``, the mean loss EMA of each task's samples;
+* with several val sets, logs one per-task summary line and ``metrics_task/<task>/<metric>``
+  after each validation round (``task_eval.PerTaskValidationMixin``);
 * saves the sampler state (seed, step, loss EMA) with BasicSR's training state, under
   ``tripled_sampler``, and restores it on resume, so ``--auto_resume`` continues the same
   curriculum. On a single process it also saves and restores the host RNGs (Python,
@@ -34,10 +37,11 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from tripled_basicsr.models.sampler_feedback import SamplerFeedbackMixin
+from tripled_basicsr.models.task_eval import PerTaskValidationMixin
 
 
 @MODEL_REGISTRY.register()
-class TripleDModel(SamplerFeedbackMixin, SRModel):
+class TripleDModel(PerTaskValidationMixin, SamplerFeedbackMixin, SRModel):
     """SRModel that feeds per-sample losses to the curriculum sampler and checkpoints it."""
 
     def init_training_settings(self):
@@ -79,7 +83,7 @@ class TripleDModel(SamplerFeedbackMixin, SRModel):
             self._stage_counts += [(s == 1).sum(), (s == 2).sum()]
 
     def get_current_log(self):
-        log = dict(self.log_dict)
+        log = super().get_current_log()  # losses, and task_loss/<task> on a multi-task set
         s = self.sampler
         if s is not None and hasattr(s, 'stage_blend') and self._last_iter > 0:
             step = self._last_iter - 1
