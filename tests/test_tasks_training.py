@@ -161,6 +161,9 @@ def test_within_task_probabilities_normalise_per_task():
     np.testing.assert_allclose(q, [1 / 6, 2 / 6, 3 / 6, 0.25, 0.75])
     q = within_task_probabilities(p1, p2, 0.5, task, 2)
     np.testing.assert_allclose(np.bincount(task, weights=q), [1, 1])
+    # a task whose part is all zero is uniform over its samples (never an empty task)
+    q = within_task_probabilities(np.array([1, 1, 0, 0, 0.0]), p2, 0.0, task, 2)
+    np.testing.assert_allclose(q, [0.5, 0.5, 0, 0.5, 0.5])
 
 
 def test_draw_within_tasks_respects_slots_and_support():
@@ -272,6 +275,46 @@ def test_ddp_ranks_agree_and_resume_draws_equal():
     it = stream(resumed)
     for step in range(7, 12):
         assert [next(it) for _ in range(2)] == r0.draw(step).tolist()[:2]
+
+
+def _ddp_worker(rank, world, port, out_dir):
+    import torch.distributed as dist
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', rank=rank, world_size=world)
+    try:
+        from test_tasks_training import FakeTaskSet, stream
+        from tripled_basicsr.data.train_loader import build_sampler
+        opt = {'datasets': {'train': {'batch_size_per_gpu': 3, 'num_worker_per_gpu': 0,
+                                      'sampler': {'type': 'TripleDCurriculumSampler', 'stage2_start': 4,
+                                                  'task_balance': True, 'task_quota': 'equal'}}},
+               'train': {'total_iter': 20}, 'num_gpu': 0, 'dist': True, 'world_size': world, 'rank': rank,
+               'manual_seed': 100 + rank}
+        s = build_sampler(FakeTaskSet(counts=(10, 6, 4)), opt)
+        it, records = stream(s), []
+        for step in range(10):
+            local = [next(it) for _ in range(3)]
+            s.update(torch.tensor(local), torch.tensor([float(i) + rank for i in local], dtype=torch.float64),
+                     step=step)
+            records.append({'local': local, 'global': s.draw(step).tolist()})
+        with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
+            json.dump({'records': records, 'task_loss': s.task_loss_ema()}, f)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_agree_on_task_balanced_draws(tmp_path):
+    import torch.multiprocessing as mp
+
+    from conftest import free_port
+    mp.spawn(_ddp_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (json.loads((tmp_path / f'rank{r}.json').read_text()) for r in (0, 1))
+    task = FakeTaskSet(counts=(10, 6, 4)).task
+    for a, b in zip(r0['records'], r1['records']):
+        assert a['global'] == b['global'] and a['local'] == a['global'][:3] and b['local'] == b['global'][3:]
+        assert sorted(np.bincount([ord(task[i]) - ord('a') for i in a['global']], minlength=3)) == [2, 2, 2]
+    assert r0['task_loss'] == r1['task_loss'] and set(r0['task_loss']) == {'a', 'b', 'c'}
 
 
 def test_old_state_without_task_fields_loads_and_changed_balance_warns(monkeypatch):

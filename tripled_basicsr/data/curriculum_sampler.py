@@ -186,10 +186,14 @@ def systematic_task_slots(quota, g, u):
 def within_task_probabilities(p1, p2, beta, task_index, n_tasks):
     """``(1 - beta) * p1|t + beta * p2|t`` per sample, each part normalised inside its task
     (``p1``: non-negative stage-1 weights, zero outside the stage-1 pools; ``p2``: stage-2
-    probabilities). Every task's block sums to 1."""
+    probabilities). Every task's block sums to 1: a task whose part is all zero (no stage-1
+    sample, or weights that underflow) is uniform over its samples in that part."""
+    size = np.bincount(task_index, minlength=n_tasks).astype(np.float64)
+
     def per_task(p):
         tot = np.bincount(task_index, weights=p, minlength=n_tasks)
-        return p / np.where(tot > 0, tot, 1.0)[task_index]
+        empty = (tot <= 0)[task_index]
+        return np.where(empty, 1.0 / np.maximum(size, 1)[task_index], p / np.where(tot > 0, tot, 1.0)[task_index])
     q = np.zeros(len(task_index))
     if beta < 1:
         q += (1 - beta) * per_task(np.asarray(p1, dtype=np.float64))
