@@ -241,6 +241,8 @@ def test_task_balance_needs_labels():
     with pytest.raises(ValueError, match='1 of 8 samples without a task label'):
         sampler(part, task_balance=True)
     sampler(FakeSet(8))  # without task_balance nothing changes
+    with pytest.raises(TypeError, match="task_balance must be true or false; got 'yes'"):
+        sampler(FakeTaskSet(), task_balance='yes')
 
 
 def test_task_balance_on_real_single_task_set_is_clear_error(tmp_path):

@@ -340,7 +340,9 @@ class TripleDCurriculumSampler(Sampler):
         the per-task stage-1 pools."""
         labels = task_labels(dataset)
         self.task_names, self.task_index = labels if labels else ([], None)
-        self.task_balance = bool(o['task_balance'])
+        if not isinstance(o['task_balance'], bool):
+            raise TypeError(f'datasets.train.sampler.task_balance must be true or false; got {o["task_balance"]!r}.')
+        self.task_balance = o['task_balance']
         self.task_quota, self.quota_source, self.stage1_fallback_tasks = None, None, []
         if not self.task_balance:
             if o['task_quota'] is not None:
