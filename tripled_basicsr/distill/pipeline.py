@@ -11,6 +11,7 @@ results. To change one step, replace its stage function; to add a scoring or sel
 rule, register a strategy (registry.py) instead.
 """
 import contextlib
+import datetime
 import hashlib
 import math
 import os
@@ -96,7 +97,22 @@ def init_distributed():
     return tdist.get_rank(), tdist.get_world_size()
 
 
-def _on_rank0(fn, rank, world):
+# How long the other ranks wait for rank 0's selection, report and write (hours for millions of
+# pairs): longer than the 30 min default timeout of a process group, which would abort them.
+RANK0_WAIT = datetime.timedelta(days=2)
+
+
+def _wait_group(world):
+    """A gloo group with a long timeout for the final wait on rank 0 (None on one process).
+
+    Created on every rank at the same point (``new_group`` is collective). gloo also under
+    NCCL: the wait carries a small Python object and must not trip NCCL's watchdog."""
+    if world <= 1:
+        return None
+    return torch.distributed.new_group(backend='gloo', timeout=RANK0_WAIT)
+
+
+def _on_rank0(fn, rank, world, group=None):
     """Run ``fn`` on rank 0 and re-raise its error on every rank (so no rank hangs)."""
     result, err = None, None
     if rank == 0:
@@ -106,7 +122,7 @@ def _on_rank0(fn, rank, world):
             err = exc
     if world > 1:
         box = [None if err is None else (type(err).__name__, str(err))]
-        torch.distributed.broadcast_object_list(box, src=0)
+        torch.distributed.broadcast_object_list(box, src=0, group=group)
         if box[0] is not None and err is None:
             raise RuntimeError(f'rank 0 failed: {box[0][0]}: {box[0][1]}')
     if err is not None:
@@ -129,16 +145,16 @@ def run_distill(user_opt, progress=True):
     """Run the whole pipeline. Returns the summary dict on rank 0 (None on other ranks)."""
     st = RunState(opt=merge_options(user_opt), progress=progress)
     st.rank, st.world = init_distributed()
+    wait = _wait_group(st.world)
     try:
         _run_stages(st, (('preflight', preflight), ('setup', setup_features), ('features', extract)))
-        if st.world > 1:
-            torch.distributed.barrier()
-        if st.rank != 0:
-            return None
-        # scores and write time their own parts
-        _run_stages(st, ((None, scores), ('selection', select), ('mmd', report), ('calibration', calibrate),
-                         (None, write)))
-        return st.summary
+        # rank 0 selects and writes; the others wait for it here (a rank that returned at once
+        # would tear down its process group while rank 0 still uses it: gloo then aborts the
+        # process at exit) and fail with rank 0's error, if any
+        _on_rank0(lambda: _run_stages(st, ((None, scores), ('selection', select), ('mmd', report),
+                                           ('calibration', calibrate), (None, write))),
+                  st.rank, st.world, group=wait)
+        return st.summary if st.rank == 0 else None
     finally:
         if st.lock is not None:
             st.lock.release()
