@@ -154,7 +154,9 @@ def file_fingerprint(source, i, which, buf=None):
 
 def _lmdb_stat(source):
     out = {}
-    for which, root in (('gt', source.dataroot_gt), ('lq', source.dataroot_lq)):
+    roots = source.lmdb_roots() if hasattr(source, 'lmdb_roots') else (('gt', source.dataroot_gt),
+                                                                        ('lq', source.dataroot_lq))
+    for which, root in roots:
         st = os.stat(os.path.join(root, 'data.mdb'))
         out[which] = [st.st_size, st.st_mtime_ns]
     return out
@@ -359,12 +361,19 @@ def _round_batches(remaining, batch_size, world):
 
 
 def extract_features(source, store, model, fopt, on_error='raise', rank=0, world=1, progress=True,
-                     interrupt_after=None):
+                     interrupt_after=None, on_error_option='source.on_error'):
     """Embed every pair not yet done; rank 0 writes. Returns dict of timings/counters.
 
+    ``on_error``: 'raise' | 'skip' for every pair, or a bool array (N,), True where a pair that
+    cannot be used raises (several tasks, each with its own on_error). ``on_error_option``:
+    the option named in the error (a str, or fn(row) -> str).
     ``interrupt_after`` (int | None): raise KeyboardInterrupt after that many rounds, or
     SIGKILL this process when negative (test hooks for resume; TRIPLED_DISTILL_INTERRUPT_AFTER).
     """
+    if isinstance(on_error, str):
+        raise_rows = np.full(store.n, on_error == 'raise')
+    else:
+        raise_rows = np.asarray(on_error, bool)
     from tqdm import tqdm
 
     from tripled_basicsr.distill.backbone import embed, normalization
@@ -378,9 +387,10 @@ def extract_features(source, store, model, fopt, on_error='raise', rank=0, world
 
     if rank == 0:
         store.open('r+')
-        if on_error == 'raise' and (np.asarray(store.done) == 2).any():
+        retry = (np.asarray(store.done) == 2) & raise_rows
+        if retry.any():
             # pairs skipped by an earlier `on_error: skip` run are retried (and raise if still broken)
-            store.done[np.asarray(store.done) == 2] = 0
+            store.done[retry] = 0
             store.done.flush()
         remaining = np.flatnonzero(np.asarray(store.done) == 0)
     else:
@@ -447,10 +457,12 @@ def extract_features(source, store, model, fopt, on_error='raise', rank=0, world
             if ok.any() and not np.isfinite(f16[ok]).all():
                 raise FeatureError('Features overflow float16 (|value| > 65504); the backbone outputs are not '
                                    'normalised. Use a model with a final norm layer or another checkpoint.')
-            if any(errs) and on_error == 'raise':
-                j = next(j for j, e in enumerate(errs) if e)
+            bad_j = [j for j, e in enumerate(errs) if e and raise_rows[int(idx[j])]]
+            if bad_j:
+                j = bad_j[0]
+                opt_name = on_error_option(int(idx[j])) if callable(on_error_option) else on_error_option
                 raise FeatureError(f'Cannot use pair {source.keys[int(idx[j])]!r}: {errs[j]}\n'
-                                   f'Fix or remove the pair, or set `source.on_error: skip` to leave such pairs out '
+                                   f'Fix or remove the pair, or set `{opt_name}: skip` to leave such pairs out '
                                    f'(they are listed in tripled_meta.json).')
             if rank == 0:
                 store.write(idx, f16, stats, errs, fps)

@@ -27,6 +27,8 @@ DEFAULTS = {
         'crop_size': 0,  # > 0: units are crop_size x crop_size GT crops (ratio = share of source pixels)
         'crop_step': None,  # None: = crop_size (a grid without overlap)
     },
+    # several tasks (all-in-one): a list of `source`-like entries, each with a `task` name; replaces `source`
+    'sources': None,
     'output': {'path': None, 'tile_size': 0, 'compress_level': 1, 'overwrite': False, 'codec': 'png'},
     'features': {
         'backbone': 'vit_small_patch16_224',
@@ -47,6 +49,7 @@ DEFAULTS = {
     # strategy sections: `type` picks a registered strategy, whose signature gives the other keys
     'complexity': {'type': 'vit_entropy'},
     'uncertainty': {'type': 'knn_rarity'},
+    # with `sources:` also task_quota (TASK_QUOTA_DEFAULT; a single `source:` has no such key)
     'selection': {'type': 'tripled', 'ratio': 0.02, 'num': None, 'clusters': 'auto', 'seed': 0, 'kmeans_iters': 50},
     'curriculum': {'easy_quantile': 0.5},
     'calibration': {
@@ -81,6 +84,8 @@ FEATURE_KEYS = {
                  'decode_size', 'seed'),
 }
 _STRATEGY_SECTIONS = ('complexity', 'uncertainty', 'selection')
+SOURCE_ENTRY = {'task': None, **DEFAULTS['source']}  # one entry of `sources:`
+TASK_QUOTA_DEFAULT = 'proportional'  # selection.task_quota with `sources:`
 _FREE_MAPPINGS = ('model_kwargs', 'network', 'io_backend')  # passed through, checked by their consumer
 
 
@@ -104,14 +109,116 @@ def _merge(base, over, path):
 
 
 def merge_options(user):
-    """User options (dict from YAML) on top of DEFAULTS, every key and value checked; returns a new dict."""
+    """User options (dict from YAML) on top of DEFAULTS, every key and value checked; returns a new dict.
+
+    With ``sources:`` (several tasks) the merged options have ``sources`` (each entry on top of
+    the ``source`` defaults) and no ``source``; ``features.image`` defaults to ``both`` then.
+    """
     from tripled_basicsr.distill import scoring, selection  # noqa: F401  (register the built-in strategies)
     from tripled_basicsr.distill.registry import COMPLEXITY, SELECTION, UNCERTAINTY
-    opt = _merge(DEFAULTS, user or {}, '')
+    user = ck.mapping('options', user)
+    multi = user.get('sources') is not None
+    if multi and 'source' in user:
+        raise OptionError('Set either source: (one paired set) or sources: (a list of paired sets, one per task), '
+                          'not both; move the source: entry into sources: with a task name.')
+    opt = _merge(DEFAULTS, user, '')
+    if multi:
+        entries = user['sources']
+        if not isinstance(entries, (list, tuple)) or not entries:
+            raise OptionError(f'sources must be a non-empty list of paired sets, each with a task name '
+                              f'(- {{task: rain, dataroot_gt: ..., dataroot_lq: ...}}); got {entries!r}.')
+        opt['sources'] = [_merge(SOURCE_ENTRY, e, f'sources[{i}].') for i, e in enumerate(entries)]
+        del opt['source']
+        if 'image' not in ck.mapping('features', user.get('features')):
+            # several tasks: the features see the degradation (LQ) next to the content (GT), so the
+            # strata separate tasks and degradation levels, not only scenes
+            opt['features']['image'] = 'both'
     for sec, reg in (('complexity', COMPLEXITY), ('uncertainty', UNCERTAINTY), ('selection', SELECTION)):
         opt[sec] = reg.resolve(opt[sec])
+    if multi:
+        opt['selection'].setdefault('task_quota', TASK_QUOTA_DEFAULT)
     validate(opt)
     return opt
+
+
+def is_multi(opt):
+    """True for merged options with several tasks (``sources:``)."""
+    return opt.get('sources') is not None
+
+
+def source_entries(opt):
+    """[(option path, source options)]: ``[('source', ...)]`` or ``[('sources[0]', ...), ...]``."""
+    if is_multi(opt):
+        return [(f'sources[{i}]', s) for i, s in enumerate(opt['sources'])]
+    return [('source', opt['source'])]
+
+
+def scale_of(opt):
+    """The scale of the distillation (one for every source; checked by ``validate``)."""
+    return source_entries(opt)[0][1]['scale']
+
+
+def _validate_source(src, p):
+    """Checks of one paired source (``source`` or ``sources[i]``, named by ``p``); normalises in place."""
+    for k in ('dataroot_gt', 'dataroot_lq'):
+        if not src.get(k):
+            raise OptionError(f'{p}.{k} is required (a folder or a BasicSR .lmdb).')
+        ck.string(f'{p}.{k}', src[k])
+    ck.choice(f'{p}.on_error', src['on_error'], ('raise', 'skip'))
+    src['filename_tmpl'] = ck.string(f'{p}.filename_tmpl', src['filename_tmpl'])
+    if '{}' not in src['filename_tmpl']:
+        raise OptionError(f'{p}.filename_tmpl must contain "{{}}" (the GT name); got {src["filename_tmpl"]!r}.')
+    ck.string(f'{p}.meta_info_file', src['meta_info_file'], allow_none=True)
+    src['scale'] = ck.integer(f'{p}.scale', src['scale'], lo=1)
+    src['crop_size'] = ck.integer(f'{p}.crop_size', src['crop_size'], lo=0)
+    if src['crop_step'] is not None:
+        src['crop_step'] = ck.integer(f'{p}.crop_step', src['crop_step'], lo=1)
+        if not src['crop_size']:
+            raise OptionError(f'{p}.crop_step is set but {p}.crop_size is 0 (whole images); set crop_size too.')
+    for k in ('crop_size', 'crop_step'):
+        if src[k] and src[k] % src['scale']:
+            raise OptionError(f'{p}.{k} ({src[k]}) must be a multiple of {p}.scale ({src["scale"]}) so the '
+                              f'LQ crop is aligned.')
+    if src['crop_size'] and src['crop_size'] < 8:
+        raise OptionError(f'{p}.crop_size must be 0 (whole images) or >= 8; got {src["crop_size"]}.')
+    backend = ck.mapping(f'{p}.io_backend', src.get('io_backend')).get('type', 'disk')
+    ck.choice(f'{p}.io_backend.type', backend, ('disk', 'lmdb'))
+    for root in (src['dataroot_gt'], src['dataroot_lq']):
+        root_is_lmdb = is_lmdb(root)
+        if os.path.exists(root) and root_is_lmdb != (backend == 'lmdb'):
+            want = 'lmdb' if root_is_lmdb else 'disk'
+            raise OptionError(f'{p}.io_backend.type is {backend!r} but {root} is '
+                              f'{"a BasicSR LMDB" if root_is_lmdb else "a folder"}; set io_backend: {{type: {want}}}.')
+    return backend
+
+
+def _validate_sources(entries):
+    """``sources:``: each entry as ``source``, plus a unique task name; the entries must agree on
+    what makes one distilled set (scale, storage, crop units)."""
+    from tripled_basicsr.distill.tasks import check_task_name
+    first = {}
+    for i, src in enumerate(entries):
+        p = f'sources[{i}]'
+        name = check_task_name(f'{p}.task', src.get('task'))
+        backend = _validate_source(src, p)
+        if name in first:
+            raise OptionError(f'{p}.task {name!r} repeats sources[{first[name]}].task: each task appears once. '
+                              f'Rename one, or put both sets in one folder (or one meta_info_file) under one task.')
+        first[name] = i
+        ref = entries[0]
+        if src['scale'] != ref['scale']:
+            raise OptionError(f'{p}.scale ({src["scale"]}) differs from sources[0].scale ({ref["scale"]}): the tasks '
+                              f'of one distillation share the scale (one distilled set has one). Distil them '
+                              f'separately, or bring them to one scale.')
+        ref_backend = ck.mapping('sources[0].io_backend', ref.get('io_backend')).get('type', 'disk')
+        if backend != ref_backend:
+            raise OptionError(f'{p}.io_backend.type ({backend}) differs from sources[0].io_backend.type '
+                              f'({ref_backend}): use one storage for every task (e.g. pack the folders to LMDBs with '
+                              f'python -m tripled_basicsr.pack, or keep all as folders).')
+        for k in ('crop_size', 'crop_step'):
+            if src[k] != ref[k]:
+                raise OptionError(f'{p}.{k} ({src[k]}) differs from sources[0].{k} ({ref[k]}): the selection units '
+                                  f'must be the same for every task; set the same {k} on every source.')
 
 
 def _int_or(path, v, words, lo):
@@ -122,39 +229,16 @@ def validate(opt):
     """Value checks of the fixed sections (types, ranges, choices, combinations); normalises in place."""
     opt['name'] = ck.string('name', opt['name'])
     opt['work_dir'] = ck.string('work_dir', opt['work_dir'], allow_none=True)
-    src, out, f, sel = opt['source'], opt['output'], opt['features'], opt['selection']
-    for k in ('dataroot_gt', 'dataroot_lq'):
-        if not src.get(k):
-            raise OptionError(f'source.{k} is required (a folder or a BasicSR .lmdb).')
-        ck.string(f'source.{k}', src[k])
+    out, f, sel = opt['output'], opt['features'], opt['selection']
+    if is_multi(opt):
+        _validate_sources(opt['sources'])
+    else:
+        _validate_source(opt['source'], 'source')
+        if 'task_quota' in sel:
+            raise OptionError('selection.task_quota applies to several tasks (sources:); with one source: remove it.')
     if not out.get('path'):
         raise OptionError('output.path is required (the distilled dir to create).')
     ck.string('output.path', out['path'])
-    ck.choice('source.on_error', src['on_error'], ('raise', 'skip'))
-    src['filename_tmpl'] = ck.string('source.filename_tmpl', src['filename_tmpl'])
-    if '{}' not in src['filename_tmpl']:
-        raise OptionError(f'source.filename_tmpl must contain "{{}}" (the GT name); got {src["filename_tmpl"]!r}.')
-    ck.string('source.meta_info_file', src['meta_info_file'], allow_none=True)
-    src['scale'] = ck.integer('source.scale', src['scale'], lo=1)
-    src['crop_size'] = ck.integer('source.crop_size', src['crop_size'], lo=0)
-    if src['crop_step'] is not None:
-        src['crop_step'] = ck.integer('source.crop_step', src['crop_step'], lo=1)
-        if not src['crop_size']:
-            raise OptionError('source.crop_step is set but source.crop_size is 0 (whole images); set crop_size too.')
-    for k in ('crop_size', 'crop_step'):
-        if src[k] and src[k] % src['scale']:
-            raise OptionError(f'source.{k} ({src[k]}) must be a multiple of source.scale ({src["scale"]}) so the '
-                              f'LQ crop is aligned.')
-    if src['crop_size'] and src['crop_size'] < 8:
-        raise OptionError(f'source.crop_size must be 0 (whole images) or >= 8; got {src["crop_size"]}.')
-    backend = ck.mapping('source.io_backend', src.get('io_backend')).get('type', 'disk')
-    ck.choice('source.io_backend.type', backend, ('disk', 'lmdb'))
-    for root in (src['dataroot_gt'], src['dataroot_lq']):
-        root_is_lmdb = is_lmdb(root)
-        if os.path.exists(root) and root_is_lmdb != (backend == 'lmdb'):
-            want = 'lmdb' if root_is_lmdb else 'disk'
-            raise OptionError(f'source.io_backend.type is {backend!r} but {root} is '
-                              f'{"a BasicSR LMDB" if root_is_lmdb else "a folder"}; set io_backend: {{type: {want}}}.')
     out['tile_size'] = ck.integer('output.tile_size', out['tile_size'], lo=0)
     out['compress_level'] = ck.integer('output.compress_level', out['compress_level'], lo=0, hi=9)
     ck.boolean('output.overwrite', out['overwrite'])
@@ -189,6 +273,10 @@ def validate(opt):
     sel['seed'] = ck.integer('selection.seed', sel['seed'])
     sel['clusters'] = _int_or('selection.clusters', sel['clusters'], ('auto',), 1)
     sel['kmeans_iters'] = ck.integer('selection.kmeans_iters', sel['kmeans_iters'], lo=1)
+    if is_multi(opt):
+        from tripled_basicsr.distill.tasks import check_task_quota
+        sel['task_quota'] = check_task_quota(sel.get('task_quota', TASK_QUOTA_DEFAULT),
+                                             [s['task'] for s in opt['sources']])
 
     cq = opt['curriculum']
     cq['easy_quantile'] = ck.number('curriculum.easy_quantile', cq['easy_quantile'], lo=0, hi=1, lo_open=True)
@@ -239,14 +327,24 @@ def resolve_budget(sel, total):
     return min(total, math.ceil(ratio * total - 1e-9))
 
 
-def feature_dependencies(opt, keys_hash, weights_id):
-    dep = {sec: {k: opt[sec].get(k) for k in keys} for sec, keys in FEATURE_KEYS.items()}
+def _source_dependencies(src):
+    dep = {k: src.get(k) for k in FEATURE_KEYS['source']}
     for k in ('dataroot_gt', 'dataroot_lq', 'meta_info_file'):
-        if dep['source'][k]:
-            dep['source'][k] = os.path.abspath(os.path.expanduser(dep['source'][k]))
-    if not dep['source']['crop_size']:  # whole images: same dependencies as before crop units existed
-        del dep['source']['crop_size'], dep['source']['crop_step']
-    dep['source']['keys_sha256'] = keys_hash
+        if dep[k]:
+            dep[k] = os.path.abspath(os.path.expanduser(dep[k]))
+    if not dep['crop_size']:  # whole images: same dependencies as before crop units existed
+        del dep['crop_size'], dep['crop_step']
+    return dep
+
+
+def feature_dependencies(opt, keys_hash, weights_id):
+    dep = {'features': {k: opt['features'].get(k) for k in FEATURE_KEYS['features']}}
+    if is_multi(opt):  # several tasks: each entry (task name included: it prefixes the keys)
+        dep['sources'] = [dict(_source_dependencies(s), task=s['task']) for s in opt['sources']]
+        dep['sources_keys_sha256'] = keys_hash
+    else:
+        dep['source'] = _source_dependencies(opt['source'])
+        dep['source']['keys_sha256'] = keys_hash
     dep['features']['weights'] = weights_id
     return dep
 

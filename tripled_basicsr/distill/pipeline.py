@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from tripled_basicsr.distill.checks import OptionError
-from tripled_basicsr.distill.options import feature_dependencies, merge_options, resolve_budget, work_dir_of
+from tripled_basicsr.distill.options import (feature_dependencies, is_multi, merge_options, resolve_budget, scale_of,
+                                             source_entries, work_dir_of)
 
 
 @dataclass
@@ -45,6 +46,7 @@ class RunState:
     source: object = None
     skipped: list = field(default_factory=list)  # unpaired / undecodable pairs (dicts)
     n_budget: int = 0
+    task_budget: dict = field(default_factory=dict)  # several tasks: {task: units} of the subset
     model: object = None
     kinds: tuple = ()
     views_per_kind: int = 1
@@ -61,11 +63,14 @@ class RunState:
     c: object = None
     u: object = None
     ctx: dict = field(default_factory=dict)
+    task_rows: dict = field(default_factory=dict)  # several tasks: {task: positions into valid}
+    task_n: dict = field(default_factory=dict)  # several tasks: {task: units to select}
     # selection
     picked: object = None  # positions into valid
     stages: object = None
     # report
     mmd: dict = field(default_factory=dict)
+    tasks: dict = field(default_factory=dict)  # several tasks: summary.tasks
     # calibration
     cal: object = None
     cal_report: dict = field(default_factory=dict)
@@ -162,8 +167,7 @@ def run_distill(user_opt, progress=True):
 
 # ---------------------------------------------------------------- preflight
 def _sources(opt):
-    s = opt['source']
-    return [('source.dataroot_gt', s['dataroot_gt']), ('source.dataroot_lq', s['dataroot_lq'])]
+    return [(f'{p}.{k}', s[k]) for p, s in source_entries(opt) for k in ('dataroot_gt', 'dataroot_lq')]
 
 
 def check_work_dir(work, out_path, sources):
@@ -191,7 +195,7 @@ def _check_output(st):
     from tripled_basicsr.data.distilled_format import DistilledWriter
     out = st.opt['output']
     try:
-        return DistilledWriter(st.out_path, scale=st.opt['source']['scale'], tile_size=out['tile_size'],
+        return DistilledWriter(st.out_path, scale=scale_of(st.opt), tile_size=out['tile_size'],
                                compress_level=out['compress_level'], overwrite=out['overwrite'], tool='distill',
                                overwrite_option='output.overwrite: true (or --force-overwrite)',
                                sources=_sources(st.opt), codec=out['codec'])
@@ -234,28 +238,41 @@ def preflight(st):
 
 
 # ---------------------------------------------------------------- features
-def open_source(opt):
-    """PairedSource from ``source`` options; with on_error: skip, unpaired files (GT without
-    LQ or the reverse, folders or LMDBs) are left out and returned as skipped entries."""
+def _open_one(s, p):
+    """PairedSource (or CropSource) of one ``source``-like entry ``s`` named ``p`` in messages."""
     from tripled_basicsr.data.paired_source import PairedSource, SourceError
-    s = opt['source']
     try:
         src = PairedSource(s['dataroot_gt'], s['dataroot_lq'], filename_tmpl=s['filename_tmpl'],
                            meta_info_file=s['meta_info_file'], scale=s['scale'],
                            on_missing='skip' if s['on_error'] == 'skip' else 'raise')
     except SourceError as exc:
+        where = '' if p == 'source' else f'{p}: '
         if 'partner' in str(exc) or 'has no LQ' in str(exc) or 'has no GT' in str(exc):
-            raise SourceError(f'{exc} (Or set `source.on_error: skip` to leave unpaired files out.)') from exc
+            raise SourceError(f'{where}{exc} (Or set `{p}.on_error: skip` to leave unpaired files out.)') from exc
+        if where:
+            raise SourceError(f'{where}{exc}') from exc
         raise
     if s.get('crop_size'):
         from tripled_basicsr.distill.crops import CropSource
         try:
             src = CropSource(src, s['crop_size'], s.get('crop_step'))
         except ValueError as exc:
-            raise OptionError(str(exc)) from exc
+            raise OptionError(str(exc) if p == 'source' else f'{p}: {exc}') from exc
         if src.small_images:
-            print(f'note: {len(src.small_images)} source image(s) smaller than source.crop_size {s["crop_size"]} '
+            print(f'note: {len(src.small_images)} source image(s) smaller than {p}.crop_size {s["crop_size"]} '
                   f'give no crop (first: {src.small_images[0]!r}).', file=sys.stderr)
+    return src
+
+
+def open_source(opt):
+    """PairedSource from ``source`` options (a ``tasks.MultiSource`` of one per entry with
+    ``sources:``); with on_error: skip, unpaired files (GT without LQ or the reverse, folders
+    or LMDBs) are left out and returned as skipped entries."""
+    if is_multi(opt):
+        from tripled_basicsr.distill.tasks import MultiSource
+        src = MultiSource([(s['task'], _open_one(s, p), s, p) for p, s in source_entries(opt)])
+    else:
+        src = _open_one(opt['source'], 'source')
     return src, list(src.skipped)
 
 
@@ -265,6 +282,15 @@ def unit_budget(opt, source, n_units):
         from tripled_basicsr.distill.crops import pixel_budget
         return pixel_budget(opt['selection'], source.total_pixels, source.crop, n_units)
     return resolve_budget(opt['selection'], n_units)
+
+
+def task_budget(opt, source, n, rows=None):
+    """Several tasks: {task: units} of the subset, the ``n`` units split by selection.task_quota
+    over the tasks' units (of ``rows``, the usable unit indices, when given)."""
+    from tripled_basicsr.distill.tasks import task_counts
+    crop = getattr(source, 'crop', 0)
+    return task_counts(n, opt['selection']['task_quota'], source.sizes(rows), unit='crops' if crop else 'pairs',
+                       what='selection.ratio')
 
 
 def _weights_id(fopt):
@@ -285,7 +311,10 @@ def setup_features(st):
     st.source, st.skipped = open_source(opt)
     n_total = len(st.source)
     st.n_budget = unit_budget(opt, st.source, n_total)  # fail fast; re-checked after skipping
-    resolve_clusters(opt['selection']['clusters'], st.n_budget)  # strata vs budget, before the backbone
+    if is_multi(opt):  # quotas per task, before the backbone
+        st.task_budget = task_budget(opt, st.source, st.n_budget)
+    else:
+        resolve_clusters(opt['selection']['clusters'], st.n_budget)  # strata vs budget, before the backbone
     keys_hash = hashlib.sha256('\n'.join(st.source.keys).encode()).hexdigest()
     st.model = build_backbone(fopt['backbone'], fopt['pretrained'], fopt['checkpoint'], fopt['input_size'],
                               fopt['model_kwargs'], fopt['hub_timeout'], fopt['seed'])
@@ -316,19 +345,56 @@ def setup_features(st):
 def extract(st):
     from tripled_basicsr.distill.features import extract_features
     interrupt = os.environ.get('TRIPLED_DISTILL_INTERRUPT_AFTER')  # test hook (resume tests)
-    st.feat_info = extract_features(st.source, st.store, st.model, st.opt['features'], st.opt['source']['on_error'],
+    if is_multi(st.opt):  # each task its own on_error
+        src = st.source
+        on_error = np.array([src.options_of(i)[0]['on_error'] == 'raise' for i in range(len(src))], bool)
+
+        def option(row):
+            return f'{src.options_of(row)[1]}.on_error'
+    else:
+        on_error, option = st.opt['source']['on_error'], 'source.on_error'
+    st.feat_info = extract_features(st.source, st.store, st.model, st.opt['features'], on_error,
                                     st.rank, st.world, st.progress,
-                                    interrupt_after=int(interrupt) if interrupt else None)
+                                    interrupt_after=int(interrupt) if interrupt else None, on_error_option=option)
 
 
 # ---------------------------------------------------------------- scores
-def scores(st):
-    """Usable rows, pair features, k-means strata, complexity c and uncertainty u in [0, 1]."""
-    from tripled_basicsr.distill.features import pair_features
-    from tripled_basicsr.distill.registry import COMPLEXITY, UNCERTAINTY
+def _strata(opt, feats, n, progress, clusters=None):
+    """k-means strata of one pool of items, k from selection.clusters and the budget n. -> (k, labels)."""
     from tripled_basicsr.distill.selection import kmeans, resolve_clusters
-    opt, store, source = st.opt, st.store.open('r'), st.source
     sel = opt['selection']
+    k = resolve_clusters(sel['clusters'] if clusters is None else clusters, n)
+    labels, _ = kmeans(feats, k, seed=sel['seed'], iters=sel['kmeans_iters'], progress=progress)
+    return k, labels
+
+
+def _scores(opt, feats, stats, k, labels, progress, device):
+    """Complexity c and uncertainty u in [0, 1] of one pool of items. -> (c, u, ctx)."""
+    from tripled_basicsr.distill.registry import COMPLEXITY, UNCERTAINTY
+    sel = opt['selection']
+    ctx = {'seed': sel['seed'], 'labels': labels, 'clusters': k, 'kmeans_iters': sel['kmeans_iters'],
+           'progress': progress, 'device': str(device)}
+    out = []
+    for name, reg in (('complexity', COMPLEXITY), ('uncertainty', UNCERTAINTY)):
+        arr = np.asarray(reg.call(opt[name], feats, stats, ctx), np.float64)
+        if arr.shape != (len(feats),) or not np.isfinite(arr).all():
+            raise RuntimeError(f'{name} strategy {opt[name]["type"]!r} returned an invalid array '
+                               f'(shape {arr.shape}, finite: {np.isfinite(arr).all()}).')
+        out.append(np.clip(arr, 0, 1))
+    return out[0], out[1], ctx
+
+
+def scores(st):
+    """Usable rows, pair features, k-means strata, complexity c and uncertainty u in [0, 1].
+
+    Several tasks: the units of the subset are split over the tasks first (task_budget), then
+    strata and scores are computed inside each task, on its own features: the strata of one
+    task do not depend on the others, and c / u are ranks within the task, so the selection
+    pressure (temperature) and the curriculum's "easy" mean the same in every task. Cluster
+    ids are made unique over tasks (offset by the earlier tasks' clusters).
+    """
+    from tripled_basicsr.distill.features import pair_features
+    opt, store, source = st.opt, st.store.open('r'), st.source
     done = np.asarray(store.done)
     st.valid = np.flatnonzero(done == 1)
     errors = store.errors()
@@ -339,6 +405,11 @@ def scores(st):
         raise RuntimeError('No usable pairs: every pair was skipped (see errors above / work dir errors.json).')
     n_valid = len(st.valid)
     st.n = unit_budget(opt, source, n_valid) if n_valid != len(source) else st.n_budget
+    multi = is_multi(opt)
+    if multi:
+        st.task_n = task_budget(opt, source, st.n, st.valid) if n_valid != len(source) else dict(st.task_budget)
+        tix = source.task_index[st.valid]
+        st.task_rows = {t: np.flatnonzero(tix == j) for j, t in enumerate(source.tasks)}
 
     with timed(st, 'kmeans'):
         if opt['features']['backbone'] == 'tripled_stats':  # statistics in different units: z-score first
@@ -348,57 +419,110 @@ def scores(st):
             st.feats = pair_features(store.feat, len(st.kinds), st.views_per_kind)[st.valid]
         stats_arr = np.asarray(store.stats, np.float64)[st.valid]
         st.stats = {'entropy': stats_arr[:, 0], 'gradient': stats_arr[:, 1], 'token_var': stats_arr[:, 2]}
-        st.k = resolve_clusters(sel['clusters'], st.n)
-        st.labels, _ = kmeans(st.feats, st.k, seed=sel['seed'], iters=sel['kmeans_iters'], progress=st.progress)
-
-    with timed(st, 'scoring'):
-        st.ctx = {'seed': sel['seed'], 'labels': st.labels, 'clusters': st.k, 'kmeans_iters': sel['kmeans_iters'],
-                  'progress': st.progress, 'device': str(st.device)}
-        for name, reg in (('complexity', COMPLEXITY), ('uncertainty', UNCERTAINTY)):
-            arr = np.asarray(reg.call(opt[name], st.feats, st.stats, st.ctx), np.float64)
-            if arr.shape != (n_valid,) or not np.isfinite(arr).all():
-                raise RuntimeError(f'{name} strategy {opt[name]["type"]!r} returned an invalid array '
-                                   f'(shape {arr.shape}, finite: {np.isfinite(arr).all()}).')
-            setattr(st, name[0], np.clip(arr, 0, 1))
+        if not multi:
+            st.k, st.labels = _strata(opt, st.feats, st.n, st.progress)
+    if not multi:
+        with timed(st, 'scoring'):
+            st.c, st.u, st.ctx = _scores(opt, st.feats, st.stats, st.k, st.labels, st.progress, st.device)
+        return
+    st.labels = np.full(n_valid, -1, np.int64)
+    st.c, st.u = np.full(n_valid, 0.5), np.full(n_valid, 0.5)
+    st.k, st.ctx = 0, {'tasks': {}}
+    clusters = opt['selection']['clusters']
+    for t, rows in st.task_rows.items():
+        n_t = st.task_n[t]
+        if n_t == 0:  # share 0: the task is listed (and reported) but gives no unit
+            continue
+        # an integer `clusters` applies per task, at most the task's budget
+        k_t = clusters if clusters == 'auto' else min(int(clusters), n_t)
+        t0 = time.time()
+        k, labels = _strata(opt, st.feats[rows], n_t, st.progress, k_t)
+        t1 = time.time()
+        st.c[rows], st.u[rows], st.ctx['tasks'][t] = _scores(opt, st.feats[rows], {k: v[rows] for k, v in
+                                                                                   st.stats.items()},
+                                                             k, labels, st.progress, st.device)
+        st.timings['kmeans'] += t1 - t0
+        st.timings['scoring'] = st.timings.get('scoring', 0.0) + time.time() - t1
+        st.labels[rows] = labels + st.k
+        st.k += k
 
 
 # ---------------------------------------------------------------- selection
-def select(st):
-    """The selection strategy picks n positions; the curriculum splits them in two stages."""
+def _select_pool(sel, feats, c, u, n, ctx):
     from tripled_basicsr.distill.registry import SELECTION
-    from tripled_basicsr.distill.selection import curriculum_stages
-    sel = st.opt['selection']
-    picked, _ = SELECTION.call(sel, st.feats, st.c, st.u, st.n, st.ctx)
+    picked, _ = SELECTION.call(sel, feats, c, u, n, ctx)
     picked = np.asarray(picked, np.int64)
-    if len(picked) != st.n or len(np.unique(picked)) != st.n:
+    if len(picked) != n or len(np.unique(picked)) != n:
         raise RuntimeError(f'selection {sel["type"]!r} returned {len(picked)} items ({len(np.unique(picked))} '
-                           f'unique), expected {st.n}.')
-    st.picked = picked
-    st.stages = curriculum_stages(st.c[picked], st.opt['curriculum']['easy_quantile'])
+                           f'unique), expected {n}.')
+    return picked
+
+
+def select(st):
+    """The selection strategy picks n positions; the curriculum splits them in two stages.
+    Several tasks: each task's quota is picked inside the task and its stages use the task's
+    own complexities (easy_quantile inside each task)."""
+    from tripled_basicsr.distill.selection import curriculum_stages
+    sel, q = st.opt['selection'], st.opt['curriculum']['easy_quantile']
+    if not is_multi(st.opt):
+        st.picked = _select_pool(sel, st.feats, st.c, st.u, st.n, st.ctx)
+        st.stages = curriculum_stages(st.c[st.picked], q)
+        return
+    picked, stages = [], []
+    for t, rows in st.task_rows.items():
+        if st.task_n[t] == 0:
+            continue
+        local = _select_pool(sel, st.feats[rows], st.c[rows], st.u[rows], st.task_n[t], st.ctx['tasks'][t])
+        picked.append(rows[local])
+        stages.append(curriculum_stages(st.c[rows[local]], q))
+    picked, stages = np.concatenate(picked), np.concatenate(stages)
+    order = np.argsort(picked, kind='stable')  # subset in source order (tasks in the order of `sources:`)
+    st.picked, st.stages = picked[order], stages[order]
 
 
 # ---------------------------------------------------------------- report
-def report(st):
-    """MMD of the subset to the source, next to random and top-complexity subsets of the same size."""
+def _mmd_report(feats, picked, c, ropt, seed, tag=()):
+    """MMD of ``feats[picked]`` to (a bank of) ``feats``, next to random and top-complexity
+    subsets of the same size; ``tag`` extends the random streams (one per task)."""
     from tripled_basicsr.utils.distribution import median_bandwidth, mmd_numpy
-    ropt, seed, n_valid = st.opt['report'], st.opt['selection']['seed'], len(st.valid)
-    rng = np.random.default_rng([seed, 7])
+    n_pool, n = len(feats), len(picked)
+    rng = np.random.default_rng([seed, 7, *tag])
     m = ropt['mmd_samples']
-    bank_idx = np.sort(rng.choice(n_valid, min(m, n_valid), replace=False))
-    bank = st.feats[bank_idx]
+    bank_idx = np.sort(rng.choice(n_pool, min(m, n_pool), replace=False))
+    bank = feats[bank_idx]
     bw = median_bandwidth(bank)
 
     def mmd_of(idx):
         idx = np.asarray(idx)
         if len(idx) > m:
-            idx = np.sort(np.random.default_rng([seed, 8]).choice(idx, m, replace=False))
-        return mmd_numpy(st.feats[idx], bank, bw)
+            idx = np.sort(np.random.default_rng([seed, 8, *tag]).choice(idx, m, replace=False))
+        return mmd_numpy(feats[idx], bank, bw)
 
-    rand = [mmd_of(np.random.default_rng([seed, 100 + r]).choice(n_valid, st.n, replace=False))
+    rand = [mmd_of(np.random.default_rng([seed, 100 + r, *tag]).choice(n_pool, n, replace=False))
             for r in range(ropt['random_repeats'])]
-    st.mmd = {'subset': mmd_of(st.picked), 'random_mean': float(np.mean(rand)), 'random_std': float(np.std(rand)),
-              'random_repeats': len(rand), 'top_complexity': mmd_of(np.argsort(-st.c, kind='stable')[:st.n]),
-              'bandwidth': bw, 'bank_size': int(len(bank_idx))}
+    return {'subset': mmd_of(picked), 'random_mean': float(np.mean(rand)), 'random_std': float(np.std(rand)),
+            'random_repeats': len(rand), 'top_complexity': mmd_of(np.argsort(-c, kind='stable')[:n]),
+            'bandwidth': bw, 'bank_size': int(len(bank_idx))}
+
+
+def report(st):
+    """MMD of the subset to the source, next to random and top-complexity subsets of the same size.
+    Several tasks: also per task (the task's picks vs random picks of the same size from the task)."""
+    ropt, seed = st.opt['report'], st.opt['selection']['seed']
+    st.mmd = _mmd_report(st.feats, st.picked, st.c, ropt, seed)
+    if not is_multi(st.opt):
+        return
+    from tripled_basicsr.distill.tasks import quota_shares
+    sizes = {t: len(rows) for t, rows in st.task_rows.items()}
+    shares = dict(zip(sizes, quota_shares(st.opt['selection']['task_quota'], sizes).tolist()))
+    picked_set = np.zeros(len(st.valid), bool)
+    picked_set[st.picked] = True
+    st.tasks = {}
+    for j, (t, rows) in enumerate(st.task_rows.items()):
+        local = np.flatnonzero(picked_set[rows])
+        mmd = _mmd_report(st.feats[rows], local, st.c[rows], ropt, seed, (j,)) if len(local) else None
+        st.tasks[t] = {'N': int(len(rows)), 'n': int(len(local)), 'quota': len(local) / len(st.picked),
+                       'share': shares[t], 'mmd': mmd}
 
 
 # ---------------------------------------------------------------- calibration
@@ -516,6 +640,7 @@ def write(st):
     psnrs, write_skipped, strengths, greys = [], [], [], 0
     tol = opt['calibration']['residual_tolerance']
     sel_global = st.valid[st.picked]
+    multi = is_multi(opt)
     with w:
         for j, gi in enumerate(tqdm(sel_global, desc='write', unit='pair', disable=not st.progress,
                                     dynamic_ncols=True)):
@@ -523,13 +648,13 @@ def write(st):
             try:
                 gt, lq = source.read_pair(gi)
             except Exception as exc:  # noqa: BLE001
-                if opt['source']['on_error'] == 'raise':
+                if (source.options_of(gi)[0] if multi else opt['source'])['on_error'] == 'raise':
                     raise
                 write_skipped.append({'key': source.keys[gi], 'reason': f'{type(exc).__name__}: {exc}'})
                 continue
             extra = {}
             if st.cal is not None:
-                gt_c, lq_c, info = calibrate_pair(st.cal, gt, lq, scale=opt['source']['scale'], tolerance=tol)
+                gt_c, lq_c, info = calibrate_pair(st.cal, gt, lq, scale=scale_of(opt), tolerance=tol)
                 psnrs.append(_psnr(gt_c, gt))
                 strengths.append(info['strength'])
                 greys += int(info['grey'])
@@ -539,6 +664,8 @@ def write(st):
                 extra['weight'] = round(float(st.weights[j]), 6)
             if hasattr(source, 'provenance'):  # crop units: image key, image index, GT box
                 extra.update(source.provenance(gi))
+            if multi:
+                extra['task'] = source.task_of(gi)
             pi = int(st.picked[j])
             w.add(source.keys[gi], gt, lq, gt_path=source.source_path(gi, 'gt'),
                   lq_path=source.source_path(gi, 'lq'), complexity=round(float(c[pi]), 6),
@@ -569,7 +696,7 @@ def _summary(st, n_written, write_skipped):
         'units': 'crops' if getattr(st.source, 'crop', 0) else 'images',
         'pixel_ratio': (st.n * st.source.crop ** 2 / st.source.total_pixels) if getattr(st.source, 'crop', 0) else None,
         'selection': opt['selection']['type'], 'clusters': int(st.k),
-        'cluster_sizes': np.bincount(st.labels, minlength=st.k).tolist(),
+        'cluster_sizes': np.bincount(st.labels[st.labels >= 0], minlength=st.k).tolist(),  # -1: a task of share 0
         'cluster_picks': np.bincount(st.labels[picked], minlength=st.k).tolist(),
         'stage1': int((st.stages == 1).sum()), 'stage2': int((st.stages == 2).sum()),
         'mmd': st.mmd,
@@ -586,6 +713,7 @@ def _summary(st, n_written, write_skipped):
         'timings': {k: round(v, 3) for k, v in st.timings.items()},
         'versions': _versions(),
         'options': opt,
+        **({'tasks': st.tasks, 'task_quota': opt['selection']['task_quota']} if is_multi(opt) else {}),
     }
 
 
@@ -595,9 +723,12 @@ def _write_reports(st, directory):
     st.summary_text = text_summary(st.summary, st.out_path)
     with open(os.path.join(directory, 'report.txt'), 'w', encoding='utf-8') as f:
         f.write(st.summary_text + '\n')
+    tasks = None
+    if is_multi(st.opt):  # the task of every usable unit (report.png colours, source_scores.csv column)
+        tasks = np.asarray(st.source.tasks, dtype=object)[st.source.task_index[st.valid]]
     if ropt['plot']:
         write_report_png(os.path.join(directory, 'report.png'), st.feats, st.c, st.picked, st.labels, st.summary,
-                         seed)
+                         seed, tasks=tasks)
     if ropt['scores_csv']:
         write_scores_csv(os.path.join(directory, 'source_scores.csv'), st.source, st.valid, st.c, st.u, st.labels,
-                         st.picked, st.stats)
+                         st.picked, st.stats, tasks=tasks)

@@ -130,7 +130,8 @@ class StrategyRegistry:
 
 COMPLEXITY = StrategyRegistry('complexity', positional=('feats', 'stats', 'ctx'))
 UNCERTAINTY = StrategyRegistry('uncertainty', positional=('feats', 'stats', 'ctx'))
-# ratio/num (budget), seed and the k-means strata (clusters, kmeans_iters) are shared by every
-# selection strategy: the strata also feed uncertainty (ctx['labels']) and the report.
+# ratio/num (budget), seed, the k-means strata (clusters, kmeans_iters) and the split over tasks
+# (task_quota) are shared by every selection strategy: the strata also feed uncertainty
+# (ctx['labels']) and the report.
 SELECTION = StrategyRegistry('selection', positional=('feats', 'c', 'u', 'n', 'ctx'),
-                             shared=('ratio', 'num', 'seed', 'clusters', 'kmeans_iters'))
+                             shared=('ratio', 'num', 'seed', 'clusters', 'kmeans_iters', 'task_quota'))

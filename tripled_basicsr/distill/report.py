@@ -26,6 +26,7 @@ def text_summary(s, out_path):
         f'+- {_f(mmd["random_std"], ".2g")} ({mmd["random_repeats"]} draws) | top-complexity '
         f'{_f(mmd["top_complexity"])}',
     ]
+    lines += task_lines(s)
     if cal.get('enabled') and cal.get('mode') == 'weights':
         lines.append(f'  calibration : per-sample weights (no pixel changed), MMD {_f(cal.get("mmd_before"))} -> '
                      f'{_f(cal.get("mmd_after"))}, weights {_f(cal.get("weight_min"), ".3g")} .. '
@@ -44,6 +45,26 @@ def text_summary(s, out_path):
     return '\n'.join(lines)
 
 
+def task_lines(s):
+    """Several tasks: one line per task (source units N, subset n, share of the subset, MMD of
+    the task's picks to the task vs random picks of the same size from the task)."""
+    tasks = s.get('tasks')
+    if not tasks:
+        return []
+    q = s.get('task_quota')
+    lines = [f'  tasks       : {len(tasks)}, quota {q if isinstance(q, str) else "given per task"}; per task: n of N '
+             f'(share of the subset), MMD to the task subset | random same size']
+    width = max(len(t) for t in tasks)
+    for t, r in tasks.items():
+        m = r.get('mmd')
+        mmd = (f'{_f(m["subset"])} | {_f(m["random_mean"])} +- {_f(m["random_std"], ".2g")}' if m else 'n/a')
+        lines.append(f'    {t:<{width}} : {r["n"]:>6} of {r["N"]:<7} ({r["quota"]:.3f}), MMD {mmd}')
+    if q != 'proportional':
+        lines.append('    (the task mix follows the quota, not the tasks\' sizes: the MMD to the whole source above '
+                     'compares with random draws by size; the per-task MMDs are the like-for-like comparison)')
+    return lines
+
+
 def one_line_summary(s):
     """The result in one line (what ``--quiet`` prints)."""
     cal = s['calibration']
@@ -52,9 +73,15 @@ def one_line_summary(s):
     if cal.get('enabled') and cal.get('mode') == 'weights':
         cal_txt = 'weighted'
     out = s.get('output') or s['options']['output']['path']
+    tasks = s.get('tasks')
+    per_task = ''
+    if tasks:  # several tasks: n/N per task and the task's MMD (random of the same size)
+        per_task = ' [' + ', '.join(
+            f'{t} {r["n"]}/{r["N"]} q{r["quota"]:.2f} MMD {_f((r.get("mmd") or {}).get("subset"), ".3g")} '
+            f'(random {_f((r.get("mmd") or {}).get("random_mean"), ".3g")})' for t, r in tasks.items()) + ']'
     return (f'distilled {s["n"]} of {s["N_usable"]} pairs ({100 * s["n"] / s["N_usable"]:.2f} %) -> {out}: MMD '
             f'{_f(s["mmd"]["subset"])} (random {_f(s["mmd"]["random_mean"])}), {cal_txt}, '
-            f'{s["timings"].get("total", 0):.1f} s')
+            f'{s["timings"].get("total", 0):.1f} s{per_task}')
 
 
 def _pca2(x, max_fit=20000, seed=0):
@@ -65,7 +92,10 @@ def _pca2(x, max_fit=20000, seed=0):
     return (x - mu) @ vt[:2].T
 
 
-def write_report_png(path, feats, c, picked, labels, s, seed=0, max_points=20000):
+def write_report_png(path, feats, c, picked, labels, s, seed=0, max_points=20000, tasks=None):
+    """report.png: feature space (PCA) coloured by cluster, complexity histograms, MMD bars;
+    with ``tasks`` (the task of every source unit) a fourth panel: the feature space coloured
+    by task, subset drawn over the source."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -74,7 +104,7 @@ def write_report_png(path, feats, c, picked, labels, s, seed=0, max_points=20000
     n = len(feats)
     show = np.arange(n) if n <= max_points else np.sort(rng.choice(n, max_points, replace=False))
     xy = _pca2(feats, seed=seed)
-    fig, ax = plt.subplots(1, 3, figsize=(17, 5.2))
+    fig, ax = plt.subplots(1, 3 if tasks is None else 4, figsize=(17 if tasks is None else 22, 5.2))
     ax[0].scatter(xy[show, 0], xy[show, 1], s=4, c='#bbbbbb', label=f'source (N={s["N_usable"]})', lw=0)
     ax[0].scatter(xy[picked, 0], xy[picked, 1], s=14, c=labels[picked], cmap='tab20', edgecolors='k', lw=0.3,
                   label=f'subset (n={len(picked)}), colour = cluster')
@@ -101,6 +131,8 @@ def write_report_png(path, feats, c, picked, labels, s, seed=0, max_points=20000
     ax[2].set_title('MMD$^2$ to the source (lower = closer)')
     if len(vals) > 3:
         ax[2].set_xlabel('* global-view features of the calibration images vs. the full-set bank', fontsize=7)
+    if tasks is not None:
+        _task_panel(ax[3], xy, show, picked, np.asarray(tasks), s)
     fig.suptitle(f'{s["name"]}: {s["n"]} of {s["N_usable"]} pairs, {s["clusters"]} clusters, '
                  f'selection {s["selection"]}', fontsize=11)
     fig.tight_layout()
@@ -108,13 +140,33 @@ def write_report_png(path, feats, c, picked, labels, s, seed=0, max_points=20000
     plt.close(fig)
 
 
-def write_scores_csv(path, source, valid, c, u, labels, picked, stats):
+def _task_panel(ax, xy, show, picked, tasks, s):
+    """The feature space coloured by task: source points light, subset points dark."""
+    import matplotlib.pyplot as plt
+    names = list(s.get('tasks') or dict.fromkeys(tasks))
+    cmap = plt.get_cmap('tab10' if len(names) <= 10 else 'tab20')
+    in_subset = np.zeros(len(xy), bool)
+    in_subset[picked] = True
+    for j, t in enumerate(names):
+        col = cmap(j % cmap.N)
+        src = show[tasks[show] == t]
+        sub = np.flatnonzero(in_subset & (tasks == t))
+        ax.scatter(xy[src, 0], xy[src, 1], s=5, color=col, alpha=0.4, lw=0)
+        ax.scatter(xy[sub, 0], xy[sub, 1], s=16, color=col, edgecolors='k', lw=0.4,
+                   label=f'{t}: {len(sub)} of {int((tasks == t).sum())}')
+    ax.set_title('feature space by task (light: source, ringed: subset)')
+    ax.legend(loc='best', fontsize=8)
+
+
+def write_scores_csv(path, source, valid, c, u, labels, picked, stats, tasks=None):
+    """One row per usable source unit; a ``task`` column when ``tasks`` (one per unit) is given."""
     sel = np.zeros(len(valid), bool)
     sel[picked] = True
     with open(path, 'w', newline='', encoding='utf-8') as f:
         wr = csv.writer(f)
         wr.writerow(['key', 'source_index', 'complexity', 'uncertainty', 'cluster', 'selected', 'entropy',
-                     'gradient', 'token_var'])
+                     'gradient', 'token_var'] + ([] if tasks is None else ['task']))
         for j, gi in enumerate(valid):
             wr.writerow([source.keys[gi], int(gi), f'{c[j]:.6f}', f'{u[j]:.6f}', int(labels[j]), int(sel[j]),
-                         f'{stats["entropy"][j]:.5f}', f'{stats["gradient"][j]:.6f}', f'{stats["token_var"][j]:.6g}'])
+                         f'{stats["entropy"][j]:.5f}', f'{stats["gradient"][j]:.6f}', f'{stats["token_var"][j]:.6g}']
+                        + ([] if tasks is None else [tasks[j]]))
