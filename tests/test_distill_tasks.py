@@ -377,3 +377,16 @@ def test_cpu_recipe_end_to_end(tmp_path, monkeypatch):
     # 10 % of 90 pairs = 9; equal quota over 5 tasks: 2, 2, 2, 2, 1
     assert [m['summary']['tasks'][t]['n'] for t in ('rain', 'haze', 'noise', 'blur', 'lowlight')] == [2, 2, 2, 2, 1]
     assert {x['task'] for x in m['samples']} == {'rain', 'haze', 'noise', 'blur', 'lowlight'}
+
+
+def test_shipped_allinone_recipes_are_valid():
+    from tripled_basicsr.utils.io import load_yaml_safe
+    for name in ('distill_allinone.yml', 'distill_allinone_cpu.yml'):
+        opt = merge_options(load_yaml_safe(os.path.join(ROOT, 'options', name)))
+        assert [s['task'] for s in opt['sources']] == ['rain', 'haze', 'noise', 'blur', 'lowlight']
+        assert opt['features']['image'] == 'both' and opt['selection']['task_quota'] == 'equal'
+    # the training recipes read what the distillation recipes write
+    for distill, train in (('distill_allinone.yml', 'tripled_allinone.yml'),
+                           ('distill_allinone_cpu.yml', 'tripled_allinone_cpu.yml')):
+        out = load_yaml_safe(os.path.join(ROOT, 'options', distill))['output']['path']
+        assert load_yaml_safe(os.path.join(ROOT, 'options', train))['datasets']['train']['dataroot'] == out
