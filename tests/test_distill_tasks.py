@@ -350,7 +350,9 @@ def test_allinone_generator_layout_determinism_and_policy(tmp_path):
     lq = cv2.imread(os.path.join(out, 'noise', 'train', 'lq', '0000.png')).astype(float)
     assert abs(np.std(lq - gt) - NOISE_LEVELS[0]) < 4  # image 0: sigma 15 (clipping aside)
     again = str(tmp_path / 'again')
-    write_allinone(again, sizes='5,4,3,2,1', val=2, size=16, seed=3, progress=False)
+    from tripled_basicsr.demo_data.allinone import generate_allinone
+    generate_allinone(again, sizes={'haze': 4, 'rain': 5, 'noise': 3, 'blur': 2, 'lowlight': 1}, val=2, size=16, seed=3,
+                      quiet=True)
     assert tree_fingerprint(os.path.join(out, 'rain')) == tree_fingerprint(os.path.join(again, 'rain'))
     # never over a folder we did not write; the CLI says what is wrong
     foreign = tmp_path / 'foreign'

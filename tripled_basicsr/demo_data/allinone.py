@@ -27,6 +27,7 @@ Python::
 
     from tripled_basicsr.demo_data.allinone import write_allinone
     summary = write_allinone('datasets/allinone_cpu', sizes=(400, 200, 100, 50, 25), val=8, size=64, seed=0)
+    # or generate_allinone(out, sizes={'rain': 400, ...}, quiet=True)
 """
 import argparse
 import json
@@ -59,7 +60,12 @@ def task_params(task, index):
 
 
 def parse_sizes(sizes):
-    """'400,200,100,50,25' / a sequence of 5 ints -> tuple of 5 ints >= 1 (in the order of TASKS)."""
+    """'400,200,100,50,25' / a sequence of 5 ints / {task: n} naming the 5 tasks -> tuple of 5
+    ints >= 1 (in the order of TASKS)."""
+    if isinstance(sizes, dict):
+        if sorted(sizes) != sorted(TASKS):
+            raise DemoDataError(f'--sizes: name each task once ({", ".join(TASKS)}); got {", ".join(map(str, sizes))}')
+        sizes = [sizes[t] for t in TASKS]
     if isinstance(sizes, str):
         parts = [p.strip() for p in sizes.split(',') if p.strip()]
     elif isinstance(sizes, (list, tuple)):
@@ -125,6 +131,11 @@ def write_allinone(out, sizes=DEFAULT_SIZES, val=8, size=64, seed=0, source='mix
         bar.close()
     return {'out': atomic.out, 'tasks': list(TASKS), 'sizes': dict(zip(TASKS, sizes)), 'val': val,
             'gt_size': (w, h), 'seed': seed, 'seconds': time.time() - t0}
+
+
+def generate_allinone(out, sizes=DEFAULT_SIZES, val=8, size=64, seed=0, quiet=False, **kw):
+    """``write_allinone`` with ``quiet`` (no progress bar) in place of ``progress``."""
+    return write_allinone(out, sizes, val, size, seed, progress=not quiet, **kw)
 
 
 def _counted(pairs, bar):

@@ -347,7 +347,7 @@ def extract(st):
     interrupt = os.environ.get('TRIPLED_DISTILL_INTERRUPT_AFTER')  # test hook (resume tests)
     if is_multi(st.opt):  # each task its own on_error
         src = st.source
-        on_error = np.array([src.options_of(i)[0]['on_error'] == 'raise' for i in range(len(src))], bool)
+        on_error = np.array([p[2]['on_error'] == 'raise' for p in src.parts], bool)[src.task_index]
 
         def option(row):
             return f'{src.options_of(row)[1]}.on_error'
