@@ -71,12 +71,13 @@ def test_task_counts_errors_name_the_task_and_what_to_do():
 def test_check_task_quota():
     tasks = ['rain', 'haze', 'noise']
     assert check_task_quota('equal', tasks) == 'equal'
+    assert check_task_quota({'rain': '5e-1', 'haze': 0.5, 'noise': 0}, tasks)['rain'] == 0.5  # YAML 1.1 string
     assert check_task_quota({'rain': 0.3333333, 'haze': 0.3333333, 'noise': 0.3333334}, tasks)['noise'] == 0.3333334
     bad = [({'rain': 0.5, 'haze': 0.5, 'snow': 0.0}, 'selection.task_quota.snow: there is no task'),
            ({'rain': 0.5, 'haze': 0.6, 'noise': -0.1}, 'selection.task_quota.noise is -0.1: a share cannot be'),
            ({'rain': 0.5, 'haze': 0.3, 'noise': 0.1}, 'selection.task_quota: the shares sum to 0.9, not 1'),
            ({'rain': 0.5, 'haze': 0.5}, 'selection.task_quota gives no share to task(s) noise'),
-           ({'rain': '0.5', 'haze': 0.5, 'noise': 0}, 'selection.task_quota.rain must be a number'),
+           ({'rain': 'half', 'haze': 0.5, 'noise': 0}, 'selection.task_quota.rain must be a number'),
            ('by_size', 'selection.task_quota must be proportional, equal or a mapping')]
     for value, msg in bad:
         with pytest.raises(OptionError) as e:

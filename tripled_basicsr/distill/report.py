@@ -60,8 +60,7 @@ def task_lines(s):
         mmd = (f'{_f(m["subset"])} | {_f(m["random_mean"])} +- {_f(m["random_std"], ".2g")}' if m else 'n/a')
         lines.append(f'    {t:<{width}} : {r["n"]:>6} of {r["N"]:<7} ({r["quota"]:.3f}), MMD {mmd}')
     if q != 'proportional':
-        lines.append('    (the task mix follows the quota, not the tasks\' sizes: the MMD to the whole source above '
-                     'compares with random draws by size; the per-task MMDs are the like-for-like comparison)')
+        lines.append('    (task mix by quota, not by size: compare the per-task MMDs, not the whole-source one)')
     return lines
 
 

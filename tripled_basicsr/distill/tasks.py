@@ -14,7 +14,7 @@ import re
 
 import numpy as np
 
-from tripled_basicsr.distill.checks import OptionError
+from tripled_basicsr.distill.checks import OptionError, number
 
 # a task name becomes a key prefix (LMDB keys: ASCII, no dot, no path separator) and a label
 # in logs and TensorBoard tags
@@ -52,8 +52,9 @@ def check_task_quota(value, tasks):
         if name not in tasks:
             raise OptionError(f'{path}.{name}: there is no task {name!r}; the tasks (sources[*].task) are '
                               f'{", ".join(tasks)}. Fix the name or remove it.')
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not math.isfinite(share):
-            raise OptionError(f'{path}.{name} must be a number >= 0 (its share of the subset); got {share!r}.')
+        share = number(f'{path}.{name}', share)  # YAML's 1e-1 (no dot) is a string: accepted as a number
+        if not math.isfinite(share):
+            raise OptionError(f'{path}.{name} must be a finite number >= 0 (its share of the subset); got {share!r}.')
         if share < 0:
             raise OptionError(f'{path}.{name} is {share}: a share cannot be negative (0 leaves the task out).')
         out[name] = float(share)
