@@ -278,3 +278,18 @@ def test_four_pairs_batch_16_really_trains(tmp_path, four_pairs, path):
     assert len(steps) == 3, r.stdout[-3000:]  # print_freq 1: one line per optimiser step
     if path == 'stock':
         assert 'effective dataset_enlarge_ratio of 12' in r.stdout  # 3 iterations x 16 / 4 samples
+
+
+def test_state_file_names_have_one_parser(tmp_path):
+    from tripled_basicsr.compat import _state_candidates, state_file_iter
+    from tripled_basicsr.data.train_loader import _iter_of_state_path
+    from tripled_basicsr.models.slkd_model import resume_iter
+    assert state_file_iter('/x/training_states/5000.state') == 5000
+    assert isinstance(state_file_iter('5000.state'), int)
+    for bad in ('net_g_5000.pth', 'latest.state', '.5000.state.tmp', '.5000.state', None, '-3.state', 'nan.state'):
+        assert state_file_iter(bad) is None, bad
+    assert resume_iter('/x/12.state') == 12 and resume_iter('a.pth') is None
+    for name in ('10.state', '200.state', '30.state', 'x.state', '.40.state', 'notes.txt'):
+        (tmp_path / name).write_bytes(b'')
+    assert [it for it, _ in _state_candidates(str(tmp_path))] == [200, 30, 10]  # newest first, ours only
+    assert _iter_of_state_path(str(tmp_path / '30.state')) == 30  # from the name, without loading

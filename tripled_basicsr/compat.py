@@ -72,16 +72,25 @@ def _iter_name(it):
     return int(it) if float(it).is_integer() else it
 
 
+def state_file_iter(path):
+    """The iteration in a BasicSR training-state file name ``<iter>.state`` (None if not named so).
+
+    The one parser of these names: ``--auto_resume`` candidates, the curriculum sampler's
+    start step and SLKD's resume check all use it. Hidden files (our temp files) never count."""
+    name = os.path.basename(os.fspath(path or ''))
+    if not name.endswith('.state') or name.startswith('.'):
+        return None
+    try:
+        it = float(name[:-len('.state')])
+    except ValueError:
+        return None
+    return _iter_name(it) if it == it and it >= 0 else None
+
+
 def _state_candidates(state_dir):
-    """``(iter, path)`` of every ``*.state`` in ``state_dir``, newest first."""
-    out = []
-    for name in os.listdir(state_dir):
-        if name.endswith('.state') and not name.startswith('.'):
-            try:
-                out.append((float(name[:-len('.state')]), os.path.join(state_dir, name)))
-            except ValueError:
-                continue
-    return sorted(out, reverse=True)
+    """``(iter, path)`` of every ``<iter>.state`` in ``state_dir``, newest first."""
+    out = [(state_file_iter(name), os.path.join(state_dir, name)) for name in os.listdir(state_dir)]
+    return sorted(((it, p) for it, p in out if it is not None), reverse=True)
 
 
 def _network_files(opt, resume_iter):

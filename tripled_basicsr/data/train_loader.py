@@ -87,13 +87,12 @@ def build_sampler(dataset, opt):
 
 
 def _iter_of_state_path(path):
-    import os
-
-    import torch
-    try:
-        return int(float(os.path.basename(path).split('.state')[0]))
-    except ValueError:
-        return int(torch.load(path, map_location='cpu', weights_only=False)['iter'])
+    from tripled_basicsr.compat import state_file_iter
+    it = state_file_iter(path)
+    if it is not None:
+        return int(it)
+    import torch  # a state renamed by hand: read its iteration
+    return int(torch.load(path, map_location='cpu', weights_only=False)['iter'])
 
 
 def _describe(sampler):

@@ -27,7 +27,6 @@ full option reference and which parts are our reading of the paper.
 import difflib
 import json
 import os
-import re
 from collections import OrderedDict
 from copy import deepcopy
 
@@ -259,8 +258,8 @@ def clean_input(gt, lq_shape):
 
 def resume_iter(resume_state_path):
     """The iteration of a BasicSR training state file ``<iter>.state`` (None if not named so)."""
-    m = re.fullmatch(r'(\d+)\.state', os.path.basename(resume_state_path or ''))
-    return int(m.group(1)) if m else None
+    from tripled_basicsr.compat import state_file_iter
+    return state_file_iter(resume_state_path)
 
 
 def dict_diff(a, b, prefix=''):
