@@ -35,8 +35,12 @@ import time
 import numpy as np
 
 TASKS = ('rain', 'haze', 'noise', 'blur', 'lowlight')
-NET = {'type': 'SRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 24, 'num_conv': 4, 'upscale': 1,
-       'act_type': 'prelu'}
+NETS = {'srvgg': {'type': 'SRVGGNetCompact', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 24, 'num_conv': 4,
+                  'upscale': 1, 'act_type': 'prelu'},
+        # an encoder-decoder sees more context (haze, low light and rain are not local)
+        'unet': {'type': 'TripleDUNet', 'width': 16, 'levels': 2, 'enc_blocks': [1, 2], 'middle_blocks': 2,
+                 'dec_blocks': [1, 1]}}
+ARMS = ('full', 'random', 'tripled_prop', 'tripled_equal', 'tripled_prop_balanced')
 
 
 def union_folder(data, tasks, out):
@@ -73,7 +77,7 @@ def study_options(args, data, union):
         'source': {'dataroot_gt': os.path.join(union, 'gt'), 'dataroot_lq': os.path.join(union, 'lq'), 'scale': 1},
         'ratios': [args.ratio],
         'seeds': list(range(args.seeds)),
-        'arms': ['full', 'random', 'tripled_prop', 'tripled_equal', 'tripled_prop_balanced'],
+        'arms': list(args.arms or ARMS),
         'arm_definitions': {
             'tripled_prop': {'kind': 'distill', 'curriculum': False,
                              'distill': {**distill, 'selection': {'task_quota': 'proportional'}}},
@@ -86,7 +90,7 @@ def study_options(args, data, union):
         },
         'training': {'iters': args.iters, 'batch_size': 8, 'gt_size': 48, 'eval_every': args.iters,
                      'num_worker': 0, 'min_batches_per_epoch': 20,
-                     'basicsr': {'network_g': dict(NET),
+                     'basicsr': {'network_g': dict(NETS[args.net]),
                                  'train': {'optim_g': {'type': 'Adam', 'lr': 1e-3, 'weight_decay': 0,
                                                        'betas': [0.9, 0.99]},
                                            'scheduler': {'type': 'CosineAnnealingRestartLR',
@@ -129,8 +133,12 @@ def main(argv=None):
     p.add_argument('--ratio', type=float, default=0.04, help='subset size as a share of the union')
     p.add_argument('--seeds', type=int, default=3)
     p.add_argument('--iters', type=int, default=600, help='optimiser steps of every arm')
+    p.add_argument('--arms', nargs='+', default=None, help=f'a subset of {" ".join(ARMS)}')
+    p.add_argument('--net', choices=sorted(NETS), default='srvgg', help='the stock arch every arm trains')
     args = p.parse_args(argv)
     args.work = os.path.abspath(args.work)
+    if set(args.arms or ()) - set(ARMS):
+        p.error(f'--arms: unknown {sorted(set(args.arms) - set(ARMS))}; choose from {" ".join(ARMS)}')
     sizes = [int(s) for s in args.sizes.split(',')]
     if len(sizes) != len(TASKS):
         p.error(f'--sizes needs {len(TASKS)} numbers ({", ".join(TASKS)}); got {args.sizes!r}')
@@ -177,7 +185,7 @@ def main(argv=None):
                      'task_mean': row['mean'][0], 'task_mean_std': row['mean'][1],
                      'paired_diff_vs_random': [round(d, 4) for d in diffs],
                      'verdict_vs_random': verdict if diffs else None})
-    print(json.dumps({'benchmark': 'allinone_small', 'sizes': dict(zip(TASKS, sizes)), 'ratio': args.ratio,
+    print(json.dumps({'benchmark': 'allinone_small', 'net': NETS[args.net], 'sizes': dict(zip(TASKS, sizes)), 'ratio': args.ratio,
                       'iters': args.iters, 'seeds': args.seeds, 'wall_s': round(time.time() - t0, 1),
                       'rows': rows}))
     return 0
