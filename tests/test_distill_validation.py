@@ -200,6 +200,34 @@ def test_work_dir_of_an_older_version_is_refused_and_kept(data, tmp_path):
         assert json.load(f) == {'state_version': 1, 'num_pairs': 24}
 
 
+def test_foreign_folder_as_work_dir_is_refused_and_untouched(data, tmp_path, no_backbone):
+    """A user folder that happens to hold files of our names (no state.json, no marker) is not ours."""
+    from tripled_basicsr.utils.io import MARKER_FILE, tree_fingerprint
+    gt, lq = data
+    out, work = str(tmp_path / 'o'), str(tmp_path / 'mine')
+    os.makedirs(work)
+    for name in ('features.f16', 'errors.json', 'notes.txt'):
+        with open(os.path.join(work, name), 'w') as f:
+            f.write('the user\'s own file')
+    before = tree_fingerprint(work)
+    with pytest.raises(RuntimeError, match=r'holds features\.f16, errors\.json but no state\.json.*nothing in it was '
+                                           r'changed.*another work_dir'):
+        run_distill(tiny_options(gt, lq, out, work_dir=work), progress=False)
+    assert tree_fingerprint(work) == before and not os.path.exists(out)
+
+
+def test_a_work_dir_of_ours_without_state_restarts(data, tmp_path):
+    """A work dir the distiller created carries its marker, so a lost state.json restarts it there."""
+    from tripled_basicsr.utils.io import MARKER_FILE
+    gt, lq = data
+    work2 = str(tmp_path / 'w2')
+    run_distill(tiny_options(gt, lq, str(tmp_path / 'o2'), work_dir=work2), progress=False)
+    assert os.path.isfile(os.path.join(work2, MARKER_FILE))
+    os.remove(os.path.join(work2, 'state.json'))
+    run_distill(tiny_options(gt, lq, str(tmp_path / 'o3'), work_dir=work2), progress=False)
+    assert os.path.isfile(os.path.join(work2, 'state.json'))
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine without a GPU')
 def test_cuda_device_without_gpu(data, tmp_path, no_backbone):
     gt, lq = data

@@ -266,6 +266,37 @@ def _flat(d, prefix=''):
     return out
 
 
+WORK_FILES = ('features.f16', 'stats.f32', 'done.u8', 'fingerprints.i64', 'errors.json')
+WORK_TOOL = 'distill-work'
+
+
+def _mark_work_dir(work):
+    import datetime
+
+    from tripled_basicsr.utils.io import MARKER_FORMAT, _write_marker, package_version, read_marker
+    if read_marker(work) is None:
+        _write_marker(work, {'format': MARKER_FORMAT, 'tool': WORK_TOOL, 'tripled_basicsr_version': package_version(),
+                             'created': datetime.datetime.now().isoformat(timespec='seconds')})
+
+
+def check_work_dir_owned(work):
+    """Refuse a work dir that holds files of our names without being ours.
+
+    Without ``state.json`` a run starts over and replaces its arrays; that is safe only in a
+    folder this distiller wrote (marker file, written when the arrays are created). A folder
+    of the user's that happens to hold e.g. ``features.f16`` is refused before any work and
+    nothing in it is touched."""
+    from tripled_basicsr.utils.io import read_marker
+    if not os.path.isdir(work) or os.path.isfile(os.path.join(work, STATE_FILE)):
+        return
+    found = [f for f in WORK_FILES if os.path.exists(os.path.join(work, f))]
+    if found and read_marker(work) is None:
+        raise WorkDirMismatch(f'work_dir {work} holds {", ".join(found)} but no {STATE_FILE}, and no marker says the '
+                              f'distiller wrote it, so it is not treated as a work dir of ours: nothing in it was '
+                              f'changed. Set another work_dir (or leave it unset), or remove those files yourself '
+                              f'to start over there.')
+
+
 class FeatureStore:
     """The memory-mapped arrays of a work dir (see module docstring)."""
 
@@ -281,6 +312,8 @@ class FeatureStore:
             if os.path.isfile(self.paths['state']):
                 self._check_resume(state)
             else:
+                check_work_dir_owned(work)  # arrays of our names are replaced only in a work dir of ours
+                _mark_work_dir(work)
                 for k in ('feat', 'stats', 'done', 'fp', 'errors'):
                     if os.path.exists(self.paths[k]):
                         os.remove(self.paths[k])

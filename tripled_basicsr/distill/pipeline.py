@@ -226,7 +226,9 @@ def preflight(st):
     st.device = resolve_device(opt['features']['device'], int(os.environ.get('LOCAL_RANK', 0)), 'features.device')
 
     def rank0():
+        from tripled_basicsr.distill.features import check_work_dir_owned
         check_work_dir(st.work, st.out_path, _sources(opt))
+        check_work_dir_owned(st.work)
         writer = _check_output(st)
         _check_calibrator(opt)
         lock = DirLock(st.work, 'work_dir', 'Two runs may share features only one after the other.').acquire()
