@@ -136,3 +136,17 @@ def pink_image(seed, h, w, beta=1.5, noise=0.0, as_float=False, max_255=False):
     if max_255:
         x[0, 0] = 255
     return x.astype(np.uint8)
+
+
+def capture_log(monkeypatch, module):
+    """The messages ``module._logger()`` warns or logs (info), as a list filled while the test runs."""
+    msgs = []
+
+    class Logger:
+        def warning(self, m):
+            msgs.append(m)
+
+        info = warning
+
+    monkeypatch.setattr(module, '_logger', lambda: Logger())
+    return msgs

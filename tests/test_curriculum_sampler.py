@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_pairs
+from conftest import capture_log, write_pairs
 from tripled_basicsr.data import curriculum_sampler as cs
 from tripled_basicsr.data.curriculum_sampler import TripleDCurriculumSampler, resolve_iteration
 from tripled_basicsr.data.sampler_registry import SAMPLER_REGISTRY
@@ -163,15 +163,7 @@ def test_online_uncertainty_moves_weight_to_high_loss():
 
 
 def test_nan_loss_ignored_and_logged_once(monkeypatch):
-    msgs = []
-
-    class L:
-        def warning(self, m):
-            msgs.append(m)
-
-        info = warning
-
-    monkeypatch.setattr(cs, '_logger', lambda: L())
+    msgs = capture_log(monkeypatch, cs)
     s = sampler(stage2_start=0)
     s.update(np.array([0, 1]), np.array([np.nan, 0.5]), step=0)
     s.update(np.array([0, 2]), np.array([np.inf, 0.7]), step=1)

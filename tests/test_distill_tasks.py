@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tripled_basicsr.distill import run_distill
-from tripled_basicsr.distill._testing import write_pairs
+from tripled_basicsr.distill._testing import with_overrides, write_pairs
 from tripled_basicsr.distill.checks import OptionError
 from tripled_basicsr.distill.options import merge_options
 from tripled_basicsr.distill.tasks import allocate, check_task_quota, quota_shares, task_counts
@@ -109,12 +109,7 @@ def options(data, out, **over):
         'calibration': {'enabled': False},
         'report': {'plot': False, 'random_repeats': 2},
     }
-    for sec, vals in over.items():
-        if isinstance(vals, dict) and isinstance(opt.get(sec), dict):
-            opt[sec].update(vals)
-        else:
-            opt[sec] = vals
-    return opt
+    return with_overrides(opt, over)
 
 
 def meta(out):

@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import run_py, write_pairs
+from conftest import capture_log, run_py, write_pairs
 from test_curriculum_sampler import FakeSet, make_distilled
 from tripled_basicsr.data import curriculum_sampler as cs
 from tripled_basicsr.data.curriculum_sampler import (TripleDCurriculumSampler, draw_within_tasks,
@@ -214,15 +214,7 @@ def test_task_balance_stage1_pools_per_task():
 
 
 def test_task_without_stage1_sample_falls_back_to_all_its_samples(monkeypatch):
-    msgs = []
-
-    class L:
-        def warning(self, m):
-            msgs.append(m)
-
-        info = warning
-
-    monkeypatch.setattr(cs, '_logger', lambda: L())
+    msgs = capture_log(monkeypatch, cs)
     stage = np.array([1, 1, 2, 2, 1, 2, 2, 2])  # task c (samples 6, 7) has no stage-1 sample
     ds = FakeTaskSet(counts=(4, 2, 2))
     ds.stage = stage
@@ -320,15 +312,7 @@ def test_two_processes_agree_on_task_balanced_draws(tmp_path):
 
 
 def test_old_state_without_task_fields_loads_and_changed_balance_warns(monkeypatch):
-    msgs = []
-
-    class L:
-        def warning(self, m):
-            msgs.append(m)
-
-        info = warning
-
-    monkeypatch.setattr(cs, '_logger', lambda: L())
+    msgs = capture_log(monkeypatch, cs)
     ds = FakeTaskSet()
     old = sampler(ds)
     old.update(np.arange(4), np.ones(4), step=0)

@@ -56,6 +56,11 @@ def tiny_options(gt, lq, out, **over):
         'calibration': {'enabled': False, 'iters': 5, 'batch_size': 8},
         'report': {'plot': False, 'random_repeats': 2},
     }
+    return with_overrides(opt, over)
+
+
+def with_overrides(opt, over):
+    """``opt`` with each section of ``over`` merged in (a mapping updates the section, anything else replaces it)."""
     for sec, vals in over.items():
         if isinstance(vals, dict) and isinstance(opt.get(sec), dict):
             opt[sec].update(vals)
