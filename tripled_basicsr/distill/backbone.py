@@ -93,9 +93,10 @@ def weights_help(name):
             f'      python -c "import timm, torch; m = timm.create_model(\'{name}\', pretrained=True, num_classes=0); '
             f'torch.save(m.state_dict(), \'{name}.pth\')"\n'
             f'  * warm the Hugging Face cache (~/.cache/huggingface) on a machine with network and copy it over;\n'
-            f'  * features.pretrained: false - random-initialised features. The feature-space distribution (k-means '
-            f'strata, rarity, MMD) is still meaningful, but the vit_entropy complexity degrades to roughly pixel '
-            f'entropy.')
+            f'  * features.backbone: tripled_stats - hand-crafted restoration statistics, no weights (the better '
+            f'offline choice in our measurements, docs/method.md);\n'
+            f'  * features.pretrained: false - random-initialised ViT features (runs, but a random network\'s '
+            f'feature space selected worse than random crops in our measurements).')
 
 
 def _load_state_dict(path):
@@ -190,7 +191,10 @@ def build_backbone(name, pretrained=True, checkpoint=None, input_size=128, model
             if not ok:
                 raise WeightsError(f'features.pretrained is true but the weights of {name!r} are not in the local '
                                    f'cache and the hub is unreachable ({why}). Set features.checkpoint to a local '
-                                   f'weights file, or features.pretrained: false.\n' + weights_help(name))
+                                   f'weights file, or use features.backbone: tripled_stats (hand-crafted features, '
+                                   f'no weights; it selected better than a random-init ViT in our measurements, '
+                                   f'docs/method.md), or features.pretrained: false (random-init {name}).\n'
+                                   + weights_help(name))
         del probe
         try:
             model = create(True)
@@ -201,6 +205,9 @@ def build_backbone(name, pretrained=True, checkpoint=None, input_size=128, model
     else:
         model = create(False)
         weights = 'random-init'
+        print(f'note: features.backbone {name!r} with random weights (pretrained: false, no checkpoint): a random '
+              f'network\'s feature space is a poor guide for selection (docs/method.md, "Offline variants"); without '
+              f'weights, features.backbone: tripled_stats is the measured better choice.', file=sys.stderr)
     model.eval().requires_grad_(False)
     model.tripled_weights = weights
     return model
