@@ -1,4 +1,5 @@
 """Shared fixtures: small generated paired datasets (no network, no GPU)."""
+import contextlib
 import os
 import shutil
 import subprocess
@@ -150,3 +151,27 @@ def capture_log(monkeypatch, module):
 
     monkeypatch.setattr(module, '_logger', lambda: Logger())
     return msgs
+
+
+@contextlib.contextmanager
+def gloo_process_group(rank, world, port):
+    """A spawned test worker's gloo group on localhost (one intra-op thread), destroyed on exit."""
+    import torch
+    import torch.distributed as dist
+    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group('gloo', rank=rank, world_size=world)
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def ddp_sampler_options(rank, world, **sampler):
+    """BasicSR options for ``build_sampler`` on ``rank`` of ``world``: batch 3 per rank, 20 iterations,
+    the curriculum sampler with ``sampler`` options; ``manual_seed`` differs per rank, as BasicSR
+    gives each rank a random seed when manual_seed is ~ (rank 0's is broadcast)."""
+    return {'datasets': {'train': {'batch_size_per_gpu': 3, 'num_worker_per_gpu': 0,
+                                   'sampler': {'type': 'TripleDCurriculumSampler', 'stage2_start': 4, **sampler}}},
+            'train': {'total_iter': 20}, 'num_gpu': 0, 'dist': True, 'world_size': world, 'rank': rank,
+            'manual_seed': 100 + rank}

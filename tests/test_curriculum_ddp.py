@@ -4,26 +4,17 @@ import os
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from conftest import ddp_sampler_options, gloo_process_group
 from conftest import free_port as _free_port
 
 
 def _worker(rank, world, port, out_dir):
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group('gloo', rank=rank, world_size=world)
-    try:
+    with gloo_process_group(rank, world, port):
         from test_curriculum_sampler import FakeSet
         from tripled_basicsr.data.train_loader import build_sampler
-        opt = {'datasets': {'train': {'batch_size_per_gpu': 3, 'num_worker_per_gpu': 0,
-                                      'sampler': {'type': 'TripleDCurriculumSampler', 'stage2_start': 4,
-                                                  'online_mix': 1.0}}},
-               'train': {'total_iter': 20}, 'num_gpu': 0, 'dist': True, 'world_size': world, 'rank': rank,
-               # different per rank, as BasicSR gives each rank a random seed when manual_seed is ~
-               'manual_seed': 100 + rank}
-        s = build_sampler(FakeSet(20), opt)
+        s = build_sampler(FakeSet(20), ddp_sampler_options(rank, world, online_mix=1.0))
         records = []
         it = iter(s)
         for step in range(10):
@@ -39,8 +30,6 @@ def _worker(rank, world, port, out_dir):
         with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
             json.dump({'records': records, 'seed': s.seed, 'ema': np.nan_to_num(s.loss_ema(), nan=-1).tolist(),
                        'p': s.probabilities(12).tolist()}, f)
-    finally:
-        dist.destroy_process_group()
 
 
 def test_two_ranks_take_disjoint_slices_of_one_global_sequence(tmp_path):

@@ -272,19 +272,12 @@ def test_ddp_ranks_agree_and_resume_draws_equal():
 
 
 def _ddp_worker(rank, world, port, out_dir):
-    import torch.distributed as dist
-    os.environ.update(MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
-    torch.set_num_threads(1)
-    dist.init_process_group('gloo', rank=rank, world_size=world)
-    try:
+    from conftest import ddp_sampler_options, gloo_process_group
+    with gloo_process_group(rank, world, port):
         from test_tasks_training import FakeTaskSet, stream
         from tripled_basicsr.data.train_loader import build_sampler
-        opt = {'datasets': {'train': {'batch_size_per_gpu': 3, 'num_worker_per_gpu': 0,
-                                      'sampler': {'type': 'TripleDCurriculumSampler', 'stage2_start': 4,
-                                                  'task_balance': True, 'task_quota': 'equal'}}},
-               'train': {'total_iter': 20}, 'num_gpu': 0, 'dist': True, 'world_size': world, 'rank': rank,
-               'manual_seed': 100 + rank}
-        s = build_sampler(FakeTaskSet(counts=(10, 6, 4)), opt)
+        s = build_sampler(FakeTaskSet(counts=(10, 6, 4)),
+                          ddp_sampler_options(rank, world, task_balance=True, task_quota='equal'))
         it, records = stream(s), []
         for step in range(10):
             local = [next(it) for _ in range(3)]
@@ -293,8 +286,6 @@ def _ddp_worker(rank, world, port, out_dir):
             records.append({'local': local, 'global': s.draw(step).tolist()})
         with open(os.path.join(out_dir, f'rank{rank}.json'), 'w') as f:
             json.dump({'records': records, 'task_loss': s.task_loss_ema()}, f)
-    finally:
-        dist.destroy_process_group()
 
 
 @pytest.mark.slow
