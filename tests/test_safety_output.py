@@ -327,6 +327,9 @@ def test_prepare_output_dir_applies_the_same_policy(tmp_path, src):
         prepare_output_dir(work, tool='study')
     assert prepare_output_dir(work, tool='study', reuse=True) == work  # a resumable run keeps its files
     assert sorted(os.listdir(work)) == [MARKER_FILE, 'partial.txt']
+    with pytest.raises(OutputExistsError, match=r'already exists \(a study output'):  # another tool's: not reused
+        prepare_output_dir(work, tool='demo', reuse=True)
+    assert sorted(os.listdir(work)) == [MARKER_FILE, 'partial.txt']
     assert prepare_output_dir(work, overwrite=True, tool='study') == work
     assert os.listdir(work) == [MARKER_FILE] and hidden(tmp_path) == []
     (tmp_path / 'mine').mkdir()

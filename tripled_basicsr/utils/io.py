@@ -464,14 +464,16 @@ def prepare_output_dir(out, overwrite=False, option_name='--overwrite', sources=
     Sources, files, symlinks and folders without our marker are refused exactly as by
     :class:`AtomicOutputDir`; with ``overwrite`` an earlier output of ours is moved aside and
     deleted; then the directory is created with its marker and returned (absolute path) for
-    the caller to fill. ``reuse=True`` (a resumable run) returns an earlier output of ours
-    as it is instead of refusing it (``overwrite`` still starts afresh). Use
+    the caller to fill. ``reuse=True`` (a resumable run) returns an earlier output of the same
+    ``tool`` as it is instead of refusing it (``overwrite`` still starts afresh; another tool's
+    output is refused as without ``reuse``). Use
     :class:`AtomicOutputDir` instead where the output can be built in one go.
     """
     if reuse and not overwrite:
         path = os.path.abspath(os.path.expanduser(os.fspath(out)))
         check_disjoint(path, sources, 'Output', 'an output path', _SUGGEST_SUFFIX.get(tool, '_out'))
-        if read_marker(path) is not None:
+        marker = read_marker(path)
+        if marker is not None and marker.get('tool') == tool:
             return path
     a = AtomicOutputDir(out, overwrite, option_name, empty_ok, sources, tool)
     if a.check() == 'replace':
