@@ -196,21 +196,20 @@ def _validate_sources(entries):
     """``sources:``: each entry as ``source``, plus a unique task name; the entries must agree on
     what makes one distilled set (scale, storage, crop units)."""
     from tripled_basicsr.distill.tasks import check_task_name
-    first = {}
+    first, ref, ref_backend = {}, entries[0], None
     for i, src in enumerate(entries):
         p = f'sources[{i}]'
         name = check_task_name(f'{p}.task', src.get('task'))
         backend = _validate_source(src, p)
+        ref_backend = ref_backend or backend  # sources[0]'s
         if name in first:
             raise OptionError(f'{p}.task {name!r} repeats sources[{first[name]}].task: each task appears once. '
                               f'Rename one, or put both sets in one folder (or one meta_info_file) under one task.')
         first[name] = i
-        ref = entries[0]
         if src['scale'] != ref['scale']:
             raise OptionError(f'{p}.scale ({src["scale"]}) differs from sources[0].scale ({ref["scale"]}): the tasks '
                               f'of one distillation share the scale (one distilled set has one). Distil them '
                               f'separately, or bring them to one scale.')
-        ref_backend = ck.mapping('sources[0].io_backend', ref.get('io_backend')).get('type', 'disk')
         if backend != ref_backend:
             raise OptionError(f'{p}.io_backend.type ({backend}) differs from sources[0].io_backend.type '
                               f'({ref_backend}): use one storage for every task (e.g. pack the folders to LMDBs with '
