@@ -15,11 +15,12 @@ import re
 import numpy as np
 
 from tripled_basicsr.distill.checks import OptionError, number
+from tripled_basicsr.models.task_eval import MEAN_NAME
 
 # a task name becomes a key prefix (LMDB keys: ASCII, no dot, no path separator) and a label
 # in logs and TensorBoard tags
 TASK_NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$')
-RESERVED = ('mean',)  # the per-task validation summary uses `mean` for the mean over tasks
+RESERVED = (MEAN_NAME,)  # the per-task validation summary's name of the mean over tasks
 QUOTA_WORDS = ('proportional', 'equal')
 SUM_TOLERANCE = 1e-6
 
