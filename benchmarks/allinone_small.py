@@ -111,12 +111,10 @@ def per_task_table(records, arms):
         recs = [r for r in records if r['arm'] == arm]
         if not recs:
             continue
-        by_task = {}
-        for t in TASKS:
-            vals = [next(v['psnr'] for k, v in r['final'].items() if k.split()[0] == t) for r in recs]
-            by_task[t] = (float(np.mean(vals)), float(np.std(vals)))
-        per_seed = {r['seed']: float(np.mean([next(v['psnr'] for k, v in r['final'].items() if k.split()[0] == t)
-                                              for t in TASKS])) for r in recs}
+        # final PSNR per record and task (the study labels a test set '<task>' or '<task> <protocol>')
+        psnr = [{k.split()[0]: v['psnr'] for k, v in r['final'].items()} for r in recs]
+        by_task = {t: (float(np.mean([p[t] for p in psnr])), float(np.std([p[t] for p in psnr]))) for t in TASKS}
+        per_seed = {r['seed']: float(np.mean([p[t] for t in TASKS])) for r, p in zip(recs, psnr)}
         m = list(per_seed.values())
         out[arm] = {'tasks': by_task, 'mean': (float(np.mean(m)), float(np.std(m))), 'per_seed': per_seed,
                     'units': int(np.mean([r['units'] for r in recs])), 'seeds': len(recs)}
