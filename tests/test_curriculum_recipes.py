@@ -87,6 +87,12 @@ def test_recipe_builds(path, tmp_path, monkeypatch):
     opt.update(world_size=1, rank=0)
     sampler = build_sampler(train_set, opt)
     assert isinstance(sampler, TripleDCurriculumSampler)
+    # the recipes train without the curriculum (it cost PSNR on the real-data study); turned on, it builds
+    assert train['sampler']['curriculum'] is False and sampler.stage2_start == 0
+    assert np.allclose(sampler.probabilities(0), 1 / len(train_set))
+    with_curriculum = dict(opt, datasets=dict(opt['datasets'], train=dict(train, sampler=dict(train['sampler'],
+                                                                                           curriculum=True))))
+    sampler = build_sampler(train_set, with_curriculum)
     assert 0 < sampler.stage2_start <= int(opt['train']['total_iter'])
     first_step = [i for _, i in zip(range(sampler.batch_size), iter(sampler))]
     assert all(train_set.stage[i] == 1 for i in first_step)  # stage 1 first

@@ -253,3 +253,18 @@ def test_real_dataset_and_trace(tmp_path):
     assert len(lines) == 4 and '"step": 0' in lines[0]
     assert all(ds.stage[i] == 1 for i in items[:4])
     assert os.path.basename(s.dataroot) == 'd'
+
+
+def test_curriculum_false_draws_uniformly_from_the_first_step():
+    ds = FakeSet()
+    s = sampler(ds, curriculum=False, stage2_start=0.5, complexity_weight=3.0)  # curriculum keys unused
+    n = len(ds)
+    for step in (0, 10, 39):
+        assert np.allclose(s.probabilities(step), 1.0 / n)
+    assert s.stage2_start == 0 and not s.online
+    drawn = set(iter(s))
+    assert len(drawn) > n // 2  # stage-2 items too, from step 0 (a curriculum would start with stage 1 only)
+    on = sampler(ds)
+    assert set(np.flatnonzero(on.probabilities(0))) == set(np.flatnonzero(ds.stage == 1))
+    with pytest.raises(TypeError, match='sampler.curriculum must be true or false'):
+        sampler(ds, curriculum='no')

@@ -43,9 +43,9 @@ def test_the_demo_runs_the_shipped_study_and_distill_recipes(tmp_path):
             changed[sec] = b
     assert changed == {'source.dataroot_gt': opt['source']['dataroot_gt'],
                        'source.dataroot_lq': opt['source']['dataroot_lq'], 'output.path': str(tmp_path / 'sub'),
-                       'selection.seed': 1, 'name': 'demo_tripled_5pct_s1', 'work_dir': changed['work_dir'],
-                       **{f'features.{k}': v for k, v in study['distill']['features'].items()}}
-    assert set(study['distill']) == {'features'}
+                       'selection.seed': 1, 'name': 'demo_tripled_5pct_s1', 'work_dir': changed['work_dir']}
+    assert study['distill'] == {}
+    assert d['source']['crop_size'] == recipe['source']['crop_size'] == st.crop_size() == 60  # same units as random crops
     assert d['selection']['ratio'] == recipe['selection']['ratio'] == 0.05
     assert d['output']['overwrite'] is False  # the demo never asks the distiller to replace
     from tripled_basicsr.distill.options import merge_options as distill_merge
@@ -64,6 +64,7 @@ def test_flags_override_the_recipe_consistently(tmp_path):
     assert tr['eval_every'] <= 60
     assert opt['seeds'] == [0, 1] and opt['ratios'] == [0.1] and opt['arms'] == ['full', 'random', 'tripled']
     assert opt['random_crops']['crop_size'] is None  # follows the patch (study default)
+    assert 'crop_size' not in opt['distill']['source']  # and the distill arm with it
 
 
 @pytest.mark.parametrize('argv, needle', [
@@ -148,7 +149,7 @@ def test_summary_table_rows_gain_and_ties():
     assert re.search(r'^input \(LQ vs GT\)\s+20\.00', lines[1])
     assert re.search(r'^full set\s+400\s+24\.01 ± 0\.01\s+100 %$', lines[2])
     assert re.search(r'^random subset\s+20\s+23\.00 ± 0\.40\s+75 %$', lines[3])
-    assert re.search(r'^TripleD \+ curriculum\s+20\s+23\.13 ± 0\.35\s+78 %$', lines[4])
+    assert re.search(r'^TripleD\s+20\s+23\.13 ± 0\.35\s+78 %$', lines[4])
     # +0.13 dB is inside the 0.40 dB seed spread: a tie, said as such
     assert re.search(r'^tripled - random: \+0\.13 dB over 3 seed\(s\).*seed spread 0\.40 dB -> TIE', lines[6])
 
@@ -175,7 +176,7 @@ def test_tiny_demo_prints_the_table_writes_the_plots_and_resumes(tmp_path, capsy
     assert main(argv) == 0
     out = capsys.readouterr().out
     num = r'\d+\.\d\d ± \d+\.\d\d'
-    for row in (rf'full set\s+12\s+{num}', rf'random subset\s+3\s+{num}', rf'TripleD \+ curriculum\s+3\s+{num}'):
+    for row in (rf'full set\s+12\s+{num}', rf'random subset\s+3\s+{num}', rf'TripleD\s+\d+ cr\s+{num}'):
         assert re.search(row, out), out
     assert re.search(r'tripled - random: [+-]\d+\.\d\d dB over 2 seed\(s\).*-> (TIE|BETTER|WORSE)', out)
     assert re.search(r'\[6/6\] tripled_25pct_s1 .*elapsed .* min left', out)  # progress with time left
@@ -189,7 +190,7 @@ def test_tiny_demo_prints_the_table_writes_the_plots_and_resumes(tmp_path, capsy
     data = tree_fingerprint(str(work / 'data'))
     assert main(argv + ['--quiet']) == 0  # --quiet: only the table
     out = capsys.readouterr().out
-    assert re.search(rf'TripleD \+ curriculum\s+3\s+{num}', out) and '[1/6]' not in out and 'train:' not in out
+    assert re.search(rf'TripleD\s+\d+ cr\s+{num}', out) and '[1/6]' not in out and 'train:' not in out
     log = (work / 'demo.log').read_text()
     assert log.count('(done, skipped)') == 6 and log.count('  train:') == 6  # trained once, resumed with nothing to do
     assert tree_fingerprint(str(work / 'data')) == data

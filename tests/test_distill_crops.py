@@ -118,3 +118,44 @@ def test_bad_codec(tmp_path):
     with pytest.raises(OptionError, match=r"output\.codec must be one of png, raw; got 'jpeg'"):
         run_distill(tiny_options(gt, lq, o, output={'codec': 'jpeg'}), progress=False)
     assert not os.path.exists(o) and not os.path.exists(o + '.work')
+
+
+def test_auto_crop_size_rule():
+    from tripled_basicsr.distill.crops import auto_crop_size
+    assert auto_crop_size([(180, 180)] * 3) == 60  # Train400-sized: a third of the side, ~9 crops an image
+    assert auto_crop_size([(1356, 2040), (1404, 2040), (1200, 2040)]) == 452  # DIV2K-sized
+    assert auto_crop_size([(1356, 2040)], scale=4) == 448  # a multiple of 4 * scale (LQ aligned)
+    assert auto_crop_size([(2160, 3840)], scale=2) == 480  # capped at BasicSR's 480-px sub-images
+    assert auto_crop_size([(100, 300), (120, 120)]) == 48  # floor
+    assert auto_crop_size([(64, 64), (64, 200), (300, 300)]) is None  # median short side < 96: whole images
+    assert auto_crop_size([]) is None
+
+
+def test_defaults_are_crops_statistics_and_kcenter_offline(tmp_path, monkeypatch, capsys):
+    from tripled_basicsr.distill.backbone import AUTO_VIT, resolve_auto_backbone
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')  # no weights to be had: auto falls back without waiting for a hub
+    gt, lq = write_pairs(str(tmp_path / 'src'), num=6, size=144, seed=3, sigma=5)
+    before = sorted(os.listdir(gt))
+    out = str(tmp_path / 'o')
+    opt = {'source': {'dataroot_gt': gt, 'dataroot_lq': lq}, 'output': {'path': out},
+           'features': {'num_workers': 0, 'device': 'cpu'}, 'selection': {'ratio': 0.1},
+           'report': {'plot': False, 'random_repeats': 2}}
+    run_distill(opt, progress=False)
+    err = capsys.readouterr().err
+    assert 'crop_size auto -> 48-px crops' in err and 'backbone auto -> tripled_stats' in err
+    with open(os.path.join(out, 'tripled_meta.json')) as f:
+        meta = json.load(f)
+    used = meta['provenance']['options']
+    assert used['source']['crop_size'] == 48 and used['features']['backbone'] == 'tripled_stats'
+    assert used['selection']['type'] == 'kcenter' and used['calibration']['enabled'] is False
+    n = math.ceil(0.1 * 6 * 144 * 144 / 48 ** 2)  # the budget is a share of the pixels
+    assert len(meta['samples']) == n and all(len(s['box']) == 4 and s['box'][2] == 48 for s in meta['samples'])
+    assert sorted(os.listdir(gt)) == before
+    assert resolve_auto_backbone(pretrained=False) == 'tripled_stats'
+    assert resolve_auto_backbone(checkpoint=str(tmp_path / 'w.pth')) == AUTO_VIT  # a local file: the ViT
+    with pytest.raises(OptionError, match=r'source\.crop_step is set but source\.crop_size is auto'):
+        run_distill(dict(opt, source={'dataroot_gt': gt, 'dataroot_lq': lq, 'crop_step': 8},
+                         output={'path': str(tmp_path / 'o2')}), progress=False)
+    with pytest.raises(OptionError, match=r"source\.crop_size must be an integer; got 'big'"):
+        run_distill(dict(opt, source={'dataroot_gt': gt, 'dataroot_lq': lq, 'crop_size': 'big'},
+                         output={'path': str(tmp_path / 'o3')}), progress=False)

@@ -127,4 +127,5 @@ def test_shipped_option_files_are_valid(tmp_path):
         opt = load_yaml_safe(os.path.join(root, 'options', name))
         opt['source']['dataroot_gt'] = opt['source']['dataroot_lq'] = str(tmp_path)  # existence not needed here
         merged = merge_options(opt)
-        assert merged['selection']['type'] == 'tripled' and merged['output']['path']
+        assert merged['selection']['type'] == 'kcenter' and merged['output']['path']
+        assert merged['source']['crop_size'] >= 48 and merged['calibration']['enabled'] is False

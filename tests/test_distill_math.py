@@ -6,6 +6,7 @@ import torch
 import tripled_basicsr
 from tripled_basicsr.distill import scoring, selection
 from tripled_basicsr.utils.distribution import mmd_numpy, mmd_rbf
+from tripled_basicsr.distill.checks import OptionError
 from tripled_basicsr.distill.registry import COMPLEXITY, SELECTION, UNCERTAINTY, StrategyRegistry
 
 tripled_basicsr.register()  # BasicSR registries (conftest does it too; explicit for running this file alone)
@@ -228,3 +229,44 @@ def test_image_size_headers(tmp_path):
         ok, buf = cv2.imencode(ext, img)
         assert image_size(buf.tobytes()) == (37, 53), ext
     assert image_size(b'not an image at all, just bytes here') is None
+
+
+def test_herding_gives_clusters_their_share_and_is_deterministic():
+    feats, label = clustered((600, 300, 100), d=4, spread=0.02, seed=5)
+    sel, labels = SELECTION.call(SELECTION.resolve({'type': 'herding'}), feats, None, None, 10, {'seed': 0})
+    assert labels is None and len(set(sel.tolist())) == 10 and np.all(np.diff(sel) > 0)
+    assert np.bincount(label[sel], minlength=3).tolist() == [6, 3, 1]  # proportional, unlike k-center
+    again, _ = SELECTION.call({'type': 'herding'}, feats, None, None, 10, {'seed': 0})
+    assert np.array_equal(sel, again)
+    with pytest.raises(ValueError, match='1 <= n <= N'):
+        SELECTION.call({'type': 'herding'}, feats, None, None, 0, {'seed': 0})
+
+
+def test_herding_matches_the_distribution_better_than_random():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1500, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ctx = {'seed': 0}
+    sel, _ = SELECTION.call({'type': 'herding'}, x, None, None, 30, ctx)
+    sigma = ctx['bandwidth']
+    assert 0 < sigma < 2  # half the median distance of unit vectors
+    herd = mmd_numpy(x[sel], x, sigma, scales=(1.0,))  # MMD at the kernel herding minimises
+    rand = [mmd_numpy(x[np.random.default_rng(s).choice(1500, 30, replace=False)], x, sigma, scales=(1.0,))
+            for s in range(10)]
+    assert herd < 0.5 * min(rand)
+
+
+def test_kernel_density_exact_and_random_features_agree():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 6)).astype(np.float32)
+    exact = selection.kernel_density(x, 2.0, np.random.default_rng(1))
+    d = ((x[:, None] - x[None]) ** 2).sum(-1)
+    assert np.allclose(exact, np.exp(-d / 8.0).mean(1), atol=1e-5)
+    approx = selection.kernel_density(x, 2.0, np.random.default_rng(1), exact_max=0, rff_dim=8192, chunk=128)
+    assert np.abs(approx - exact).max() < 0.05
+
+
+def test_herding_bandwidth_option_is_checked():
+    with pytest.raises(OptionError, match='selection.bandwidth'):
+        SELECTION.resolve({'type': 'herding', 'bandwidth': -1.0})
+    assert SELECTION.resolve({'type': 'herding', 'bandwidth': 0.5})['bandwidth'] == 0.5

@@ -85,13 +85,15 @@ def test_crop_boxes_budget_alignment_and_bounds():
 
 # ----------------------------------------------------------------------------- arms and options
 def test_arms_resolve_and_yaml_arms():
-    assert resolve_arm('tripled')['curriculum'] and resolve_arm('tripled')['kind'] == 'distill'
-    assert resolve_arm('no_calibration')['distill'] == {'calibration': {'enabled': False}}
-    assert resolve_arm('no_curriculum')['curriculum'] is False
-    assert resolve_arm('uncertainty_only')['distill']['selection']['complexity_weight'] == 0.0
+    trip = resolve_arm('tripled')  # the product: distiller defaults, no curriculum (it cost PSNR, docs/method.md)
+    assert trip['kind'] == 'distill' and trip['curriculum'] is False and trip['distill'] == {}
+    assert resolve_arm('tripled_curriculum')['curriculum'] is True
+    assert resolve_arm('calibrated')['distill'] == {'calibration': {'enabled': True}}
+    assert resolve_arm('stratified')['distill'] == {'selection': {'type': 'tripled'}}
+    assert resolve_arm('uncertainty_only')['distill']['selection'] == {'type': 'tripled', 'complexity_weight': 0.0}
     top = resolve_arm('selection:top_complexity', selection_types={'tripled', 'random', 'top_complexity'})
     assert top['distill']['selection']['type'] == 'top_complexity' and not top['curriculum']
-    mine = resolve_arm('hot', {'hot': {'base': 'tripled', 'distill': {'selection': {'temperature': 0.5}}}})
+    mine = resolve_arm('hot', {'hot': {'base': 'tripled_curriculum', 'distill': {'selection': {'temperature': 0.5}}}})
     assert mine['curriculum'] and mine['distill']['selection']['temperature'] == 0.5
     with pytest.raises(ArmError, match="unknown arm 'tripledd'"):
         resolve_arm('tripledd')
@@ -257,18 +259,23 @@ def test_study_dir_policy(tmp_path):
 
 def test_distill_and_train_options_are_fair(tmp_path):
     from tripled_basicsr.study.runner import Study
-    opt = merge_options(_opt(tmp_path, arms=['full', 'random', 'tripled', 'no_calibration'],
+    opt = merge_options(_opt(tmp_path, arms=['full', 'random', 'tripled', 'calibrated', 'tripled_curriculum'],
                              distill={'features': {'pretrained': False}},
                              training={'iters': 10, 'batch_size': 4, 'gt_size': 16, 'basicsr': {'network_g': NET}}))
     study = Study(opt, log=lambda *a: None)
     runs = {r.id: r for r in study.runs}
     a = study.distill_options(runs['tripled_25pct_s1'], '/x/a')
-    b = study.distill_options(runs['no_calibration_25pct_s1'], '/x/b')
+    b = study.distill_options(runs['calibrated_25pct_s1'], '/x/b')
     assert a['selection']['ratio'] == 0.25 and a['selection']['seed'] == 1 and a['features']['pretrained'] is False
     assert a['work_dir'] == b['work_dir']  # one feature pass for every distill arm
-    assert b['calibration'] == {'enabled': False} and 'calibration' not in a
+    assert b['calibration'] == {'enabled': True} and 'calibration' not in a
+    assert a['source']['crop_size'] == study.crop_size() == 20  # crop units of the random-crops arm's size
+    from tripled_basicsr.study.runner import Run
+    mine = study.distill_options(Run('mine', {'kind': 'distill', 'distill': {'source': {'crop_size': 0}}}, 0.25, 1),
+                                 '/x/m')
+    assert mine['source']['crop_size'] == 0  # an arm's own crop_size wins
     t_full = study.train_options(runs['full_s1'], {'units': 12, 'root': None})
-    t_trip = study.train_options(runs['tripled_25pct_s1'], {'units': 3, 'root': '/x/a'})
+    t_trip = study.train_options(runs['tripled_curriculum_25pct_s1'], {'units': 3, 'root': '/x/a'})
     t_rand = study.train_options(runs['random_25pct_s1'], {'units': 3, 'root': '/x/r'})
     for t in (t_full, t_trip, t_rand):
         ds = t['datasets']['train']
@@ -283,27 +290,27 @@ def test_distill_and_train_options_are_fair(tmp_path):
 def test_arm_sampler_overrides_and_task_sources(tmp_path):
     from tripled_basicsr.study.runner import Study
     with pytest.raises(ArmError, match='sampler options need curriculum: true'):
-        resolve_arm('x', {'x': {'base': 'selection_only', 'sampler': {'task_balance': True}}})
+        resolve_arm('x', {'x': {'base': 'tripled', 'sampler': {'task_balance': True}}})
     sources = [{'task': 'rain', 'dataroot_gt': '/r/gt', 'dataroot_lq': '/r/lq'},
                {'task': 'haze', 'dataroot_gt': '/h/gt', 'dataroot_lq': '/h/lq'}]
-    defs = {'bal': {'base': 'tripled', 'sampler': {'task_balance': True, 'stage2_start': 0},
+    defs = {'bal': {'base': 'tripled_curriculum', 'sampler': {'task_balance': True, 'stage2_start': 0},
                     'distill': {'sources': sources}}}
-    opt = merge_options(_opt(tmp_path, arms=['full', 'tripled', 'bal'], arm_definitions=defs,
+    opt = merge_options(_opt(tmp_path, arms=['full', 'tripled_curriculum', 'bal'], arm_definitions=defs,
                              distill={'features': {'pretrained': False}}))
     study = Study(opt, log=lambda *a: None)
     runs = {r.id: r for r in study.runs}
     d_bal = study.distill_options(runs['bal_25pct_s0'], '/x/b')
-    d_one = study.distill_options(runs['tripled_25pct_s0'], '/x/a')
+    d_one = study.distill_options(runs['tripled_curriculum_25pct_s0'], '/x/a')
     assert d_bal['sources'] == sources and 'source' not in d_bal  # the tasks replace the study's pool
     assert d_one['source']['dataroot_gt'] == opt['source']['dataroot_gt'] and 'sources' not in d_one
     assert d_bal['work_dir'] != d_one['work_dir']  # other inputs, other feature cache
     sampler = study.train_options(runs['bal_25pct_s0'], {'units': 3, 'root': '/x/b'})['datasets']['train']['sampler']
     assert sampler == {'type': 'TripleDCurriculumSampler', 'task_balance': True, 'stage2_start': 0}
-    plain = study.train_options(runs['tripled_25pct_s0'], {'units': 3, 'root': '/x/a'})['datasets']['train']
+    plain = study.train_options(runs['tripled_curriculum_25pct_s0'], {'units': 3, 'root': '/x/a'})['datasets']['train']
     assert plain['sampler'] == {'type': 'TripleDCurriculumSampler'}
     # an arm without sampler options hashes as before the key existed (finished runs stay valid)
     from tripled_basicsr.study.runner import _hash
-    run = runs['tripled_25pct_s0']
+    run = runs['tripled_curriculum_25pct_s0']
     old = {k: v for k, v in run.arm.items() if k != 'sampler'}
     assert study.run_hash(run) == _hash({'arm': old, 'ratio': run.ratio, 'seed': run.seed,
                                          'source': opt['source'], 'training': opt['training'],

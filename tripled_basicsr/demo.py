@@ -1,5 +1,5 @@
 """The main job on embedded data: full set vs a random subset of the same size vs random
-crops of the same pixel budget vs the TripleD subset (+ curriculum), several seeds.
+crops of the same pixel budget vs the TripleD subset, several seeds.
 
     python -m tripled_basicsr.demo [--workdir demo_run] [--overwrite] [--seeds 3] [--iters 300]
                                    [--ratio 0.05] [--arms full,random,random_crops,tripled]
@@ -12,10 +12,10 @@ implementation; every file it runs is written under ``WORKDIR`` and can be re-ru
 1. ``python -m tripled_basicsr.demo_data --task noise ...`` -> WORKDIR/data/{train,val}/{gt,lq}
 2. ``python -m tripled_basicsr.study -opt WORKDIR/options/study_demo.yml``: the study recipe
    ``options/study_demo.yml`` with the generated pool, the held-out set and the distillation
-   recipe ``options/distill_demo.yml`` (with the study recipe's ``distill:`` overrides: a
-   smaller ViT, for time). Every arm trains stock SRVGGNetCompact (1x) through
-   BasicSR with the same iterations, batch, patch and schedule; ``tripled`` distils with the
-   recipe (subset seed = training seed) and trains with the two-stage curriculum.
+   recipe ``options/distill_demo.yml`` (with the study recipe's ``distill:`` overrides, if
+   any). Every arm trains stock SRVGGNetCompact (1x) through BasicSR with the same
+   iterations, batch, patch and schedule; ``tripled`` distils with the recipe (subset seed =
+   training seed; crop units of the random-crops arm's size) and trains on its subset.
 3. the table (PSNR mean +- std over seeds per arm, share of the full-data gain kept, TripleD -
    random with ties called ties) and the plots (WORKDIR/study/report/*.png).
 
@@ -39,7 +39,7 @@ _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPE = os.path.join(_ROOT, 'options', 'distill_demo.yml')
 STUDY_RECIPE = os.path.join(_ROOT, 'options', 'study_demo.yml')
 ARM_TITLES = {'full': 'full set', 'random': 'random subset', 'random_crops': 'random crops (same pixels)',
-              'tripled': 'TripleD + curriculum'}
+              'tripled': 'TripleD', 'tripled_curriculum': 'TripleD + curriculum'}
 VAL_SEED = 1000  # the held-out set is generated with another seed than the pool (seed 0)
 
 
@@ -138,8 +138,11 @@ def study_options(args, work):
         sched = ((tr.get('basicsr') or {}).get('train') or {}).get('scheduler') or {}
         if sched.get('periods') == [old_iters]:  # one cosine period over the whole run
             sched['periods'] = [args.iters]
-    if args.patch is not None and (opt.get('random_crops') or {}).get('crop_size'):
-        opt['random_crops']['crop_size'] = None  # the study default: gt_size + 25 %
+    if args.patch is not None:  # crops sized for the recipe's patch: back to the study default, gt_size + 25 %
+        if (opt.get('random_crops') or {}).get('crop_size'):
+            opt['random_crops']['crop_size'] = None
+        if (opt['distill'].get('source') or {}).get('crop_size'):  # the distill arm then takes the same
+            del opt['distill']['source']['crop_size']
     from tripled_basicsr.study import merge_options, plan
     merged = merge_options(opt)  # every key checked (a typo in the recipe names itself) before any work
     plan(merged)  # and every arm name
@@ -231,16 +234,16 @@ class Progress:
 # --------------------------------------------------------------------------- summary
 def summary_table(summary):
     """The demo's table from the study's summary (report/results.json ``summary``): one line
-    per arm (PSNR mean +- std over seeds, pairs, gain kept) and TripleD - random."""
+    per arm (PSNR mean +- std over seeds, units (pairs, or crops: 'cr'), gain kept) and TripleD - random."""
     label = summary['sets'][0]
     inp = summary['inputs'][label]['psnr']
-    lines = [f'{"arm":<28} {"pairs":>7} {"PSNR (dB)":>15} {"gain kept":>10}',
+    lines = [f'{"arm":<28} {"units":>7} {"PSNR (dB)":>15} {"gain kept":>10}',
              f'{"input (LQ vs GT)":<28} {"":>7} {inp:>15.2f} {"":>10}']
     for r in summary['rows']:
         e = r['sets'][label]
         psnr = f'{e["psnr_mean"]:.2f} ± {e["psnr_std"]:.2f}' if e['n'] > 1 else f'{e["psnr_mean"]:.2f}'
         kept = f'{e["retention"] * 100:.0f} %' if e['retention'] is not None else '-'
-        units = f'{r["units"]:.0f}' if r['arm'] != 'random_crops' else f'{r["units"]:.0f} cr'
+        units = f'{r["units"]:.0f} cr' if r.get('crops') or r['arm'] == 'random_crops' else f'{r["units"]:.0f}'
         name = ARM_TITLES.get(r['arm'], r['arm'])
         lines.append(f'{name:<28} {units:>7} {psnr:>15} {kept:>10}')
     lines.append('')

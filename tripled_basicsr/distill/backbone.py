@@ -1,5 +1,6 @@
 """Build the frozen timm feature extractor and resolve its weights without hanging offline.
 
+``features.backbone: auto`` (the default) is resolved first by ``resolve_auto_backbone``.
 Weights, in order: ``checkpoint`` (a local file, always wins) > ``pretrained: true`` (timm's
 hub: used when the file is already in the Hugging Face cache or the hub answers within a
 few seconds) > ``pretrained: false`` (random initialisation). When the hub is needed but not
@@ -153,6 +154,32 @@ def load_checkpoint_into(model, path, name):
                            f'parameters. Use the timm name the checkpoint was trained with (and the same '
                            f'features.model_kwargs), or another checkpoint.')
     model.load_state_dict(sd, strict=True)
+
+
+AUTO_VIT = 'vit_small_patch16_224'
+
+
+def resolve_auto_backbone(pretrained=True, checkpoint=None, hub_timeout=3.0):
+    """``features.backbone: auto`` -> a concrete name: the pretrained ViT-S/16 when its weights
+    can be had (``checkpoint``, the local Hugging Face cache, or a hub that answers within
+    ``hub_timeout`` s), else ``tripled_stats`` (hand-crafted statistics, no weights: the better
+    offline choice in our measurements; a random-init ViT selected worse than random crops)."""
+    from tripled_basicsr.distill.handcrafted import NAME
+    if checkpoint:
+        return AUTO_VIT
+    why = 'features.pretrained is false'
+    if pretrained:
+        import timm
+        probe = timm.create_model(AUTO_VIT, pretrained=False, num_classes=0)
+        if _hub_cached(probe):
+            return AUTO_VIT
+        ok, why = _hub_reachable((probe.pretrained_cfg or {}).get('hf_hub_id') or f'timm/{AUTO_VIT}', hub_timeout)
+        if ok:
+            return AUTO_VIT
+    print(f'note: features.backbone auto -> {NAME} (hand-crafted restoration statistics): no pretrained '
+          f'{AUTO_VIT} weights ({why}). Set features.checkpoint or warm the Hugging Face cache to use the ViT.',
+          file=sys.stderr)
+    return NAME
 
 
 def build_backbone(name, pretrained=True, checkpoint=None, input_size=128, model_kwargs=None, hub_timeout=3.0, seed=0):

@@ -33,24 +33,55 @@ def crop_grid(h, w, crop, step):
     return ys.ravel().astype(np.int64), xs.ravel().astype(np.int64)
 
 
-def image_shapes(source):
-    """(h, w) of every GT image without decoding where possible (LMDB meta_info, image headers)."""
+def image_shapes(source, strict=True):
+    """(h, w) of every GT image without decoding where possible (LMDB meta_info, image headers).
+    ``strict=False``: None for an image that cannot be read (instead of the read error)."""
     if source.kind == 'lmdb':
         from tripled_basicsr.data.paired_source import read_lmdb_meta_info
         meta = dict(read_lmdb_meta_info(source.dataroot_gt))
-        return [tuple(meta[r[0]][:2]) if meta.get(r[0]) else source.read(i, 'gt').shape[:2]
-                for i, r in enumerate(source.refs)]
-    from tripled_basicsr.distill.features import image_size
-    shapes = []
+
+        def shape(i):
+            hw = meta.get(source.refs[i][0])
+            return tuple(hw[:2]) if hw else source.read(i, 'gt').shape[:2]
+    else:
+        from tripled_basicsr.distill.features import image_size
+
+        def shape(i):
+            hw = None
+            try:
+                with open(source.source_path(i, 'gt'), 'rb') as f:
+                    hw = image_size(f.read(1 << 16))
+            except OSError:
+                pass
+            return tuple(hw) if hw else source.read(i, 'gt').shape[:2]
+    if strict:
+        return [shape(i) for i in range(len(source))]
+    out = []
     for i in range(len(source)):
-        hw = None
         try:
-            with open(source.source_path(i, 'gt'), 'rb') as f:
-                hw = image_size(f.read(1 << 16))
-        except OSError:
-            pass
-        shapes.append(tuple(hw) if hw else source.read(i, 'gt').shape[:2])
-    return shapes
+            out.append(shape(i))
+        except Exception:  # noqa: BLE001 - unreadable: the stage that reads it reports (or skips) it
+            out.append(None)
+    return out
+
+
+AUTO_CROP_RANGE = (48, 480)  # BasicSR cuts DIV2K into 480-px sub-images (extract_subimages.py)
+
+
+def auto_crop_size(shapes, scale=1):
+    """``source.crop_size: auto``: a third of the median short side of the GT images, clipped to
+    [48, 480] and rounded down to a multiple of 4 * scale (at least 4 * scale), so an image
+    gives about nine crops and a 2K image BasicSR's usual 480-px sub-images.
+    None when the images are too small for crop units (median short side below 96 px)."""
+    if not shapes:
+        return None
+    short = float(np.median([min(h, w) for h, w in shapes]))
+    if short < 2 * AUTO_CROP_RANGE[0]:
+        return None
+    lo, hi = AUTO_CROP_RANGE
+    c = int(min(hi, max(lo, short // 3)))
+    m = 4 * int(scale)
+    return max(m, c // m * m)
 
 
 class CropSource:
@@ -58,7 +89,7 @@ class CropSource:
     dataroot_gt/lq, refs, read_bytes, read, read_pair, source_path, describe) plus
     ``box(i)`` / ``provenance(i)`` and ``total_pixels`` (GT pixels of the whole images)."""
 
-    def __init__(self, source, crop_size, crop_step=None):
+    def __init__(self, source, crop_size, crop_step=None, shapes=None):
         crop, step = int(crop_size), int(crop_step or crop_size)
         if crop % source.scale:
             raise ValueError(f'source.crop_size {crop} must be a multiple of source.scale {source.scale}.')
@@ -68,7 +99,7 @@ class CropSource:
         self.kind, self.scale = source.kind, source.scale
         self.dataroot_gt, self.dataroot_lq = source.dataroot_gt, source.dataroot_lq
         self.skipped = list(source.skipped)
-        shapes = image_shapes(source)
+        shapes = image_shapes(source) if shapes is None else shapes
         self.total_pixels = int(sum(h * w for h, w in shapes))
         img, tops, lefts = [], [], []
         for i, (h, w) in enumerate(shapes):

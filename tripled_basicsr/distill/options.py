@@ -24,14 +24,17 @@ DEFAULTS = {
         'meta_info_file': None,
         'scale': 1,
         'on_error': 'raise',
-        'crop_size': 0,  # > 0: units are crop_size x crop_size GT crops (ratio = share of source pixels)
+        # units: crop_size x crop_size GT crops (ratio = share of source pixels); 0: whole images;
+        # auto: crops.auto_crop_size of the source's image sizes (crops beat whole images, docs/method.md)
+        'crop_size': 'auto',
         'crop_step': None,  # None: = crop_size (a grid without overlap)
     },
     # several tasks (all-in-one): a list of `source`-like entries, each with a `task` name; replaces `source`
     'sources': None,
     'output': {'path': None, 'tile_size': 0, 'compress_level': 1, 'overwrite': False, 'codec': 'png'},
     'features': {
-        'backbone': 'vit_small_patch16_224',
+        # auto: the pretrained ViT-S/16 when its weights can be had, else tripled_stats (backbone.resolve_auto_backbone)
+        'backbone': 'auto',
         'pretrained': True,
         'checkpoint': None,
         'model_kwargs': {},
@@ -50,7 +53,9 @@ DEFAULTS = {
     'complexity': {'type': 'vit_entropy'},
     'uncertainty': {'type': 'knn_rarity'},
     # with `sources:` also task_quota (TASK_QUOTA_DEFAULT; a single `source:` has no such key)
-    'selection': {'type': 'tripled', 'ratio': 0.02, 'num': None, 'clusters': 'auto', 'seed': 0, 'kmeans_iters': 50},
+    # kcenter: coverage of the feature space; beat the stratified draw (`tripled`) and kernel herding on the
+    # real-data study (docs/method.md, "Measurements")
+    'selection': {'type': 'kcenter', 'ratio': 0.02, 'num': None, 'clusters': 'auto', 'seed': 0, 'kmeans_iters': 50},
     'curriculum': {'easy_quantile': 0.5},
     'calibration': {
         # off by default: no calibration variant beat the uncalibrated subset on the real-data study
@@ -170,16 +175,17 @@ def _validate_source(src, p):
         raise OptionError(f'{p}.filename_tmpl must contain "{{}}" (the GT name); got {src["filename_tmpl"]!r}.')
     ck.string(f'{p}.meta_info_file', src['meta_info_file'], allow_none=True)
     src['scale'] = ck.integer(f'{p}.scale', src['scale'], lo=1)
-    src['crop_size'] = ck.integer(f'{p}.crop_size', src['crop_size'], lo=0)
+    src['crop_size'] = _int_or(f'{p}.crop_size', src['crop_size'], ('auto',), 0)
     if src['crop_step'] is not None:
         src['crop_step'] = ck.integer(f'{p}.crop_step', src['crop_step'], lo=1)
-        if not src['crop_size']:
-            raise OptionError(f'{p}.crop_step is set but {p}.crop_size is 0 (whole images); set crop_size too.')
+        if src['crop_size'] in (0, 'auto'):
+            what = '0 (whole images)' if src['crop_size'] == 0 else 'auto'
+            raise OptionError(f'{p}.crop_step is set but {p}.crop_size is {what}; set crop_size too.')
     for k in ('crop_size', 'crop_step'):
-        if src[k] and src[k] % src['scale']:
+        if src[k] not in (None, 'auto') and src[k] % src['scale']:
             raise OptionError(f'{p}.{k} ({src[k]}) must be a multiple of {p}.scale ({src["scale"]}) so the '
                               f'LQ crop is aligned.')
-    if src['crop_size'] and src['crop_size'] < 8:
+    if src['crop_size'] != 'auto' and 0 < src['crop_size'] < 8:
         raise OptionError(f'{p}.crop_size must be 0 (whole images) or >= 8; got {src["crop_size"]}.')
     backend = ck.mapping(f'{p}.io_backend', src.get('io_backend')).get('type', 'disk')
     ck.choice(f'{p}.io_backend.type', backend, ('disk', 'lmdb'))

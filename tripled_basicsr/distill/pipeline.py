@@ -240,8 +240,8 @@ def preflight(st):
 
 
 # ---------------------------------------------------------------- features
-def _open_one(s, p):
-    """PairedSource (or CropSource) of one ``source``-like entry ``s`` named ``p`` in messages."""
+def _open_pairs(s, p):
+    """PairedSource of one ``source``-like entry ``s`` named ``p`` in messages."""
     from tripled_basicsr.data.paired_source import PairedSource, SourceError
     try:
         src = PairedSource(s['dataroot_gt'], s['dataroot_lq'], filename_tmpl=s['filename_tmpl'],
@@ -254,10 +254,15 @@ def _open_one(s, p):
         if where:
             raise SourceError(f'{where}{exc}') from exc
         raise
+    return src
+
+
+def _as_crops(src, s, p, shapes=None):
+    """The entry's PairedSource ``src`` as crop units when ``s['crop_size']`` (an int) asks for them."""
     if s.get('crop_size'):
         from tripled_basicsr.distill.crops import CropSource
         try:
-            src = CropSource(src, s['crop_size'], s.get('crop_step'))
+            src = CropSource(src, s['crop_size'], s.get('crop_step'), shapes=shapes)
         except ValueError as exc:
             raise OptionError(str(exc) if p == 'source' else f'{p}: {exc}') from exc
         if src.small_images:
@@ -266,15 +271,36 @@ def _open_one(s, p):
     return src
 
 
+def _resolve_auto_crop(entries, pairs):
+    """``crop_size: auto`` -> one crop size for every entry, from the GT image sizes of all of
+    them (crops.auto_crop_size), written into the entries (so the options recorded with the
+    output and the feature cache name the size used). Returns the GT shapes per entry."""
+    from tripled_basicsr.distill.crops import auto_crop_size, image_shapes
+    shapes = [image_shapes(src, strict=False) for src in pairs]
+    crop = auto_crop_size([hw for sh in shapes for hw in sh if hw], entries[0][1]['scale']) or 0
+    for p, s in entries:
+        s['crop_size'] = crop
+    print(f'note: source.crop_size auto -> {f"{crop}-px crops" if crop else "whole images (images under 96 px)"} '
+          f'as selection units.', file=sys.stderr)
+    return [None if any(hw is None for hw in sh) else sh for sh in shapes]  # CropSource reports unreadable ones
+
+
 def open_source(opt):
     """PairedSource from ``source`` options (a ``tasks.MultiSource`` of one per entry with
-    ``sources:``); with on_error: skip, unpaired files (GT without LQ or the reverse, folders
-    or LMDBs) are left out and returned as skipped entries."""
+    ``sources:``), as crop units when ``crop_size`` asks for them (``auto`` is resolved here, in
+    ``opt``); with on_error: skip, unpaired files (GT without LQ or the reverse, folders or LMDBs)
+    are left out and returned as skipped entries."""
+    entries = source_entries(opt)
+    pairs = [_open_pairs(s, p) for p, s in entries]
+    shapes = [None] * len(entries)
+    if entries[0][1].get('crop_size') == 'auto':
+        shapes = _resolve_auto_crop(entries, pairs)
+    units = [_as_crops(src, s, p, sh) for (p, s), src, sh in zip(entries, pairs, shapes)]
     if is_multi(opt):
         from tripled_basicsr.distill.tasks import MultiSource
-        src = MultiSource([(s['task'], _open_one(s, p), s, p) for p, s in source_entries(opt)])
+        src = MultiSource([(s['task'], u, s, p) for (p, s), u in zip(entries, units)])
     else:
-        src = _open_one(opt['source'], 'source')
+        src = units[0]
     return src, list(src.skipped)
 
 
@@ -306,7 +332,7 @@ def _weights_id(fopt):
 
 def setup_features(st):
     """Source listing, budget check, backbone, feature store (created or checked for resume)."""
-    from tripled_basicsr.distill.backbone import build_backbone, embed, normalization
+    from tripled_basicsr.distill.backbone import build_backbone, embed, normalization, resolve_auto_backbone
     from tripled_basicsr.distill.features import KINDS, FeatureStore, stale_rows
     from tripled_basicsr.distill.selection import resolve_clusters
     opt, fopt = st.opt, st.opt['features']
@@ -318,6 +344,8 @@ def setup_features(st):
     else:
         resolve_clusters(opt['selection']['clusters'], st.n_budget)  # strata vs budget, before the backbone
     keys_hash = hashlib.sha256('\n'.join(st.source.keys).encode()).hexdigest()
+    if fopt['backbone'] == 'auto':  # resolved into the options: the feature cache and meta name the model used
+        fopt['backbone'] = resolve_auto_backbone(fopt['pretrained'], fopt['checkpoint'], fopt['hub_timeout'])
     st.model = build_backbone(fopt['backbone'], fopt['pretrained'], fopt['checkpoint'], fopt['input_size'],
                               fopt['model_kwargs'], fopt['hub_timeout'], fopt['seed'])
     with torch.no_grad():

@@ -4,7 +4,8 @@
   assignments computed in chunks, on L2-normalised features.
 * ``cluster_quotas``: n split over clusters proportionally to their sizes (largest remainder).
 * ``gumbel_topk``: sampling without replacement with p_i ~ exp(s_i) via the Gumbel-top-k trick.
-* registered strategies ``tripled`` (default), ``random``, ``top_complexity``.
+* registered strategies ``kcenter`` (coverage, the default), ``tripled`` (the paper's stratified
+  draw), ``herding`` (kernel herding: MMD to the full set), ``random``, ``top_complexity``.
 """
 import math
 
@@ -225,27 +226,18 @@ def select_top_complexity(feats, c, u, n, ctx):
     return np.sort(np.argsort(-np.asarray(c), kind='stable')[:n]), None
 
 
-@SELECTION.register('kcenter')
-def select_kcenter(feats, c, u, n, ctx, chunk=65536):
-    """Coverage: k-center greedy (farthest-point) on the L2-normalised features.
-
-    Starts from the item closest to the feature mean, then repeatedly adds the item farthest
-    from everything chosen so far, so the subset minimises (2-approximately) the largest
-    distance of any source item to its nearest selected item. Distances are kept as one
-    running (N,) minimum, updated in chunks: O(N n D) time, O(N) memory. Deterministic;
-    ``seed`` only breaks exact ties.
-    """
-    total = feats.shape[0]
-    _check_budget(n, total)
-    rng = np.random.default_rng([int(ctx.get('seed', 0)), 4])
-    x = feats
+def _farthest_points(x, m, rng, chunk=65536):
+    """k-center greedy on the rows of x: m row positions, the first the row closest to the
+    mean, then repeatedly the row farthest from all chosen ones (ties broken by ``rng``).
+    One running (N,) minimum distance, updated in chunks: O(N m D) time, O(N) memory."""
+    total = x.shape[0]
     mean = np.asarray(x.mean(0), np.float32)[None]
     d0 = np.concatenate([_sq_dists(np.asarray(x[s:s + chunk], np.float32), mean)[:, 0]
                          for s in range(0, total, chunk)])
     first = int(np.flatnonzero(d0 == d0.min())[rng.integers((d0 == d0.min()).sum())])
     picked = [first]
     dmin = np.full(total, np.inf)
-    for _ in range(n - 1):
+    for _ in range(m - 1):
         cen = np.asarray(x[picked[-1]], np.float32)[None]
         for s in range(0, total, chunk):
             d = _sq_dists(np.asarray(x[s:s + chunk], np.float32), cen)[:, 0]
@@ -253,7 +245,85 @@ def select_kcenter(feats, c, u, n, ctx, chunk=65536):
         dmin[picked] = -1.0
         far = np.flatnonzero(dmin == dmin.max())
         picked.append(int(far[rng.integers(len(far))]))
-    return np.sort(np.asarray(picked, np.int64)), None
+    return np.asarray(picked, np.int64)
+
+
+@SELECTION.register('kcenter')
+def select_kcenter(feats, c, u, n, ctx, chunk=65536):
+    """Coverage: k-center greedy (farthest-point) on the L2-normalised features.
+
+    Starts from the item closest to the feature mean, then repeatedly adds the item farthest
+    from everything chosen so far, so the subset minimises (2-approximately) the largest
+    distance of any source item to its nearest selected item. O(N n D) time, O(N) memory
+    (rows are processed ``chunk`` at a time). Deterministic; ``seed`` only breaks exact ties.
+    """
+    _check_budget(n, feats.shape[0])
+    return np.sort(_farthest_points(feats, n, np.random.default_rng([int(ctx.get('seed', 0)), 4]), chunk)), None
+
+
+def kernel_density(x, sigma, rng, exact_max=32768, rff_dim=2048, chunk=4096):
+    """p(x_i) = mean_j exp(-|x_i - x_j|^2 / (2 sigma^2)) for every row: exact (chunked,
+    O(N^2 D)) up to ``exact_max`` rows, else random Fourier features (O(N rff_dim D))."""
+    n = x.shape[0]
+    p = np.empty(n, np.float64)
+    if n <= exact_max:
+        xa = np.asarray(x, np.float32)
+        xsq = (xa * xa).sum(1)
+        for s in range(0, n, chunk):
+            d = _sq_dists(xa[s:s + chunk], xa, xsq[s:s + chunk])
+            p[s:s + chunk] = np.exp(-d / (2 * sigma * sigma)).mean(1)
+        return p
+    w = rng.normal(size=(x.shape[1], rff_dim)).astype(np.float32) / np.float32(sigma)
+    b = rng.uniform(0, 2 * np.pi, rff_dim).astype(np.float32)
+
+    def phi(s):
+        return np.cos(np.asarray(x[s:s + chunk], np.float32) @ w + b) * np.float32(math.sqrt(2.0 / rff_dim))
+
+    mu = sum(phi(s).sum(0, dtype=np.float64) for s in range(0, n, chunk)) / n
+    for s in range(0, n, chunk):
+        p[s:s + chunk] = phi(s) @ mu
+    return p
+
+
+def _herd(x, m, sigma, rng, chunk=65536):
+    """Greedy kernel herding of m rows of x: each step adds the row that brings the subset's
+    kernel mean closest (in MMD) to that of all rows. score_t(i) = (t+1) p(i) - sum_{s in S}
+    k(x_s, x_i), updated by one kernel row per step: O(N m D) time, O(N) memory."""
+    total = x.shape[0]
+    p = kernel_density(x, sigma, rng)
+    acc = np.zeros(total, np.float64)  # sum over chosen s of k(x_s, x_i)
+    taken = np.zeros(total, bool)
+    picked = []
+    for t in range(m):
+        score = (t + 1) * p - acc
+        score[taken] = -np.inf
+        best = np.flatnonzero(score == score.max())
+        i = int(best[rng.integers(len(best))])
+        picked.append(i)
+        taken[i] = True
+        cen = np.asarray(x[i], np.float32)[None]
+        for s in range(0, total, chunk):
+            d = _sq_dists(np.asarray(x[s:s + chunk], np.float32), cen)[:, 0]
+            acc[s:s + chunk] += np.exp(-d / (2 * sigma * sigma))
+    return np.asarray(picked, np.int64)
+
+
+@SELECTION.register('herding', checks={'bandwidth': lambda path, v: number(path, v, lo=0)})
+def select_herding(feats, c, u, n, ctx, bandwidth=0.0):
+    """Distribution matching: greedy kernel herding (MMD minimisation) on the L2-normalised
+    features with a Gaussian kernel. The subset's kernel mean embedding is pulled towards
+    the full set's, so dense regions get proportionally more items and no region is left
+    out: a low-discrepancy version of a random draw. ``bandwidth``: the kernel sigma in
+    feature units; 0 = half the median pairwise distance (median heuristic). Deterministic;
+    ``seed`` picks the bandwidth sample and breaks exact ties.
+    """
+    _check_budget(n, feats.shape[0])
+    from tripled_basicsr.utils.distribution import median_bandwidth
+    seed = int(ctx.get('seed', 0))
+    rng = np.random.default_rng([seed, 5])
+    sigma = float(bandwidth) or 0.5 * median_bandwidth(feats, seed=seed)
+    ctx['bandwidth'] = sigma
+    return np.sort(_herd(feats, n, sigma, rng)), None
 
 
 def curriculum_stages(c_subset, easy_quantile=0.5):

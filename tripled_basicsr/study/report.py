@@ -106,7 +106,7 @@ def collect(study):
                 curve.setdefault(lb, []).append((it, times.get(it), m['psnr']))
         out.append({'run': run.id, 'arm': run.arm_name, 'kind': run.arm['kind'], 'ratio': run.ratio, 'seed': run.seed,
                     'prep_s': (prep or {}).get('prep_s', 0.0), 'units': (prep or {}).get('units'),
-                    'images': (prep or {}).get('images'), 'train_s': times.get(final), 'final': ev[str(final)],
+                    'images': (prep or {}).get('images'), 'crops': bool((prep or {}).get('crops')), 'train_s': times.get(final), 'final': ev[str(final)],
                     'curve': curve})
     return out
 
@@ -121,7 +121,7 @@ def summarize(records, inputs, arms, ratios, baseline='random', tq_set=None):
     def row(arm, ratio, recs):
         entry = {'arm': arm, 'ratio': ratio, 'seeds': [r['seed'] for r in recs],
                  'units': mean_std([r['units'] for r in recs])[0], 'images': mean_std([r['images'] for r in recs])[0],
-                 'prep_s': mean_std([r['prep_s'] for r in recs])[0],
+                 'crops': any(r.get('crops') for r in recs), 'prep_s': mean_std([r['prep_s'] for r in recs])[0],
                  'train_s': mean_std([r['train_s'] for r in recs])[0], 'sets': {}}
         for lb in sets:
             vals = [r['final'][lb]['psnr'] for r in recs if lb in r['final']]

@@ -230,6 +230,8 @@ class Study:
         if not base.get('sources'):  # several tasks (distill.sources) replace the study's one pool
             over['source'] = {k: src[k] for k in ('dataroot_gt', 'dataroot_lq', 'filename_tmpl', 'meta_info_file',
                                                   'io_backend', 'scale')}
+            if 'crop_size' not in (base.get('source') or {}):  # crop units of the random-crops arm's size
+                over['source']['crop_size'] = self.crop_size()
         opt = deep_merge(base, over)
         feat = {'source': opt.get('sources') or opt['source'], 'features': opt.get('features', {})}
         opt['work_dir'] = self.path('distill_work', _hash(feat))
@@ -259,7 +261,8 @@ class Study:
         if feat_s > known:
             write_json_atomic(ft_path, {'features_s': feat_s})
             known = feat_s
-        return {'units': n, 'images': len({s.get('source_index', s['key']) for s in meta['samples']})}, \
+        return {'units': n, 'images': len({s.get('source_index', s['key']) for s in meta['samples']}),
+                'crops': any('box' in s for s in meta['samples'])}, \
             {'features_credit': max(0.0, known - feat_s), 'distill_summary_n': n}
 
     # ------------------------------------------------------------------ training

@@ -109,4 +109,4 @@ def write_random_crops(src_opt, out, ratio, seed, crop, shapes_cache=None):
                   lq_path=source.source_path(i, 'lq'), source_index=i, box=[top, left, crop, crop])
         w.set_summary({'arm': 'random_crops', 'n': len(boxes), 'ratio': ratio, 'seed': seed, 'crop_size': crop,
                        'images': len({b[0] for b in boxes})})
-    return {'units': len(boxes), 'images': len({b[0] for b in boxes})}
+    return {'units': len(boxes), 'images': len({b[0] for b in boxes}), 'crops': True}
