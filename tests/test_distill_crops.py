@@ -61,6 +61,11 @@ def test_stored_crop_equals_source_region(tmp_path, scale, lmdb, tile):
         s_ = scale
         assert np.array_equal(ds.read_image(i, 'lq'), src_lq[top // s_:(top + h) // s_, left // s_:(left + w) // s_])
         assert smp['key'] == f'{name}_y{top}_x{left}'
+    if scale == 1 and not lmdb and not tile:  # a training patch larger than the crops: refused before training
+        with pytest.raises(ValueError, match=rf'{crop}-px crops: lower gt_size to <= {crop}, or distil again with '
+                                             r'source\.crop_size >= 32'):
+            TripleDDataset({'dataroot': out, 'phase': 'train', 'scale': 1, 'gt_size': 32})
+        assert len(TripleDDataset({'dataroot': out, 'phase': 'train', 'scale': 1, 'gt_size': crop})) == s['n']
 
 
 def test_num_counts_crops_and_bad_options(tmp_path):

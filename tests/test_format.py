@@ -249,8 +249,9 @@ def test_dataset_bad_options_and_dirs(tmp_path, pairs):
     gt_dir, lq_dir, _ = pairs
     out = tmp_path / 'o'
     pack(gt_dir, lq_dir, str(out), progress=False)
-    with pytest.raises(ValueError, match=r"LQ is 80x60, smaller than the LQ patch 96x96.*Lower gt_size"):
-        dataset(out, phase='train', gt_size=96)[0]
+    with pytest.raises(ValueError, match=r"smaller than gt_size 96 .*GT 60 px on its short side\); lower gt_size "
+                                         r"to <= 60 or leave the small images out"):
+        dataset(out, phase='train', gt_size=96)  # before any training step
     with pytest.raises(KeyError, match='gt_size'):
         dataset(out, phase='train')
     with pytest.raises(ValueError, match='written with scale 1 but the options say scale 4'):

@@ -76,6 +76,7 @@ class TripleDDataset(data.Dataset):
                 raise KeyError('TripleDDataset: option "gt_size" is required in the train phase.')
             if self.gt_size % self.scale:
                 raise ValueError(f'gt_size {self.gt_size} must be a multiple of scale {self.scale}.')
+            self._check_patch_fits()
         self.keys = [s['key'] for s in self.samples]
         self.complexity = self._field('complexity', float, np.nan)
         self.uncertainty = self._field('uncertainty', float, np.nan)
@@ -89,6 +90,21 @@ class TripleDDataset(data.Dataset):
         self.task_quota = self._recorded_quota()
         self.mean, self.std = opt.get('mean'), opt.get('std')
         self.tiles_decoded = 0
+
+    def _check_patch_fits(self):
+        """Every stored GT image must hold a gt_size patch: say so before training, naming the
+        smallest sample and, for crop units, the distiller option that sets their size."""
+        sides = [min(s['gt_shape'][:2]) for s in self.samples if s.get('gt_shape')]
+        if not sides or min(sides) >= int(self.gt_size):
+            return
+        i = int(np.argmin(sides))
+        crops = 'box' in self.samples[i]
+        hint = (f'the distilled units are {sides[i]}-px crops: lower gt_size to <= {sides[i]}, or distil again with '
+                f'source.crop_size >= {self.gt_size} (gt_size + 25 % leaves the patch room to move)') if crops else \
+            f'lower gt_size to <= {sides[i]} or leave the small images out'
+        raise ValueError(f'{self.root}: {sum(x < int(self.gt_size) for x in sides)} of {len(sides)} samples are '
+                         f'smaller than gt_size {self.gt_size} (e.g. {self.samples[i]["key"]!r}, GT '
+                         f'{sides[i]} px on its short side); {hint}.')
 
     def _field(self, name, cast, default):
         return np.array([cast(s[name]) if s.get(name) is not None else default for s in self.samples],

@@ -78,7 +78,11 @@ def one_line_summary(s):
         per_task = ' [' + ', '.join(
             f'{t} {r["n"]}/{r["N"]} q{r["quota"]:.2f} MMD {_f((r.get("mmd") or {}).get("subset"), ".3g")} '
             f'(random {_f((r.get("mmd") or {}).get("random_mean"), ".3g")})' for t, r in tasks.items()) + ']'
-    return (f'distilled {s["n"]} of {s["N_usable"]} pairs ({100 * s["n"] / s["N_usable"]:.2f} %) -> {out}: MMD '
+    share = f'{100 * s["n"] / s["N_usable"]:.2f} %'
+    if s.get('units') == 'crops' and s.get('pixel_ratio') is not None:
+        share = f'{100 * s["pixel_ratio"]:.2f} % of the pixels'
+    return (f'distilled {s["n"]} of {s["N_usable"]} {"crops" if s.get("units") == "crops" else "pairs"} ({share}) '
+            f'-> {out}: MMD '
             f'{_f(s["mmd"]["subset"])} (random {_f(s["mmd"]["random_mean"])}), {cal_txt}, '
             f'{s["timings"].get("total", 0):.1f} s{per_task}')
 
