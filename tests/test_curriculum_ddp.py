@@ -63,7 +63,7 @@ def test_basicsr_train_two_process_gloo(tmp_path):
     opt.pop('dist_params')
     opt['name'] = 'cur_ddp'
     opt['train']['total_iter'] = 8
-    opt['datasets']['train']['sampler']['trace_file'] = 'trace_{rank}.jsonl'
+    opt['datasets']['train']['sampler'].update(trace_file='trace_{rank}.jsonl', curriculum=True)  # the recipe ships it off
     opt['logger'].update(use_tb_logger=False, save_checkpoint_freq=8)
     opt['val']['val_freq'] = 1000
     with open(work / 'ddp.yml', 'w') as f:

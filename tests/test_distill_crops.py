@@ -120,7 +120,7 @@ def test_raw_codec_stores_the_same_pixels_as_png(tmp_path, tile):
 def test_bad_codec(tmp_path):
     gt, lq = write_pairs(str(tmp_path / 'src'), num=4, size=32, seed=6)
     o = str(tmp_path / 'o')
-    with pytest.raises(OptionError, match=r"output\.codec must be one of png, raw; got 'jpeg'"):
+    with pytest.raises(OptionError, match=r"output\.codec must be one of auto, png, raw; got 'jpeg'"):
         run_distill(tiny_options(gt, lq, o, output={'codec': 'jpeg'}), progress=False)
     assert not os.path.exists(o) and not os.path.exists(o + '.work')
 
@@ -156,6 +156,15 @@ def test_defaults_are_crops_statistics_and_kcenter_offline(tmp_path, monkeypatch
     n = math.ceil(0.1 * 6 * 144 * 144 / 48 ** 2)  # the budget is a share of the pixels
     assert len(meta['samples']) == n and all(len(s['box']) == 4 and s['box'][2] == 48 for s in meta['samples'])
     assert sorted(os.listdir(gt)) == before
+    # small crop set: stored uncompressed (output.codec auto -> raw), a patch is a slice of the stored array
+    from tripled_basicsr.data.tripled_dataset import TripleDDataset
+    from tripled_basicsr.distill.pipeline import auto_codec
+    assert used['output']['codec'] == meta['codec'] == 'raw'
+    ds = TripleDDataset({'dataroot': out, 'phase': 'val', 'scale': 1})
+    top, left, h, w = meta['samples'][0]['box']
+    src = cv2.imread(os.path.join(gt, meta['samples'][0]['image_key'] + '.png'))
+    assert np.array_equal(ds.read_image(0, 'gt'), src[top:top + h, left:left + w])
+    assert auto_codec(0, 1, 10) == 'png' and auto_codec(480, 4, 10 ** 6) == 'png'  # whole images; too large
     assert resolve_auto_backbone(pretrained=False) == 'tripled_stats'
     assert resolve_auto_backbone(checkpoint=str(tmp_path / 'w.pth')) == AUTO_VIT  # a local file: the ViT
     with pytest.raises(OptionError, match=r'source\.crop_step is set but source\.crop_size is auto'):

@@ -270,3 +270,26 @@ def test_herding_bandwidth_option_is_checked():
     with pytest.raises(OptionError, match='selection.bandwidth'):
         SELECTION.resolve({'type': 'herding', 'bandwidth': -1.0})
     assert SELECTION.resolve({'type': 'herding', 'bandwidth': 0.5})['bandwidth'] == 0.5
+
+
+def test_facility_location_is_the_greedy_choice_and_covers_dense_clusters_first():
+    feats, label = clustered((300, 120, 60, 4), d=4, spread=0.05, seed=2)
+    sigma = 0.3
+    # plain greedy, gains recomputed in full at every step
+    k = np.exp(-((feats[:, None] - feats[None]) ** 2).sum(-1) / (2 * sigma ** 2))
+    best, naive = np.zeros(len(feats)), []
+    for _ in range(6):
+        g = np.maximum(k - best[None], 0).sum(1)
+        g[naive] = -1
+        naive.append(int(np.argmax(g)))
+        best = np.maximum(best, k[naive[-1]])
+    ctx = {'seed': 0}
+    sel, labels = SELECTION.call(SELECTION.resolve({'type': 'facility', 'bandwidth': sigma}), feats, None, None, 6, ctx)
+    assert labels is None and sel.tolist() == sorted(naive) and ctx['bandwidth'] == sigma
+    assert set(label[sel].tolist()) == {0, 1, 2, 3}  # separated clusters: each gets a pick
+    three, _ = SELECTION.call({'type': 'facility', 'bandwidth': sigma}, feats, None, None, 3, {'seed': 0})
+    assert sorted(label[three].tolist()) == [0, 1, 2]  # the largest first: the 4-point cluster waits
+    again, _ = SELECTION.call({'type': 'facility', 'bandwidth': sigma, 'clients': 50}, feats, None, None, 6, {'seed': 0})
+    assert len(set(again.tolist())) == 6  # sampled clients: still n distinct picks
+    with pytest.raises(OptionError, match='selection.clients'):
+        SELECTION.resolve({'type': 'facility', 'clients': 0})

@@ -48,10 +48,10 @@ def tiny_options(gt, lq, out, **over):
     """Options for a fast CPU run with a 2-block, 64-dim ViT at 32 px (random init)."""
     opt = {
         'name': 'test',
-        # whole images and the stratified draw pinned (not the crops / kcenter defaults): the tests built on this
+        # whole images, PNG values and the stratified draw pinned (not the crops / raw / kcenter defaults): the tests built on this
         # check pair-level behaviour; tests of the defaults set their own options
         'source': {'dataroot_gt': gt, 'dataroot_lq': lq, 'crop_size': 0},
-        'output': {'path': out},
+        'output': {'path': out, 'codec': 'png'},
         'features': {'backbone': 'vit_tiny_patch16_224', 'pretrained': False, 'model_kwargs': dict(TINY_MODEL_KWARGS),
                      'input_size': 32, 'batch_size': 8, 'num_workers': 0, 'device': 'cpu'},
         'selection': {'type': 'tripled', 'ratio': 0.25, 'seed': 0},

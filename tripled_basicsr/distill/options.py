@@ -31,7 +31,8 @@ DEFAULTS = {
     },
     # several tasks (all-in-one): a list of `source`-like entries, each with a `task` name; replaces `source`
     'sources': None,
-    'output': {'path': None, 'tile_size': 0, 'compress_level': 1, 'overwrite': False, 'codec': 'png'},
+    # codec auto: raw (uncompressed, a crop is a slice) for crop units up to RAW_AUTO_MAX bytes, else png
+    'output': {'path': None, 'tile_size': 0, 'compress_level': 1, 'overwrite': False, 'codec': 'auto'},
     'features': {
         # auto: the pretrained ViT-S/16 when its weights can be had, else tripled_stats (backbone.resolve_auto_backbone)
         'backbone': 'auto',
@@ -247,7 +248,7 @@ def validate(opt):
     out['tile_size'] = ck.integer('output.tile_size', out['tile_size'], lo=0)
     out['compress_level'] = ck.integer('output.compress_level', out['compress_level'], lo=0, hi=9)
     ck.boolean('output.overwrite', out['overwrite'])
-    ck.choice('output.codec', out['codec'], ('png', 'raw'))
+    ck.choice('output.codec', out['codec'], ('auto', 'png', 'raw'))
 
     ck.string('features.backbone', f['backbone'])
     ck.boolean('features.pretrained', f['pretrained'])

@@ -198,7 +198,7 @@ def _check_output(st):
         return DistilledWriter(st.out_path, scale=scale_of(st.opt), tile_size=out['tile_size'],
                                compress_level=out['compress_level'], overwrite=out['overwrite'], tool='distill',
                                overwrite_option='output.overwrite: true (or --force-overwrite)',
-                               sources=_sources(st.opt), codec=out['codec'])
+                               sources=_sources(st.opt), codec='png' if out['codec'] == 'auto' else out['codec'])
     except ValueError as exc:
         raise _writer_error(exc) from exc
 
@@ -658,6 +658,19 @@ def _psnr(a, b):
     return 100.0 if mse == 0 else min(100.0, 10 * math.log10(255.0 ** 2 / mse))
 
 
+RAW_AUTO_MAX = 4 << 30  # output.codec auto: raw up to 4 GiB of GT + LQ arrays
+
+
+def auto_codec(crop, scale, n, limit=RAW_AUTO_MAX):
+    """``output.codec: auto`` -> 'raw' for n crop units of ``crop`` px whose GT + LQ arrays fit in
+    ``limit`` bytes (a small distilled set can afford no compression: a random patch is a slice,
+    not a decode); 'png' for whole images (their sizes vary, and PNG values stay readable by
+    stock BasicSR datasets) and for larger sets."""
+    if not crop:
+        return 'png'
+    return 'raw' if n * 3 * crop * crop * (1 + 1 / scale ** 2) <= limit else 'png'
+
+
 def write(st):
     """Write the subset (calibrated when applied), the summary and the report files, atomically."""
     from tqdm import tqdm
@@ -666,6 +679,8 @@ def write(st):
     t = time.time()
     opt, source, c, u = st.opt, st.source, st.c, st.u
     w = st.writer
+    if opt['output']['codec'] == 'auto':  # resolved into the options, so the output records what was written
+        opt['output']['codec'] = w.codec = auto_codec(getattr(source, 'crop', 0), scale_of(opt), len(st.picked))
     w.provenance = {'source': source.describe(), 'options': opt, 'work_dir': st.work}
     psnrs, write_skipped, strengths, greys = [], [], [], 0
     tol = opt['calibration']['residual_tolerance']

@@ -5,13 +5,14 @@
 * ``cluster_quotas``: n split over clusters proportionally to their sizes (largest remainder).
 * ``gumbel_topk``: sampling without replacement with p_i ~ exp(s_i) via the Gumbel-top-k trick.
 * registered strategies ``kcenter`` (coverage, the default), ``tripled`` (the paper's stratified
-  draw), ``herding`` (kernel herding: MMD to the full set), ``random``, ``top_complexity``.
+  draw), ``herding`` (kernel herding: MMD to the full set), ``facility`` (facility location),
+  ``random``, ``top_complexity``.
 """
 import math
 
 import numpy as np
 
-from tripled_basicsr.distill.checks import OptionError, number
+from tripled_basicsr.distill.checks import OptionError, integer, number
 from tripled_basicsr.distill.registry import SELECTION
 
 
@@ -324,6 +325,59 @@ def select_herding(feats, c, u, n, ctx, bandwidth=0.0):
     sigma = float(bandwidth) or 0.5 * median_bandwidth(feats, seed=seed)
     ctx['bandwidth'] = sigma
     return np.sort(_herd(feats, n, sigma, rng)), None
+
+
+def _gauss(x, c, sigma):
+    """Gaussian kernel matrix (B, K) between rows of x and c."""
+    return np.exp(-_sq_dists(np.asarray(x, np.float32), np.asarray(c, np.float32)) / (2.0 * sigma * sigma))
+
+
+def _facility_location(x, m, sigma, rng, clients=16384, chunk=4096, batch=64):
+    """Lazy greedy facility location: m rows of x maximising sum over clients c of
+    max_{s in S} k(c, x_s) (Gaussian kernel), clients = all rows or a seeded sample of
+    ``clients`` of them. Gains only shrink as S grows (submodular), so a stale gain is an upper
+    bound: refresh the ``batch`` best bounds at once (O(batch C D)) and take the best refreshed
+    gain if it beats every bound left, which makes it the true greedy choice. The first gains
+    cost O(N C D); memory O(N + C)."""
+    import heapq
+    n = x.shape[0]
+    cl = np.asarray(x if n <= clients else x[np.sort(rng.choice(n, clients, replace=False))], np.float32)
+    best = np.zeros(cl.shape[0], np.float64)
+    gains = np.concatenate([_gauss(x[s:s + chunk], cl, sigma).sum(1) for s in range(0, n, chunk)])
+    heap = [(-float(g), i) for i, g in enumerate(gains)]
+    heapq.heapify(heap)
+    picked = []
+    while len(picked) < m:
+        idx = [heapq.heappop(heap)[1] for _ in range(min(batch, len(heap)))]
+        k = _gauss(x[idx], cl, sigma)
+        g = np.maximum(k - best[None], 0.0).sum(1)
+        j = int(np.argmax(g))  # first of equal gains: the lower heap position, deterministic
+        take = not heap or g[j] >= -heap[0][0]
+        if take:
+            picked.append(idx[j])
+            best = np.maximum(best, k[j])
+        for t, i in enumerate(idx):
+            if not (take and t == j):
+                heapq.heappush(heap, (-float(g[t]), i))
+    return np.asarray(picked, np.int64)
+
+
+@SELECTION.register('facility', checks={'bandwidth': lambda path, v: number(path, v, lo=0),
+                                        'clients': lambda path, v: integer(path, v, lo=1)})
+def select_facility(feats, c, u, n, ctx, bandwidth=0.0, clients=16384):
+    """Representative coverage: greedy facility location on the L2-normalised features with a
+    Gaussian kernel. Each pick is the unit that most raises the summed similarity of every
+    source unit (or of ``clients`` sampled ones) to its nearest pick: dense regions are
+    covered first, then sparser ones, no unit counts twice. Between ``kcenter`` (every
+    region, outliers first) and ``herding`` (the density, duplicates allowed). ``bandwidth``:
+    kernel sigma, 0 = half the median pairwise distance. Deterministic per ``seed``.
+    """
+    from tripled_basicsr.utils.distribution import median_bandwidth
+    _check_budget(n, feats.shape[0])
+    seed = int(ctx.get('seed', 0))
+    sigma = float(bandwidth) or 0.5 * median_bandwidth(feats, seed=seed)
+    ctx['bandwidth'] = sigma
+    return np.sort(_facility_location(feats, n, sigma, np.random.default_rng([seed, 6]), int(clients))), None
 
 
 def curriculum_stages(c_subset, easy_quantile=0.5):
