@@ -129,3 +129,29 @@ def test_shipped_option_files_are_valid(tmp_path):
         merged = merge_options(opt)
         assert merged['selection']['type'] == 'kcenter' and merged['output']['path']
         assert merged['source']['crop_size'] >= 48 and merged['calibration']['enabled'] is False
+
+
+@pytest.mark.slow
+def test_defaults_under_torchrun_equal_one_process(tmp_path, monkeypatch):
+    """The default options (crop_size auto, backbone auto resolved on rank 0 and shared,
+    kcenter, codec auto) under torchrun with 2 gloo ranks give the single-process subset."""
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    gt, lq = write_pairs(str(tmp_path / 'src'), num=8, size=144, seed=4, sigma=5)
+    from tripled_basicsr.distill import run_distill
+
+    def opt(out):
+        return {'source': {'dataroot_gt': gt, 'dataroot_lq': lq}, 'output': {'path': out},
+                'features': {'num_workers': 0, 'device': 'cpu', 'batch_size': 8}, 'selection': {'ratio': 0.1},
+                'report': {'plot': False, 'random_repeats': 2}}
+    ref, out = str(tmp_path / 'ref'), str(tmp_path / 'out')
+    run_distill(opt(ref), progress=False)
+    r = _torchrun(write_opt(tmp_path / 'o.yml', opt(out)), {'HF_HUB_OFFLINE': '1'})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    assert r.stdout.strip().splitlines()[-1].startswith('distilled 8 of 72 crops (11.11 % of the pixels)')
+    m1, m2 = meta(ref), meta(out)
+    assert m2['summary']['features']['world_size'] == 2
+    for m in (m1, m2):
+        used = m['provenance']['options']
+        assert (used['source']['crop_size'], used['features']['backbone'], used['output']['codec']) == \
+            (48, 'tripled_stats', 'raw')
+    assert [(s['key'], s['box']) for s in m1['samples']] == [(s['key'], s['box']) for s in m2['samples']]

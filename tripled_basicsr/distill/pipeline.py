@@ -117,8 +117,9 @@ def _wait_group(world):
     return torch.distributed.new_group(backend='gloo', timeout=RANK0_WAIT)
 
 
-def _on_rank0(fn, rank, world, group=None):
-    """Run ``fn`` on rank 0 and re-raise its error on every rank (so no rank hangs)."""
+def _on_rank0(fn, rank, world, group=None, share=False):
+    """Run ``fn`` on rank 0 and re-raise its error on every rank (so no rank hangs); with
+    ``share``, every rank returns rank 0's result (a picklable value)."""
     result, err = None, None
     if rank == 0:
         try:
@@ -132,6 +133,10 @@ def _on_rank0(fn, rank, world, group=None):
             raise RuntimeError(f'rank 0 failed: {box[0][0]}: {box[0][1]}')
     if err is not None:
         raise err
+    if share and world > 1:
+        box = [result]
+        torch.distributed.broadcast_object_list(box, src=0, group=group)
+        result = box[0]
     return result
 
 
@@ -344,8 +349,10 @@ def setup_features(st):
     else:
         resolve_clusters(opt['selection']['clusters'], st.n_budget)  # strata vs budget, before the backbone
     keys_hash = hashlib.sha256('\n'.join(st.source.keys).encode()).hexdigest()
-    if fopt['backbone'] == 'auto':  # resolved into the options: the feature cache and meta name the model used
-        fopt['backbone'] = resolve_auto_backbone(fopt['pretrained'], fopt['checkpoint'], fopt['hub_timeout'])
+    if fopt['backbone'] == 'auto':  # resolved into the options: the feature cache and meta name the model used;
+        # on rank 0 only and shared, so ranks that see the hub differently still embed with one model
+        fopt['backbone'] = _on_rank0(lambda: resolve_auto_backbone(fopt['pretrained'], fopt['checkpoint'],
+                                                                   fopt['hub_timeout']), st.rank, st.world, share=True)
     st.model = build_backbone(fopt['backbone'], fopt['pretrained'], fopt['checkpoint'], fopt['input_size'],
                               fopt['model_kwargs'], fopt['hub_timeout'], fopt['seed'])
     with torch.no_grad():
