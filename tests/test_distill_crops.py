@@ -3,6 +3,7 @@ sources, whole and tiled output), pixel budget, provenance, bad options."""
 import json
 import math
 import os
+import re
 
 import cv2
 import numpy as np
@@ -173,3 +174,27 @@ def test_defaults_are_crops_statistics_and_kcenter_offline(tmp_path, monkeypatch
     with pytest.raises(OptionError, match=r"source\.crop_size must be an integer; got 'big'"):
         run_distill(dict(opt, source={'dataroot_gt': gt, 'dataroot_lq': lq, 'crop_size': 'big'},
                          output={'path': str(tmp_path / 'o3')}), progress=False)
+
+
+def test_auto_crops_with_an_unreadable_image(tmp_path, monkeypatch):
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    gt, lq = write_pairs(str(tmp_path / 'src'), num=6, size=144, seed=3, sigma=5)
+    bad = os.path.join(gt, sorted(os.listdir(gt))[2])
+    with open(bad, 'wb') as f:
+        f.write(b'not a png')
+
+    def opt(out, on_error):
+        return {'source': {'dataroot_gt': gt, 'dataroot_lq': lq, 'on_error': on_error}, 'output': {'path': out},
+                'features': {'num_workers': 0, 'device': 'cpu'}, 'selection': {'ratio': 0.1},
+                'report': {'plot': False, 'random_repeats': 2}}
+    with pytest.raises(Exception, match=re.escape(bad)):
+        run_distill(opt(str(tmp_path / 'a'), 'raise'), progress=False)
+    assert not os.path.exists(tmp_path / 'a')
+    run_distill(opt(str(tmp_path / 'b'), 'skip'), progress=False)
+    with open(tmp_path / 'b' / 'tripled_meta.json') as f:
+        meta = json.load(f)
+    assert meta['provenance']['options']['source']['crop_size'] == 48  # the median of the readable sizes
+    skipped = meta['summary']['skipped']
+    assert [s['gt_path'] for s in skipped] == [bad] and skipped[0]['reason'] == 'unreadable GT image'
+    assert os.path.splitext(os.path.basename(bad))[0] not in {s['image_key'] for s in meta['samples']}
+    assert len(meta['samples']) == math.ceil(0.1 * 5 * 144 * 144 / 48 ** 2)  # the budget counts readable pixels

@@ -89,7 +89,7 @@ class CropSource:
     dataroot_gt/lq, refs, read_bytes, read, read_pair, source_path, describe) plus
     ``box(i)`` / ``provenance(i)`` and ``total_pixels`` (GT pixels of the whole images)."""
 
-    def __init__(self, source, crop_size, crop_step=None, shapes=None):
+    def __init__(self, source, crop_size, crop_step=None, shapes=None, skip_unreadable=False):
         crop, step = int(crop_size), int(crop_step or crop_size)
         if crop % source.scale:
             raise ValueError(f'source.crop_size {crop} must be a multiple of source.scale {source.scale}.')
@@ -99,7 +99,12 @@ class CropSource:
         self.kind, self.scale = source.kind, source.scale
         self.dataroot_gt, self.dataroot_lq = source.dataroot_gt, source.dataroot_lq
         self.skipped = list(source.skipped)
-        shapes = image_shapes(source) if shapes is None else shapes
+        if shapes is None:
+            shapes = image_shapes(source, strict=not skip_unreadable)
+        if skip_unreadable:  # on_error: skip - an image whose size cannot be read gives no crop
+            self.skipped += [{'gt_path': source.source_path(i, 'gt'), 'reason': 'unreadable GT image'}
+                             for i, hw in enumerate(shapes) if hw is None]
+        shapes = [hw or (0, 0) for hw in shapes]
         self.total_pixels = int(sum(h * w for h, w in shapes))
         img, tops, lefts = [], [], []
         for i, (h, w) in enumerate(shapes):
@@ -111,7 +116,7 @@ class CropSource:
         self.top, self.left = np.concatenate(tops), np.concatenate(lefts)
         if len(self.image_index) == 0:
             raise ValueError(f'source.crop_size {crop} is larger than every source image; lower it.')
-        self.small_images = [source.keys[i] for i, (h, w) in enumerate(shapes) if h < crop or w < crop]
+        self.small_images = [source.keys[i] for i, (h, w) in enumerate(shapes) if 0 < h < crop or 0 < w < crop]
         self.keys = [f'{source.keys[i]}_y{t}_x{x}' for i, t, x in zip(self.image_index, self.top, self.left)]
         self.refs = [source.refs[i] for i in self.image_index]
         self._cache = {}

@@ -267,7 +267,10 @@ def _as_crops(src, s, p, shapes=None):
     if s.get('crop_size'):
         from tripled_basicsr.distill.crops import CropSource
         try:
-            src = CropSource(src, s['crop_size'], s.get('crop_step'), shapes=shapes)
+            skip = s['on_error'] == 'skip'
+            if shapes is not None and not skip and any(hw is None for hw in shapes):
+                shapes = None  # read again strictly: the unreadable image's own error names it
+            src = CropSource(src, s['crop_size'], s.get('crop_step'), shapes=shapes, skip_unreadable=skip)
         except ValueError as exc:
             raise OptionError(str(exc) if p == 'source' else f'{p}: {exc}') from exc
         if src.small_images:
@@ -285,9 +288,10 @@ def _resolve_auto_crop(entries, pairs):
     crop = auto_crop_size([hw for sh in shapes for hw in sh if hw], entries[0][1]['scale']) or 0
     for p, s in entries:
         s['crop_size'] = crop
-    print(f'note: source.crop_size auto -> {f"{crop}-px crops" if crop else "whole images (images under 96 px)"} '
-          f'as selection units.', file=sys.stderr)
-    return [None if any(hw is None for hw in sh) else sh for sh in shapes]  # CropSource reports unreadable ones
+    if int(os.environ.get('RANK', 0)) == 0:
+        what = f'{crop}-px crops' if crop else 'whole images (median short side under 96 px)'
+        print(f'note: source.crop_size auto -> {what} as selection units.', file=sys.stderr)
+    return shapes
 
 
 def open_source(opt):
