@@ -262,6 +262,23 @@ def select_kcenter(feats, c, u, n, ctx, chunk=65536):
     return np.sort(_farthest_points(feats, n, np.random.default_rng([int(ctx.get('seed', 0)), 4]), chunk)), None
 
 
+def _gauss(x, c, sigma):
+    """Gaussian kernel matrix (B, K) between rows of x and c."""
+    return np.exp(-_sq_dists(np.asarray(x, np.float32), np.asarray(c, np.float32)) / (2.0 * sigma * sigma))
+
+
+def _bandwidth(feats, bandwidth, ctx):
+    """The Gaussian kernel sigma of ``herding`` / ``facility``: ``bandwidth``, or 0 = half the
+    median pairwise distance (median heuristic on a seeded sample); recorded in ``ctx``."""
+    from tripled_basicsr.utils.distribution import median_bandwidth
+    sigma = float(bandwidth) or 0.5 * median_bandwidth(feats, seed=int(ctx.get('seed', 0)))
+    ctx['bandwidth'] = sigma
+    return sigma
+
+
+_KERNEL_CHECKS = {'bandwidth': lambda path, v: number(path, v, lo=0)}
+
+
 def kernel_density(x, sigma, rng, exact_max=32768, rff_dim=2048, chunk=4096):
     """p(x_i) = mean_j exp(-|x_i - x_j|^2 / (2 sigma^2)) for every row: exact (chunked,
     O(N^2 D)) up to ``exact_max`` rows, else random Fourier features (O(N rff_dim D))."""
@@ -269,10 +286,8 @@ def kernel_density(x, sigma, rng, exact_max=32768, rff_dim=2048, chunk=4096):
     p = np.empty(n, np.float64)
     if n <= exact_max:
         xa = np.asarray(x, np.float32)
-        xsq = (xa * xa).sum(1)
         for s in range(0, n, chunk):
-            d = _sq_dists(xa[s:s + chunk], xa, xsq[s:s + chunk])
-            p[s:s + chunk] = np.exp(-d / (2 * sigma * sigma)).mean(1)
+            p[s:s + chunk] = _gauss(xa[s:s + chunk], xa, sigma).mean(1)
         return p
     w = rng.normal(size=(x.shape[1], rff_dim)).astype(np.float32) / np.float32(sigma)
     b = rng.uniform(0, 2 * np.pi, rff_dim).astype(np.float32)
@@ -302,14 +317,12 @@ def _herd(x, m, sigma, rng, chunk=65536):
         i = int(best[rng.integers(len(best))])
         picked.append(i)
         taken[i] = True
-        cen = np.asarray(x[i], np.float32)[None]
         for s in range(0, total, chunk):
-            d = _sq_dists(np.asarray(x[s:s + chunk], np.float32), cen)[:, 0]
-            acc[s:s + chunk] += np.exp(-d / (2 * sigma * sigma))
+            acc[s:s + chunk] += _gauss(x[s:s + chunk], x[i:i + 1], sigma)[:, 0]
     return np.asarray(picked, np.int64)
 
 
-@SELECTION.register('herding', checks={'bandwidth': lambda path, v: number(path, v, lo=0)})
+@SELECTION.register('herding', checks=_KERNEL_CHECKS)
 def select_herding(feats, c, u, n, ctx, bandwidth=0.0):
     """Distribution matching: greedy kernel herding (MMD minimisation) on the L2-normalised
     features with a Gaussian kernel. The subset's kernel mean embedding is pulled towards
@@ -319,17 +332,8 @@ def select_herding(feats, c, u, n, ctx, bandwidth=0.0):
     ``seed`` picks the bandwidth sample and breaks exact ties.
     """
     _check_budget(n, feats.shape[0])
-    from tripled_basicsr.utils.distribution import median_bandwidth
-    seed = int(ctx.get('seed', 0))
-    rng = np.random.default_rng([seed, 5])
-    sigma = float(bandwidth) or 0.5 * median_bandwidth(feats, seed=seed)
-    ctx['bandwidth'] = sigma
-    return np.sort(_herd(feats, n, sigma, rng)), None
-
-
-def _gauss(x, c, sigma):
-    """Gaussian kernel matrix (B, K) between rows of x and c."""
-    return np.exp(-_sq_dists(np.asarray(x, np.float32), np.asarray(c, np.float32)) / (2.0 * sigma * sigma))
+    sigma = _bandwidth(feats, bandwidth, ctx)
+    return np.sort(_herd(feats, n, sigma, np.random.default_rng([int(ctx.get('seed', 0)), 5]))), None
 
 
 def _facility_location(x, m, sigma, rng, clients=16384, chunk=4096, batch=64):
@@ -362,8 +366,7 @@ def _facility_location(x, m, sigma, rng, clients=16384, chunk=4096, batch=64):
     return np.asarray(picked, np.int64)
 
 
-@SELECTION.register('facility', checks={'bandwidth': lambda path, v: number(path, v, lo=0),
-                                        'clients': lambda path, v: integer(path, v, lo=1)})
+@SELECTION.register('facility', checks={**_KERNEL_CHECKS, 'clients': lambda path, v: integer(path, v, lo=1)})
 def select_facility(feats, c, u, n, ctx, bandwidth=0.0, clients=16384):
     """Representative coverage: greedy facility location on the L2-normalised features with a
     Gaussian kernel. Each pick is the unit that most raises the summed similarity of every
@@ -372,12 +375,10 @@ def select_facility(feats, c, u, n, ctx, bandwidth=0.0, clients=16384):
     region, outliers first) and ``herding`` (the density, duplicates allowed). ``bandwidth``:
     kernel sigma, 0 = half the median pairwise distance. Deterministic per ``seed``.
     """
-    from tripled_basicsr.utils.distribution import median_bandwidth
     _check_budget(n, feats.shape[0])
-    seed = int(ctx.get('seed', 0))
-    sigma = float(bandwidth) or 0.5 * median_bandwidth(feats, seed=seed)
-    ctx['bandwidth'] = sigma
-    return np.sort(_facility_location(feats, n, sigma, np.random.default_rng([seed, 6]), int(clients))), None
+    sigma = _bandwidth(feats, bandwidth, ctx)
+    rng = np.random.default_rng([int(ctx.get('seed', 0)), 6])
+    return np.sort(_facility_location(feats, n, sigma, rng, int(clients))), None
 
 
 def curriculum_stages(c_subset, easy_quantile=0.5):
