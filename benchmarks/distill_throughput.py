@@ -10,6 +10,12 @@
 3. Peak RSS of a whole `run_distill` (features, k-means, scores, selection, write) at N and
    4N pairs, each in a fresh process. Target: far from 4x.
 
+    python benchmarks/distill_throughput.py --crop-units 640 [--uhd-pairs 2] [--input-size 128]
+
+4. Crop units of UHD pairs (3840x2160, JPEG and PNG): units/s of the feature stage's decode
+   (every kind's views, no forward) when each crop is cut from one reduced decode of its
+   frame (the distiller's path) against encoding each crop and decoding it at reduced size.
+
 Random-initialised weights (no network). Data: synthetic GT/LQ pairs in a temp dir.
 """
 import argparse
@@ -85,6 +91,58 @@ def features_end_to_end(a, gt, lq, work):
     return len(src) / (time.time() - t0), info
 
 
+class _PerCrop:
+    """A CropSource without ``read_reduced``: the feature stage falls back to decoding each
+    crop's encoded bytes (the per-crop path, for comparison)."""
+
+    def __init__(self, src):
+        self._src = src
+
+    def __len__(self):
+        return len(self._src)
+
+    def __getattr__(self, name):
+        if name == 'read_reduced':
+            raise AttributeError(name)
+        return getattr(self._src, name)
+
+
+def crop_units(a):
+    """Section 4: -> rows of (format, path, units/s, x per-crop)."""
+    import cv2
+    import numpy as np
+
+    from tripled_basicsr.data.paired_source import PairedSource, write_pair_folders
+    from tripled_basicsr.distill.crops import CropSource
+    from tripled_basicsr.distill.features import EmbedInputs
+    rng = np.random.default_rng(0)
+    frames = [cv2.GaussianBlur(cv2.resize(rng.integers(0, 256, (270, 480, 3), dtype=np.uint8), (3840, 2160),
+                                          interpolation=cv2.INTER_CUBIC), (0, 0), 2) for _ in range(a.uhd_pairs)]
+    decode = a.input_size * 2  # features.decode_size: auto with local_views 0
+    tmp = tempfile.mkdtemp(prefix='tripled_bench_crops_')
+    rows = []
+    for fmt, params in (('jpg', [cv2.IMWRITE_JPEG_QUALITY, 92]), ('png', [cv2.IMWRITE_PNG_COMPRESSION, 1])):
+        gt, lq = write_pair_folders(os.path.join(tmp, fmt), ((f'{i:04d}', f, f) for i, f in enumerate(frames)),
+                                    ext=f'.{fmt}', params=params)
+        rates = {}
+        for r in range(a.repeats):  # interleaved A/B: a shared machine changes speed over minutes
+            for name, wrap in (('per-crop encode + reduced decode', _PerCrop), ('one reduced decode per frame', None)):
+                src = CropSource(PairedSource(gt, lq), a.crop_units)
+                ds = EmbedInputs(wrap(src) if wrap else src, ('gt',), a.input_size, 0, decode, 0)
+                t0 = time.time()
+                for i in range(len(ds)):
+                    assert not ds[i][3], ds[i][3]
+                rates.setdefault(name, []).append(len(ds) / (time.time() - t0))
+        base = sorted(rates['per-crop encode + reduced decode'])[a.repeats // 2]
+        for name, v in rates.items():
+            med = sorted(v)[a.repeats // 2]
+            rows.append({'format': fmt, 'path': name, 'units': len(ds), 'units_per_s': round(med, 2),
+                         'vs_per_crop': round(med / base, 2)})
+    import shutil
+    shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
 def child_peak_rss(opt_path):
     code = ('import json,resource,sys,time; import tripled_basicsr; from tripled_basicsr.distill import run_distill;'
             'from tripled_basicsr.utils.io import load_yaml_safe; t=time.time();'
@@ -111,10 +169,22 @@ def main(argv=None):
     p.add_argument('--repeats', type=int, default=3, help='interleaved forward/end-to-end repeats (median)')
     p.add_argument('--skip-memory', action='store_true')
     p.add_argument('--out', default=None, help='append the markdown table to this file')
+    p.add_argument('--crop-units', type=int, default=0, metavar='CROP',
+                   help='only section 4: CROP-px crop units of 3840x2160 pairs, decode paths compared')
+    p.add_argument('--uhd-pairs', type=int, default=2)
     a = p.parse_args(argv)
     import yaml
 
     import torch
+    if a.crop_units:
+        rows = crop_units(a)
+        print(f'\n### crop units: {a.crop_units}-px crops of {a.uhd_pairs} 3840x2160 frames, decode for '
+              f'{a.input_size}-px views, median of {a.repeats}\n')
+        print('| format | path | units | units/s | x per-crop |\n|---|---|---|---|---|')
+        for r in rows:
+            print(f'| {r["format"]} | {r["path"]} | {r["units"]} | {r["units_per_s"]:.2f} | {r["vs_per_crop"]:.2f} |')
+        print(json.dumps({'benchmark': 'distill_crop_units', 'crop': a.crop_units, 'rows': rows}))
+        return
 
     tmp = tempfile.mkdtemp(prefix='tripled_bench_')
     gt, lq = make_data(os.path.join(tmp, 'n'), a.num, a.size, a.format)

@@ -198,3 +198,47 @@ def test_auto_crops_with_an_unreadable_image(tmp_path, monkeypatch):
     assert [s['gt_path'] for s in skipped] == [bad] and skipped[0]['reason'] == 'unreadable GT image'
     assert os.path.splitext(os.path.basename(bad))[0] not in {s['image_key'] for s in meta['samples']}
     assert len(meta['samples']) == math.ceil(0.1 * 5 * 144 * 144 / 48 ** 2)  # the budget counts readable pixels
+
+
+@pytest.mark.parametrize('lmdb', [False, True])
+def test_crop_features_come_from_one_reduced_decode(tmp_path, lmdb):
+    """The feature stage cuts crop units from one (reduced) decode of their image: for PNGs the
+    result equals decoding each encoded crop at reduced size (the per-crop path); for a
+    large JPEG the decode uses the DCT reduction and the crop maps back to its full-resolution box."""
+    from tripled_basicsr.data.paired_source import PairedSource
+    from tripled_basicsr.distill.crops import CropSource
+    from tripled_basicsr.distill.features import decode_reduced
+    gt_dir, lq_dir, gt, lq, _ = _source(tmp_path, 1, lmdb, size=96)
+    src = CropSource(PairedSource(gt, lq), 48, 24)
+    for i in range(len(src)):
+        for w in ('gt', 'lq'):
+            for target in (16, 48):
+                got = src.read_reduced(i, w, target)
+                want = decode_reduced(src.read_bytes(i, w), target)
+                assert np.array_equal(got, want), (i, w, target)
+    # a 1600x1200 JPEG: 400-px crops at target 96 decode at 1/4
+    rng = np.random.default_rng(0)
+    big = cv2.GaussianBlur(cv2.resize(rng.integers(0, 256, (150, 200, 3), dtype=np.uint8), (1600, 1200),
+                                      interpolation=cv2.INTER_CUBIC), (0, 0), 4)
+    jroot = tmp_path / 'jpg'
+    for d in ('gt', 'lq'):
+        os.makedirs(jroot / d)
+        cv2.imwrite(str(jroot / d / 'a.jpg'), big, [cv2.IMWRITE_JPEG_QUALITY, 95])
+    jsrc = CropSource(PairedSource(str(jroot / 'gt'), str(jroot / 'lq')), 400)
+    assert len(jsrc) == 12
+    for i in range(len(jsrc)):
+        got = jsrc.read_reduced(i, 'gt', 96)
+        want = decode_reduced(jsrc.read_bytes(i, 'gt'), 96)
+        assert got.shape == want.shape == (96, 96, 3)
+        # same content: the DCT reduction then a 100 -> 96 shrink, against one 400 -> 96 shrink
+        assert np.abs(got.astype(int) - want.astype(int)).mean() < 2.5
+    assert ('reduced', 'gt', 4) in jsrc._cache
+    # an LQ too small for its box is named, as by read()
+    cv2.imwrite(str(jroot / 'lq' / 'a.jpg'), big[:800])
+    bad = CropSource(PairedSource(str(jroot / 'gt'), str(jroot / 'lq')), 400)
+    with pytest.raises(ValueError, match=r'a\.jpg: LQ is 1600x800, too small for the crop box'):
+        for i in range(len(bad)):
+            bad.read_reduced(i, 'lq', 96)
+    with pytest.raises(ValueError, match=r'a\.jpg: LQ is 1600x800, too small'):
+        for i in range(len(bad)):
+            bad.check_box(i, 'lq')

@@ -139,20 +139,78 @@ class CropSource:
     def source_path(self, index, which='gt'):
         return self.base.source_path(int(self.image_index[index]), which)
 
-    def _image(self, index, which):
+    def _cached(self, index, key, make):
+        """One-image cache per (kind of read): consecutive crops of an image share one read."""
         i = int(self.image_index[index])
-        hit = self._cache.get(which)
+        hit = self._cache.get(key)
         if hit is None or hit[0] != i:
-            hit = (i, self.base.read(i, which))
-            self._cache[which] = hit
+            hit = (i, make(i))
+            self._cache[key] = hit
         return hit[1]
 
-    def read(self, index, which='gt', flags=None):
-        t, x, h, w = self.box(index, which)
-        img = self._image(index, which)
-        if img.shape[0] < t + h or img.shape[1] < x + w:
-            raise ValueError(f'{self.source_path(index, which)}: {which.upper()} is {img.shape[1]}x{img.shape[0]}, '
+    def _image(self, index, which):
+        return self._cached(index, which, lambda i: self.base.read(i, which))
+
+    def image_bytes(self, index, which='gt'):
+        """The encoded bytes of the whole image unit ``index`` is cut from (cached)."""
+        return self._cached(index, ('bytes', which), lambda i: self.base.read_bytes(i, which))
+
+    def check_box(self, index, which):
+        """Decodes the image (once for all its crops) and raises ValueError naming the file
+        when it cannot be read or is too small for unit ``index``'s box."""
+        self._check_box(index, which, self._image(index, which).shape[:2], self.box(index, which))
+
+    def _check_box(self, index, which, hw, box):
+        t, x, h, w = box
+        if hw[0] < t + h or hw[1] < x + w:
+            raise ValueError(f'{self.source_path(index, which)}: {which.upper()} is {hw[1]}x{hw[0]}, '
                              f'too small for the crop box {(t, x, h, w)} (LQ must be GT / scale).')
+
+    def read_reduced(self, index, which, target_short):
+        """Crop ``index`` for the feature stage, short side ~= ``target_short`` (never upscaled).
+
+        The whole image is decoded once for all its crops at the largest JPEG DCT reduction
+        (1/2, 1/4, 1/8) that keeps the crop's short side >= ``target_short`` (other formats:
+        full decode), the crop's full-resolution box is mapped into that decode, and the slice
+        is shrunk with INTER_AREA. For a non-JPEG image the result is exactly the full-resolution
+        crop shrunk the same way (what decoding ``read_bytes`` at reduced size gives), without
+        encoding and decoding every crop; for a 4K JPEG it skips most of the decode work."""
+        from tripled_basicsr.distill.features import image_size, is_jpeg
+        from tripled_basicsr.utils.img import to_bgr_uint8
+        box = self.box(index, which)
+        t, x, h, w = box
+        buf = self.image_bytes(index, which)
+        factor, full_hw = 1, None
+        if is_jpeg(buf):
+            full_hw = image_size(buf)
+            for f in (8, 4, 2):
+                if full_hw is not None and min(h, w) // f >= target_short:
+                    factor = f
+                    break
+        if factor == 1:
+            img = self._image(index, which)
+            self._check_box(index, which, img.shape[:2], box)
+            crop = img[t:t + h, x:x + w]
+        else:
+            flag = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[factor]
+            img = self._cached(index, ('reduced', which, factor), lambda i: to_bgr_uint8(
+                cv2.imdecode(np.frombuffer(buf, np.uint8), flag), self.source_path(index, which)))
+            self._check_box(index, which, full_hw, box)
+            fy, fx = full_hw[0] / img.shape[0], full_hw[1] / img.shape[1]  # the decoder rounds sizes up
+            y0, x0 = int(round(t / fy)), int(round(x / fx))
+            y1, x1 = max(y0 + 1, int(round((t + h) / fy))), max(x0 + 1, int(round((x + w) / fx)))
+            crop = img[y0:y1, x0:x1]
+        ch, cw = crop.shape[:2]
+        if min(ch, cw) > target_short:
+            s = target_short / min(ch, cw)
+            crop = cv2.resize(crop, (max(1, round(cw * s)), max(1, round(ch * s))), interpolation=cv2.INTER_AREA)
+        return np.ascontiguousarray(crop)
+
+    def read(self, index, which='gt', flags=None):
+        box = self.box(index, which)
+        t, x, h, w = box
+        img = self._image(index, which)
+        self._check_box(index, which, img.shape[:2], box)
         return np.ascontiguousarray(img[t:t + h, x:x + w])
 
     def read_bytes(self, index, which='gt'):

@@ -144,8 +144,9 @@ def file_fingerprint(source, i, which, buf=None):
     """What row ``i`` is computed from: size + mtime_ns of a file (cheap, no read), or a hash
     of the value for an LMDB entry (LMDB values have no own mtime). 0 when unreadable."""
     try:
-        if source.kind == 'lmdb':
-            return _digest(bytes(buf if buf is not None else source.read_bytes(i, which)))
+        if source.kind == 'lmdb':  # crop units: the value of the image the crop is cut from
+            read = getattr(source, 'image_bytes', source.read_bytes)
+            return _digest(bytes(buf if buf is not None else read(i, which)))
         st = os.stat(source.source_path(i, which))
         return _digest(f'{st.st_size}:{st.st_mtime_ns}'.encode())
     except Exception:  # noqa: BLE001 - an unreadable file is reported by the decode, not here
@@ -218,6 +219,8 @@ class EmbedInputs(torch.utils.data.Dataset):
         try:
             if src.kind != 'lmdb':  # stat before reading: a file replaced meanwhile is caught next run
                 fps[:] = torch.tensor([file_fingerprint(src, i, w) for w in ('gt', 'lq')])
+            if hasattr(src, 'read_reduced'):  # crop units: sliced from one reduced decode per image
+                return self._crop_item(i, fps)
             bufs = {w: src.read_bytes(i, w) for w in ('gt', 'lq')}
             if src.kind == 'lmdb':
                 fps[:] = torch.tensor([file_fingerprint(src, i, w, bufs[w]) for w in ('gt', 'lq')])
@@ -226,14 +229,8 @@ class EmbedInputs(torch.utils.data.Dataset):
                 if not bufs[w]:
                     raise ValueError(f'{src.source_path(i, w)}: empty file.')
                 sizes[w] = image_size(bufs[w])
-            views, stats = [], None
-            for k_id, w in enumerate(self.kinds):
-                img = decode_reduced(bufs[w], self.decode_size, src.source_path(i, w))
-                rng = np.random.default_rng([self.seed, i, k_id])
-                views.append(make_views(img, self.input_size, self.local_views, rng))
-                if stats is None:
-                    from tripled_basicsr.distill.scoring import image_stats
-                    stats = image_stats(img)
+            views, stats = self._views(i, {w: decode_reduced(bufs[w], self.decode_size, src.source_path(i, w))
+                                            for w in self.kinds})
             for w in ('gt', 'lq'):  # sizes of images not decoded: from headers, else decode fully
                 if sizes[w] is None:
                     sizes[w] = to_bgr_uint8(cv2.imdecode(np.frombuffer(bufs[w], np.uint8), cv2.IMREAD_UNCHANGED),
@@ -242,10 +239,30 @@ class EmbedInputs(torch.utils.data.Dataset):
             if lh * s != gh or lw * s != gw:
                 raise ValueError(f'pair {src.keys[i]!r}: LQ {src.source_path(i, "lq")} is {lw}x{lh} but GT is '
                                  f'{gw}x{gh}; with scale {s} LQ must be GT / {s}.')
-            return (i, torch.from_numpy(np.concatenate(views)), torch.tensor([stats['entropy'], stats['gradient']]), '',
-                    fps)
+            return i, views, stats, '', fps
         except Exception as exc:  # noqa: BLE001 - reported per item, on_error decides
             return i, torch.from_numpy(empty), torch.zeros(2), f'{type(exc).__name__}: {exc}', fps
+
+    def _views(self, i, imgs):
+        """(views of every kind, [entropy, gradient] of the first) for the decoded ``imgs``."""
+        from tripled_basicsr.distill.scoring import image_stats
+        views = [make_views(imgs[w], self.input_size, self.local_views, np.random.default_rng([self.seed, i, k]))
+                 for k, w in enumerate(self.kinds)]
+        stats = image_stats(imgs[self.kinds[0]])
+        return torch.from_numpy(np.concatenate(views)), torch.tensor([stats['entropy'], stats['gradient']])
+
+    def _crop_item(self, i, fps):
+        """A crop unit (CropSource): both boxes are checked against their images (LQ = GT / scale
+        inside the box), the kinds embedded are cut from reduced decodes."""
+        src = self.source
+        if src.kind == 'lmdb':
+            fps[:] = torch.tensor([file_fingerprint(src, i, w) for w in ('gt', 'lq')])
+        imgs = {w: src.read_reduced(i, w, self.decode_size) for w in self.kinds}
+        for w in ('gt', 'lq'):
+            if w not in imgs:  # not embedded: its box is still checked against its image size
+                src.check_box(i, w)
+        views, stats = self._views(i, imgs)
+        return i, views, stats, '', fps
 
 
 def _collate(items):
