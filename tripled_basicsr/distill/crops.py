@@ -175,24 +175,19 @@ class CropSource:
         is shrunk with INTER_AREA. For a non-JPEG image the result is exactly the full-resolution
         crop shrunk the same way (what decoding ``read_bytes`` at reduced size gives), without
         encoding and decoding every crop; for a 4K JPEG it skips most of the decode work."""
-        from tripled_basicsr.distill.features import image_size, is_jpeg
+        from tripled_basicsr.distill.features import image_size, is_jpeg, jpeg_reduction, shrink_to_short
         from tripled_basicsr.utils.img import to_bgr_uint8
         box = self.box(index, which)
         t, x, h, w = box
         buf = self.image_bytes(index, which)
-        factor, full_hw = 1, None
-        if is_jpeg(buf):
-            full_hw = image_size(buf)
-            for f in (8, 4, 2):
-                if full_hw is not None and min(h, w) // f >= target_short:
-                    factor = f
-                    break
+        factor, full_hw = 1, image_size(buf) if is_jpeg(buf) else None
+        if full_hw is not None:
+            factor, flag = jpeg_reduction(min(h, w), target_short)
         if factor == 1:
             img = self._image(index, which)
             self._check_box(index, which, img.shape[:2], box)
             crop = img[t:t + h, x:x + w]
         else:
-            flag = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}[factor]
             img = self._cached(index, ('reduced', which, factor), lambda i: to_bgr_uint8(
                 cv2.imdecode(np.frombuffer(buf, np.uint8), flag), self.source_path(index, which)))
             self._check_box(index, which, full_hw, box)
@@ -200,11 +195,7 @@ class CropSource:
             y0, x0 = int(round(t / fy)), int(round(x / fx))
             y1, x1 = max(y0 + 1, int(round((t + h) / fy))), max(x0 + 1, int(round((x + w) / fx)))
             crop = img[y0:y1, x0:x1]
-        ch, cw = crop.shape[:2]
-        if min(ch, cw) > target_short:
-            s = target_short / min(ch, cw)
-            crop = cv2.resize(crop, (max(1, round(cw * s)), max(1, round(ch * s))), interpolation=cv2.INTER_AREA)
-        return np.ascontiguousarray(crop)
+        return np.ascontiguousarray(shrink_to_short(crop, target_short))
 
     def read(self, index, which='gt', flags=None):
         box = self.box(index, which)

@@ -82,6 +82,27 @@ def is_jpeg(buf):
     return len(buf) > 3 and bytes(buf[:2]) == b'\xff\xd8'
 
 
+JPEG_REDUCTIONS = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
+
+
+def jpeg_reduction(short, target_short):
+    """(factor, cv2 flag) of the largest libjpeg DCT reduction that keeps a side of ``short``
+    pixels at least ``target_short``; (1, IMREAD_COLOR) when none does."""
+    for f, flag in JPEG_REDUCTIONS:
+        if short // f >= target_short:
+            return f, flag
+    return 1, cv2.IMREAD_COLOR
+
+
+def shrink_to_short(img, target_short):
+    """Shrink with INTER_AREA so the short side is ``target_short`` (never upscaled)."""
+    h, w = img.shape[:2]
+    if min(h, w) > target_short:
+        s = target_short / min(h, w)
+        img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
+    return img
+
+
 def decode_reduced(buf, target_short, name='image'):
     """Decode to HxWx3 uint8 BGR with short side ~= ``target_short`` (never upscaled).
 
@@ -93,23 +114,11 @@ def decode_reduced(buf, target_short, name='image'):
     img = None
     if is_jpeg(buf):
         hw = image_size(buf)
-        flag = cv2.IMREAD_COLOR
-        if hw is not None:
-            short = min(hw)
-            for f, fl in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
-                          (2, cv2.IMREAD_REDUCED_COLOR_2)):
-                if short // f >= target_short:
-                    flag = fl
-                    break
+        flag = jpeg_reduction(min(hw), target_short)[1] if hw is not None else cv2.IMREAD_COLOR
         img = cv2.imdecode(arr, flag)
     else:
         img = cv2.imdecode(arr, cv2.IMREAD_UNCHANGED) if len(arr) else None
-    img = to_bgr_uint8(img, name)
-    h, w = img.shape[:2]
-    if min(h, w) > target_short:
-        s = target_short / min(h, w)
-        img = cv2.resize(img, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA)
-    return img
+    return shrink_to_short(to_bgr_uint8(img, name), target_short)
 
 
 def make_views(img, input_size, local_views, rng):

@@ -67,10 +67,8 @@ def to_input(views, mean, std):
 class RegionSampler:
     """Random crop-sized regions of the GT images, ``images_per_step`` images decoded per step."""
 
-    def __init__(self, source, crop, rng):
-        from tripled_basicsr.distill.crops import image_shapes
+    def __init__(self, source, shapes, crop, rng):
         self.source, self.crop, self.rng = source, int(crop), rng
-        shapes = image_shapes(source)
         self.usable = [i for i, (h, w) in enumerate(shapes) if min(h, w) >= self.crop]
         if not self.usable:
             raise ValueError(f'--crop {self.crop} is larger than every GT image in {source.dataroot_gt}; lower it.')
@@ -87,16 +85,17 @@ class RegionSampler:
         return out
 
 
-def resolve_crop(source, crop):
+def resolve_crop(shapes, crop):
+    """``--crop`` in GT pixels from the GT image ``shapes`` ((h, w) each) for 'auto'."""
     if crop not in ('auto', None, 0, '0'):
         c = int(crop)
         if c < 8:
             raise ValueError(f'--crop must be auto or at least 8 px, got {crop}.')
         return c
-    from tripled_basicsr.distill.crops import auto_crop_size, image_shapes
-    c = auto_crop_size(image_shapes(source))
+    from tripled_basicsr.distill.crops import auto_crop_size
+    c = auto_crop_size(shapes)
     if c is None:  # small images: whole images are the units; their short side is the region
-        c = int(min(min(hw) for hw in image_shapes(source)))
+        c = int(min(min(hw) for hw in shapes))
     return c
 
 
@@ -108,6 +107,7 @@ def train_selfsup(gt, out, arch='test_convnext', input_size=64, crop='auto', ite
 
     from tripled_basicsr.data.paired_source import PairedSource
     from tripled_basicsr.distill.backbone import check_model_name, normalization
+    from tripled_basicsr.distill.crops import image_shapes
     out = os.path.abspath(os.path.expanduser(out))
     if os.path.isdir(out):
         raise ValueError(f'--out {out} is a folder; give a file path such as {os.path.join(out, arch + ".pth")}.')
@@ -123,10 +123,11 @@ def train_selfsup(gt, out, arch='test_convnext', input_size=64, crop='auto', ite
         raise ValueError('--temperature and --lr must be positive.')
     check_model_name(arch)
     source = PairedSource(gt, gt)  # GT only: paired with itself, so folders and LMDBs read alike
-    crop = resolve_crop(source, crop)
+    shapes = image_shapes(source)  # headers only, read once
+    crop = resolve_crop(shapes, crop)
     rng = np.random.default_rng(int(seed))
     torch.manual_seed(int(seed))
-    sampler = RegionSampler(source, crop, rng)
+    sampler = RegionSampler(source, shapes, crop, rng)
     model = timm.create_model(arch, pretrained=False, num_classes=0)
     d = model.num_features
     head = torch.nn.Sequential(torch.nn.Linear(d, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64))
@@ -180,14 +181,13 @@ def main(argv=None):
     p.add_argument('--overwrite', action='store_true', help='replace an existing --out file')
     p.add_argument('--debug', action='store_true', help='full tracebacks')
     a = p.parse_args(argv)
-    from tripled_basicsr.data.paired_source import SourceError
     from tripled_basicsr.utils.cli import run_command
 
     def body():
         train_selfsup(a.gt, a.out, a.arch, a.input_size, a.crop, a.iters, a.batch, a.lr, a.temperature,
                       a.images_per_step, a.seed, a.overwrite)
 
-    return run_command('selfsup', body, a.debug, (ValueError, OSError, SourceError))
+    return run_command('selfsup', body, a.debug, (ValueError, OSError))  # SourceError is a ValueError
 
 
 if __name__ == '__main__':
