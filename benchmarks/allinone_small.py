@@ -145,7 +145,8 @@ def main(argv=None):
     tripled_basicsr.register()
     from tripled_basicsr.demo_data.allinone import TASKS as GEN_TASKS, write_allinone
     from tripled_basicsr.study import run_study, stats
-    from tripled_basicsr.utils.io import prepare_output_dir, read_json
+    from tripled_basicsr.utils.io import read_json
+    from tripled_basicsr.utils.ownership import prepare_output_dir
     t0 = time.time()
     work = prepare_output_dir(args.work, tool='allinone_small', reuse=True)
     data = os.path.join(work, 'data')

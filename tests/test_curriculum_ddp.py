@@ -9,6 +9,8 @@ import torch.multiprocessing as mp
 from conftest import ddp_sampler_options, gloo_process_group
 from conftest import free_port as _free_port
 
+from tripled_basicsr.data.sampler_utils import read_trace
+
 
 def _worker(rank, world, port, out_dir):
     with gloo_process_group(rank, world, port):
@@ -74,8 +76,7 @@ def test_basicsr_train_two_process_gloo(tmp_path):
     assert r.returncode == 0, r.stdout[-4000:]
     traces = []
     for rank in (0, 1):
-        with open(work / f'trace_{rank}.jsonl') as f:
-            traces.append({rec['step']: rec for rec in map(json.loads, f)})
+        traces.append({rec['step']: rec for rec in read_trace(work / f'trace_{rank}.jsonl')})
     assert set(traces[0]) == set(traces[1]) and set(range(8)) <= set(traces[0])
     for step in range(8):
         a, b = traces[0][step], traces[1][step]

@@ -1,6 +1,5 @@
 """Curriculum training through stock BasicSR ``basicsr/train.py`` (script form) on CPU:
 TripleDDataset + TripleDCurriculumSampler + TripleDModel, and the CPU recipes."""
-import json
 import os
 import signal
 
@@ -48,13 +47,8 @@ def dump(path, opt):
 
 def read_trace(path, pid=None):
     """step -> global indices of the last record for that step (optionally of one process)."""
-    out = {}
-    with open(path) as f:
-        for line in f:
-            rec = json.loads(line)
-            if pid is None or rec['pid'] == pid:
-                out[rec['step']] = rec
-    return out
+    from tripled_basicsr.data.sampler_utils import read_trace as records
+    return {rec['step']: rec for rec in records(path) if pid is None or rec['pid'] == pid}
 
 
 @pytest.fixture(scope='module')

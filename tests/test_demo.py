@@ -128,9 +128,9 @@ def test_workdir_policy_overwrite_only_replaces_a_demo_and_resumes_same_flags(tm
     assert _open_workdir(_args('--workdir', work, '--seeds', '2')) == (path, True)
     with pytest.raises(DemoError, match='other flags; pass --overwrite'):
         _open_workdir(_args('--workdir', work, '--seeds', '3'))
-    open(os.path.join(path, 'old.txt'), 'w').close()
+    open(os.path.join(path, 'table.txt'), 'w').close()  # a file the demo writes
     path2, resumed = _open_workdir(_args('--workdir', work, '--seeds', '3', '--overwrite'))
-    assert path2 == path and not resumed and not os.path.exists(os.path.join(path, 'old.txt'))
+    assert path2 == path and not resumed and not os.path.exists(os.path.join(path, 'table.txt'))
 
 
 def test_summary_table_rows_gain_and_ties():

@@ -14,7 +14,8 @@ from tripled_basicsr.demo_data import (DemoDataError, generate_gt, generate_pair
                                        write_demo_dataset)
 from tripled_basicsr.demo_data import degradations, generate, sources
 from tripled_basicsr.iqa.resize import imresize
-from tripled_basicsr.utils.io import MARKER_FILE, tree_fingerprint
+from tripled_basicsr.utils.io import tree_fingerprint
+from tripled_basicsr.utils.ownership import MARKER_FILE
 
 
 def _hf_energy(img):
@@ -309,8 +310,10 @@ def test_refuses_to_overwrite_unless_asked(tmp_path):
     with pytest.raises(FileExistsError, match=r'ds.*--overwrite'):
         write_demo_dataset(out, 'noise', 1, 16, progress=False)
     assert (out / 'marker').exists()
+    with pytest.raises(FileExistsError, match=r'holds files it did not write: .*marker'):  # a file of the user's
+        write_demo_dataset(out, 'jpeg', 2, 16, overwrite=True, progress=False)
+    (out / 'marker').unlink()
     write_demo_dataset(out, 'jpeg', 2, 16, overwrite=True, progress=False)
-    assert not (out / 'marker').exists()
     assert sorted(os.listdir(out / 'lq')) == ['0000.png', '0001.png']
     assert sorted(os.listdir(tmp_path)) == ['ds']
     # an existing empty directory is fine

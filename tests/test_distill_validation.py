@@ -194,20 +194,23 @@ def test_unknown_calibrator_type(data, tmp_path, no_backbone):
 
 def test_work_dir_of_an_older_version_is_refused_and_kept(data, tmp_path):
     gt, lq = data
+    from tripled_basicsr.distill.features import claim_work_dir
+    from tripled_basicsr.utils.ownership import MARKER_FILE
     out, work = str(tmp_path / 'o'), str(tmp_path / 'w')
-    os.makedirs(work)
+    claim_work_dir(work)  # a work dir of ours, from a version whose state.json differs
     with open(os.path.join(work, 'state.json'), 'w') as f:
         json.dump({'state_version': 1, 'num_pairs': 24}, f)
     with pytest.raises(RuntimeError, match=r'written by another version of the distiller.*delete it'):
         run_distill(tiny_options(gt, lq, out, work_dir=work), progress=False)
-    assert sorted(os.listdir(work)) == ['.lock', 'state.json'] and not os.path.exists(out)  # nothing removed
+    assert sorted(os.listdir(work)) == ['.lock', MARKER_FILE, 'state.json'] and not os.path.exists(out)
     with open(os.path.join(work, 'state.json')) as f:
         assert json.load(f) == {'state_version': 1, 'num_pairs': 24}
 
 
 def test_foreign_folder_as_work_dir_is_refused_and_untouched(data, tmp_path, no_backbone):
     """A user folder that happens to hold files of our names (no state.json, no marker) is not ours."""
-    from tripled_basicsr.utils.io import MARKER_FILE, tree_fingerprint
+    from tripled_basicsr.utils.io import tree_fingerprint
+    from tripled_basicsr.utils.ownership import MARKER_FILE
     gt, lq = data
     out, work = str(tmp_path / 'o'), str(tmp_path / 'mine')
     os.makedirs(work)
@@ -215,15 +218,15 @@ def test_foreign_folder_as_work_dir_is_refused_and_untouched(data, tmp_path, no_
         with open(os.path.join(work, name), 'w') as f:
             f.write('the user\'s own file')
     before = tree_fingerprint(work)
-    with pytest.raises(RuntimeError, match=r'holds features\.f16, errors\.json but no state\.json.*nothing in it was '
-                                           r'changed.*another work_dir'):
+    with pytest.raises(FileExistsError, match=r'work_dir .*mine already exists and holds files tripled_basicsr did '
+                                              r'not write.*nothing was written there'):
         run_distill(tiny_options(gt, lq, out, work_dir=work), progress=False)
     assert tree_fingerprint(work) == before and not os.path.exists(out)
 
 
 def test_a_work_dir_of_ours_without_state_restarts(data, tmp_path):
     """A work dir the distiller created carries its marker, so a lost state.json restarts it there."""
-    from tripled_basicsr.utils.io import MARKER_FILE
+    from tripled_basicsr.utils.ownership import MARKER_FILE
     gt, lq = data
     work2 = str(tmp_path / 'w2')
     run_distill(tiny_options(gt, lq, str(tmp_path / 'o2'), work_dir=work2), progress=False)

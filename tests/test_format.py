@@ -16,7 +16,8 @@ from tripled_basicsr.data.paired_source import PairedSource, SourceError
 from tripled_basicsr.data.tripled_dataset import TripleDDataset
 from tripled_basicsr.pack import main as pack_main
 from tripled_basicsr.pack import pack
-from tripled_basicsr.utils.io import OutputExistsError, tree_fingerprint
+from tripled_basicsr.utils.io import tree_fingerprint
+from tripled_basicsr.utils.ownership import OutputExistsError
 
 
 def to_rgb_tensor(bgr):

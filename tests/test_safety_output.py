@@ -17,9 +17,10 @@ from tripled_basicsr.data.distilled_format import FormatError, read_meta
 from tripled_basicsr.data.paired_source import PairedSource
 from tripled_basicsr.pack import main as pack_main
 from tripled_basicsr.pack import pack
-from tripled_basicsr.utils import io as outio
-from tripled_basicsr.utils.io import (MARKER_FILE, AtomicOutputDir, OutputConflictError, OutputExistsError,
-                                      defer_sigint, read_marker, tree_fingerprint)
+from tripled_basicsr.utils import ownership as outio
+from tripled_basicsr.utils.io import tree_fingerprint
+from tripled_basicsr.utils.ownership import (MARKER_FILE, AtomicOutputDir, OutputConflictError, OutputExistsError,
+                                             defer_sigint, read_marker)
 
 
 @pytest.fixture
@@ -318,16 +319,16 @@ def test_demo_workdir_overwrite_never_deletes_a_folder_it_did_not_create(tmp_pat
 
 
 def test_prepare_output_dir_applies_the_same_policy(tmp_path, src):
-    from tripled_basicsr.utils.io import prepare_output_dir
+    from tripled_basicsr.utils.ownership import prepare_output_dir
     gt, lq, root, fp = src
-    work = prepare_output_dir(str(tmp_path / 'w'), tool='study')
+    work = prepare_output_dir(str(tmp_path / 'w'), tool='study', layout=('partial.*',))
     assert read_marker(work)['tool'] == 'study'
     (tmp_path / 'w' / 'partial.txt').write_text('x')
     with pytest.raises(OutputExistsError, match=r'already exists \(a study output.*--overwrite'):
         prepare_output_dir(work, tool='study')
     assert prepare_output_dir(work, tool='study', reuse=True) == work  # a resumable run keeps its files
     assert sorted(os.listdir(work)) == [MARKER_FILE, 'partial.txt']
-    with pytest.raises(OutputExistsError, match=r'already exists \(a study output'):  # another tool's: not reused
+    with pytest.raises(OutputExistsError, match=r'is a study dir, not a demo work dir'):  # another tool's: not reused
         prepare_output_dir(work, tool='demo', reuse=True)
     assert sorted(os.listdir(work)) == [MARKER_FILE, 'partial.txt']
     assert prepare_output_dir(work, overwrite=True, tool='study') == work
@@ -342,7 +343,7 @@ def test_prepare_output_dir_applies_the_same_policy(tmp_path, src):
 
 
 def test_path_relation_resolves_home_and_links(tmp_path, monkeypatch):
-    from tripled_basicsr.utils.io import path_relation
+    from tripled_basicsr.utils.ownership import path_relation
     monkeypatch.setenv('HOME', str(tmp_path))
     (tmp_path / 'data' / 'gt').mkdir(parents=True)
     os.symlink(tmp_path / 'data', tmp_path / 'd')

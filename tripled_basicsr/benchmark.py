@@ -38,7 +38,8 @@ from tripled_basicsr.data.paired_source import IMG_EXTENSIONS, _relative_files
 from tripled_basicsr.utils.img import to_bgr_uint8
 from tripled_basicsr.utils.cli import run_command
 from tripled_basicsr.utils.device import resolve_device
-from tripled_basicsr.utils.io import AtomicOutputDir, load_yaml_safe
+from tripled_basicsr.utils.io import load_yaml_safe
+from tripled_basicsr.utils.ownership import AtomicOutputDir
 
 # name -> task, grey, where to get it and how its folder looks
 KNOWN_SETS = {

@@ -194,10 +194,15 @@ def _request(args):
                                                                'study': os.path.abspath(args.study)}
 
 
+# every top-level name the demo writes in --workdir: anything else there is a user's, and
+# --overwrite refuses to delete it (utils/ownership)
+LAYOUT = ('demo.log', 'demo_request.json', 'data', 'study', 'options', 'table.txt')
+
+
 def _open_workdir(args):
     """The work dir under the shared output policy (docs/safety.md): created, replaced with
     --overwrite only when an earlier demo wrote it, or resumed when the same command wrote it."""
-    from tripled_basicsr.utils.io import prepare_output_dir, read_marker
+    from tripled_basicsr.utils.ownership import prepare_output_dir, read_marker
     path = os.path.abspath(args.workdir)
     req = os.path.join(path, 'demo_request.json')
     marker = read_marker(path) if os.path.isdir(path) else None
@@ -208,7 +213,7 @@ def _open_workdir(args):
         raise DemoError(f'--workdir {path} holds a demo run with other flags; pass --overwrite to replace it, or '
                         f'another --workdir.')
     try:
-        work = prepare_output_dir(path, args.overwrite, '--overwrite', tool='demo')
+        work = prepare_output_dir(path, args.overwrite, '--overwrite', tool='demo', layout=LAYOUT)
     except (OSError, ValueError) as exc:
         raise DemoError(str(exc)) from None
     with open(req, 'w', encoding='utf-8') as f:

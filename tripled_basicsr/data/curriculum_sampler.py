@@ -25,7 +25,7 @@ model) is in ``train_loader.py``; models feed losses back through
     seed: ~                   # default: manual_seed
     sample_weights: true      # multiply draw probabilities by the distilled set's per-sample weights
                               # (`weight` in tripled_meta.json, written by calibration.mode: weights)
-    trace_file: ~             # debugging: append every drawn step as a JSON line
+    trace_file: ~             # debugging: append every drawn step as a JSON line (to a file it created)
     task_balance: false       # multi-task sets: draw each batch slot's task by task_quota first, then a
                               # sample of that task by the curriculum probabilities restricted to it
     task_quota: ~             # ~ = the quota the distiller recorded (equal when none) | equal |
@@ -340,7 +340,8 @@ class TripleDCurriculumSampler(Sampler):
         self._nan_warned = False
         self._late_warned = False
         self._cache = (None, None)
-        self._trace = JsonlTrace(self.trace_file, self.rank)
+        self._trace = JsonlTrace(self.trace_file, self.rank, sources={'datasets.train.dataroot': self.dataroot}
+                                 if self.dataroot not in (None, '?') else ())
 
     def _setup_tasks(self, dataset, o, stage, root):
         """Task labels (also for the per-task loss log) and, with ``task_balance``, the quota and

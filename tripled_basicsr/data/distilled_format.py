@@ -33,7 +33,9 @@ import os
 import cv2
 import numpy as np
 
-from tripled_basicsr.utils.io import AtomicOutputDir, package_version, suggest_output
+from tripled_basicsr.utils.io import package_version
+
+from tripled_basicsr.utils.ownership import AtomicOutputDir, suggest_output
 
 FORMAT_NAME = 'tripled-distilled'
 FORMAT_VERSION = 1

@@ -44,19 +44,38 @@ def broadcast_int(value, src=0):
     return int(t.item())
 
 
+TRACE_HEADER = {'format': 'tripled-sampler-trace', 'version': 1}  # the first line of a trace file
+
+
+def read_trace(path):
+    """The records of a trace file written by :class:`JsonlTrace` (its header line checked and
+    left out), in the order written."""
+    with open(path, encoding='utf-8') as f:
+        lines = f.read().splitlines()
+    if not lines or json.loads(lines[0]).get('format') != TRACE_HEADER['format']:
+        raise ValueError(f'{path} is not a sampler trace (no {TRACE_HEADER["format"]} header line).')
+    return [json.loads(line) for line in lines[1:] if line]
+
+
 class JsonlTrace:
     """Appends one JSON object per line to ``path`` (``{rank}`` in it is replaced); a no-op
-    when ``path`` is empty."""
+    when ``path`` is empty. The file is one we create: its first line is :data:`TRACE_HEADER`,
+    and an existing file without it (an image, a set's ``tripled_meta.json``) is refused when
+    the trace is set up, before training, as is a path inside ``sources`` (utils/ownership)."""
 
-    def __init__(self, path, rank=0):
+    def __init__(self, path, rank=0, sources=(), option='datasets.train.sampler.trace_file'):
+        from tripled_basicsr.utils.ownership import check_append_file
         self.path = str(path).format(rank=rank) if path else None
+        self.sources, self.option = sources, option
         self._file = None
+        if self.path:
+            self.path = check_append_file(self.path, TRACE_HEADER, sources, option)
 
     def write(self, record):
         if not self.path:
             return
         if self._file is None:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-            self._file = open(self.path, 'a', encoding='utf-8')
+            from tripled_basicsr.utils.ownership import open_owned_append
+            self._file = open_owned_append(self.path, TRACE_HEADER, self.sources, self.option)
         self._file.write(json.dumps(record) + '\n')
         self._file.flush()

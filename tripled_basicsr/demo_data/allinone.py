@@ -13,7 +13,7 @@
 studies are quick. GT images and degradations are those of ``python -m
 tripled_basicsr.demo_data`` (``generate_gt``, ``degrade``); PNG folders through the package's
 one folder writer; the whole OUT is built in a hidden sibling and renamed into place when
-complete (``utils/io.AtomicOutputDir``: an existing OUT is replaced only with ``--overwrite``
+complete (``utils/ownership.AtomicOutputDir``: an existing OUT is replaced only with ``--overwrite``
 and only when this project wrote it).
 
 Each task and split draws its GT images with its own seed (``split_seed``), so the tasks
@@ -39,7 +39,7 @@ from tripled_basicsr.demo_data._common import DemoDataError
 from tripled_basicsr.demo_data.generate import degrade, name_width
 from tripled_basicsr.demo_data.options import int_option, parse_size
 from tripled_basicsr.demo_data.sources import generate_gt, require_photos
-from tripled_basicsr.utils.io import AtomicOutputDir
+from tripled_basicsr.utils.ownership import AtomicOutputDir
 
 TASKS = ('rain', 'haze', 'noise', 'blur', 'lowlight')
 DEFAULT_SIZES = (400, 200, 100, 50, 25)
@@ -168,7 +168,7 @@ def main(argv=None):
                    help='replace an existing OUT written by tripled_basicsr (never an unrelated folder)')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
     args = p.parse_args(argv)
-    from tripled_basicsr.utils.io import OutputConflictError
+    from tripled_basicsr.utils.ownership import OutputConflictError
     try:
         s = write_allinone(args.out, args.sizes, args.val, args.size, args.seed, args.source, args.overwrite,
                            progress=not args.quiet)

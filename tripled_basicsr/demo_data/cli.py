@@ -10,7 +10,7 @@ from tripled_basicsr.demo_data._common import DemoDataError, flag
 from tripled_basicsr.demo_data.degradations import DEGRADATIONS
 from tripled_basicsr.demo_data.options import SOURCES, tasks
 from tripled_basicsr.demo_data.writer import summary_line, write_demo_dataset
-from tripled_basicsr.utils.io import OutputConflictError
+from tripled_basicsr.utils.ownership import OutputConflictError
 
 
 def _fmt_default(v):

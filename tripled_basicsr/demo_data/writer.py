@@ -3,7 +3,7 @@
 Images go through the same pieces as ``pack``/``distill`` (``data/distilled_format.py``:
 PNG encoding and the LMDB + ``meta_info.txt`` writer; ``data/paired_source.py``: the
 paired-folder layout) and the output through the shared output policy
-(``utils/io.AtomicOutputDir``): built in a hidden sibling, renamed into place when
+(``utils/ownership.AtomicOutputDir``): built in a hidden sibling, renamed into place when
 complete, and ``overwrite`` replaces only an earlier output of this project.
 """
 import json
@@ -15,9 +15,9 @@ from tripled_basicsr.data.paired_source import write_pair_folders
 from tripled_basicsr.demo_data.generate import iter_pairs
 from tripled_basicsr.demo_data.options import int_option, resolve
 from tripled_basicsr.demo_data.sources import require_photos
-from tripled_basicsr.utils.io import AtomicOutputDir
+from tripled_basicsr.utils.ownership import AtomicOutputDir
 
-GENERATOR = 'tripled_basicsr.demo_data'  # demo_data.json "generator": also how utils/io recognises old outputs
+GENERATOR = 'tripled_basicsr.demo_data'  # demo_data.json "generator": also how utils/ownership recognises old outputs
 
 
 def write_demo_dataset(out,

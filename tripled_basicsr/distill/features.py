@@ -296,31 +296,21 @@ WORK_FILES = ('features.f16', 'stats.f32', 'done.u8', 'fingerprints.i64', 'error
 WORK_TOOL = 'distill-work'
 
 
-def _mark_work_dir(work):
-    import datetime
-
-    from tripled_basicsr.utils.io import MARKER_FORMAT, _write_marker, package_version, read_marker
-    if read_marker(work) is None:
-        _write_marker(work, {'format': MARKER_FORMAT, 'tool': WORK_TOOL, 'tripled_basicsr_version': package_version(),
-                             'created': datetime.datetime.now().isoformat(timespec='seconds')})
+# every top-level name the distiller writes in a work dir; anything else there is a user's (utils/ownership)
+WORK_LAYOUT = WORK_FILES + (STATE_FILE, 'source_stat.json', '*.json.tmp*')
 
 
-def check_work_dir_owned(work):
-    """Refuse a work dir that holds files of our names without being ours.
+def claim_work_dir(work, check_only=False):
+    """Make ``work`` the distiller's work dir, or refuse before any work.
 
-    Without ``state.json`` a run starts over and replaces its arrays; that is safe only in a
-    folder this distiller wrote (marker file, written when the arrays are created). A folder
-    of the user's that happens to hold e.g. ``features.f16`` is refused before any work and
-    nothing in it is touched."""
-    from tripled_basicsr.utils.io import read_marker
-    if not os.path.isdir(work) or os.path.isfile(os.path.join(work, STATE_FILE)):
-        return
-    found = [f for f in WORK_FILES if os.path.exists(os.path.join(work, f))]
-    if found and read_marker(work) is None:
-        raise WorkDirMismatch(f'work_dir {work} holds {", ".join(found)} but no {STATE_FILE}, and no marker says the '
-                              f'distiller wrote it, so it is not treated as a work dir of ours: nothing in it was '
-                              f'changed. Set another work_dir (or leave it unset), or remove those files yourself '
-                              f'to start over there.')
+    It becomes ours only when the distiller creates it or finds it empty (then it gets our
+    marker, naming the tool ``distill-work`` and the names it writes there); a folder of the
+    user's, or another tool's output, is refused and nothing in it is touched, so a later
+    ``--overwrite``/``--restart`` elsewhere can never mistake it for ours. ``check_only``
+    runs the checks without writing (preflight, before the lock is taken)."""
+    from tripled_basicsr.utils.ownership import claim_dir
+    return claim_dir(work, WORK_TOOL, 'work_dir', layout=WORK_LAYOUT, check_only=check_only,
+                     hint='Leave work_dir unset to use {output.path}.work, or name a folder that does not exist yet.')
 
 
 class FeatureStore:
@@ -338,8 +328,7 @@ class FeatureStore:
             if os.path.isfile(self.paths['state']):
                 self._check_resume(state)
             else:
-                check_work_dir_owned(work)  # arrays of our names are replaced only in a work dir of ours
-                _mark_work_dir(work)
+                claim_work_dir(work)  # arrays of our names are replaced only in a work dir of ours
                 for k in ('feat', 'stats', 'done', 'fp', 'errors'):
                     if os.path.exists(self.paths[k]):
                         os.remove(self.paths[k])

@@ -178,7 +178,7 @@ def _sources(opt):
 def check_work_dir(work, out_path, sources):
     """The work dir may not be, contain or lie inside the output (replacing the output would
     delete the features, or the output would be built inside the cache) nor a source."""
-    from tripled_basicsr.utils.io import check_disjoint, path_relation
+    from tripled_basicsr.utils.ownership import check_disjoint, path_relation
     rel = path_relation(work, out_path)
     if rel is not None:
         raise OptionError(f'work_dir {work} {rel} output.path {out_path}: replacing the output would delete the '
@@ -231,9 +231,9 @@ def preflight(st):
     st.device = resolve_device(opt['features']['device'], int(os.environ.get('LOCAL_RANK', 0)), 'features.device')
 
     def rank0():
-        from tripled_basicsr.distill.features import check_work_dir_owned
+        from tripled_basicsr.distill.features import claim_work_dir
         check_work_dir(st.work, st.out_path, _sources(opt))
-        check_work_dir_owned(st.work)
+        claim_work_dir(st.work, check_only=True)
         writer = _check_output(st)
         _check_calibrator(opt)
         lock = DirLock(st.work, 'work_dir', 'Two runs may share features only one after the other.').acquire()

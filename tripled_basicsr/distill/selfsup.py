@@ -99,6 +99,16 @@ def resolve_crop(shapes, crop):
     return c
 
 
+def is_selfsup_checkpoint(path):
+    """True when ``path`` is a checkpoint this command wrote (it carries a ``tripled_selfsup``
+    record); read with ``weights_only``, so a hostile file cannot run code."""
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception:  # noqa: BLE001  (not a torch file, truncated, unsafe pickle: not ours)
+        return False
+    return isinstance(ckpt, dict) and isinstance(ckpt.get('tripled_selfsup'), dict)
+
+
 def train_selfsup(gt, out, arch='test_convnext', input_size=64, crop='auto', iters=600, batch=64, lr=2e-3,
                   temperature=0.2, images_per_step=16, seed=0, overwrite=False, log=print):
     """Train ``arch`` on the GT images under ``gt`` (folder or BasicSR LMDB) and write its
@@ -108,13 +118,10 @@ def train_selfsup(gt, out, arch='test_convnext', input_size=64, crop='auto', ite
     from tripled_basicsr.data.paired_source import PairedSource
     from tripled_basicsr.distill.backbone import check_model_name, normalization
     from tripled_basicsr.distill.crops import image_shapes
-    out = os.path.abspath(os.path.expanduser(out))
-    if os.path.isdir(out):
+    from tripled_basicsr.utils.ownership import check_file_output
+    if os.path.isdir(os.path.expanduser(out)) and not os.path.islink(out):
         raise ValueError(f'--out {out} is a folder; give a file path such as {os.path.join(out, arch + ".pth")}.')
-    if os.path.exists(out) and not overwrite:
-        raise ValueError(f'--out {out} exists; pass --overwrite to replace it, or choose another path.')
-    if not os.path.isdir(os.path.dirname(out)):
-        raise ValueError(f'--out: folder {os.path.dirname(out)} does not exist; create it first.')
+    out = check_file_output(out, {'--gt': gt}, '--out', overwrite, is_selfsup_checkpoint, 'self-supervised checkpoint')
     for name, v, lo in (('--iters', iters, 1), ('--batch', batch, 2), ('--input-size', input_size, 16),
                         ('--images-per-step', images_per_step, 1)):
         if int(v) < lo:

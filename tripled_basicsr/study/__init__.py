@@ -4,17 +4,20 @@ ratios, evaluated on test sets with the benchmark protocol. See docs/study.md.""
 from tripled_basicsr.study.runner import DEFAULTS, Study, StudyError, merge_options, plan
 
 
+# every top-level name a study writes in study_dir (runner.py's layout; BasicSR's own folders,
+# since training runs with the study dir as its root): anything else there is a user's, and
+# --restart refuses to delete it (utils/ownership)
+LAYOUT = ('study.yml', 'subsets', 'distill_work', 'runs', 'experiments', 'input_psnr.json', 'source_shapes.json',
+          'report', 'tb_logger', 'results', 'wandb')
+
+
 def open_study_dir(opt, restart=False):
     """Create the study dir, or reopen one this command made (resume), under the output policy:
-    never a source, never a folder we did not write; ``restart`` replaces an earlier study."""
-    from tripled_basicsr.utils.io import check_disjoint, prepare_output_dir, read_marker
-    sources = study_sources(opt)
-    marker = read_marker(opt['study_dir'])
-    if marker is not None and marker.get('tool') == 'study' and not restart:
-        check_disjoint(opt['study_dir'], sources, 'Study dir', 'study_dir')
-        return opt['study_dir']
-    return prepare_output_dir(opt['study_dir'], overwrite=restart, option_name='--restart', sources=sources,
-                              tool='study')
+    never a source, never a folder we did not write or another tool's output; ``restart``
+    replaces an earlier study (only one holding nothing but what the study wrote)."""
+    from tripled_basicsr.utils.ownership import prepare_output_dir
+    return prepare_output_dir(opt['study_dir'], overwrite=restart, option_name='--restart', sources=study_sources(opt),
+                              tool='study', reuse=True, layout=LAYOUT)
 
 
 def study_sources(opt):

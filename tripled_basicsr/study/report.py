@@ -326,7 +326,7 @@ def _savefig(fig, out_dir, name):
 
 def write_report(study, evaluator, log=print):
     """Aggregate every finished run into ``study_dir/report`` (replaced atomically)."""
-    from tripled_basicsr.utils.io import AtomicOutputDir
+    from tripled_basicsr.utils.ownership import AtomicOutputDir
     records = collect(study)
     if not records:
         return None
