@@ -144,6 +144,17 @@ def test_hole2_users_files_in_a_demo_or_its_study_block_overwrite(tmp_path):
     assert work2 == work and not resumed and sorted(os.listdir(work)) == [MARKER_FILE, 'demo_request.json']
 
 
+def test_hole2_an_output_of_an_earlier_version_with_a_users_file_is_kept(tmp_path):
+    old = tmp_path / 'old'  # a packed set from before the marker file: recognised by its meta file
+    (old / 'gt.lmdb').mkdir(parents=True)
+    (old / 'tripled_meta.json').write_text(json.dumps({'format': 'tripled-distilled', 'tool': 'pack'}))
+    (old / 'notes.txt').write_text('mine')
+    with pytest.raises(OutputExistsError, match=r'holds files it did not write: .*notes\.txt'):
+        AtomicOutputDir(str(old), overwrite=True, tool='pack')
+    (old / 'notes.txt').unlink()
+    assert AtomicOutputDir(str(old), overwrite=True, tool='pack').check() == 'replace'
+
+
 def test_claim_dir_rules(tmp_path):
     assert claim_dir(str(tmp_path / 'new'), 'distill-work', 'work_dir') is True
     assert claim_dir(str(tmp_path / 'new'), 'distill-work', 'work_dir') is False  # ours: reused
@@ -221,6 +232,8 @@ def test_hole4_trace_file_never_appends_to_a_file_it_did_not_create(tmp_path):
                                                     r'project created'):
             sampler(ds, batch_size=2, trace_file=str(path))
     assert _tree(tmp_path) == before
+    with pytest.raises(ValueError, match=r'trace_file .*only \{rank\} may appear in braces'):
+        sampler(ds, batch_size=2, trace_file=str(tmp_path / 'trace_{0}.jsonl'))
     trace = str(tmp_path / 'trace.jsonl')
     for _ in range(2):  # a trace of ours: created, then appended to (a resumed run)
         list(iter(sampler(ds, batch_size=2, stage2_start=2, trace_file=trace)))

@@ -65,7 +65,10 @@ class JsonlTrace:
 
     def __init__(self, path, rank=0, sources=(), option='datasets.train.sampler.trace_file'):
         from tripled_basicsr.utils.ownership import check_append_file
-        self.path = str(path).format(rank=rank) if path else None
+        try:
+            self.path = str(path).format(rank=rank) if path else None
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f'{option} {path!r}: only {{rank}} may appear in braces ({exc!r}).') from None
         self.sources, self.option = sources, option
         self._file = None
         if self.path:

@@ -47,9 +47,13 @@ logger = logging.getLogger('tripled_basicsr.output')
 
 MARKER_FILE = '.tripled_output.json'
 MARKER_FORMAT = 'tripled-output'
-# outputs written before the marker existed: (file, key, value, tool when the file names none)
-_LEGACY_MARKERS = (('tripled_meta.json', 'format', 'tripled-distilled', 'distill'),
-                   ('demo_data.json', 'generator', 'tripled_basicsr.demo_data', 'demo_data'))
+# outputs written before the marker existed: (file, key, value, tool when the file names none,
+# the top-level names that writer wrote: anything else there is a user's)
+_LEGACY_MARKERS = (('tripled_meta.json', 'format', 'tripled-distilled', 'distill',
+                    ['gt.lmdb', 'lq.lmdb', 'tripled_meta.json', 'report.txt', 'report.png', 'source_scores.csv',
+                     'calibrator.pth']),
+                   ('demo_data.json', 'generator', 'tripled_basicsr.demo_data', 'demo_data',
+                    ['gt', 'lq', 'gt.lmdb', 'lq.lmdb', 'demo_data.json']))
 # what a folder of ours may hold besides what its writer lists: the marker, a directory lock
 # (utils/lock.py) and the hidden temp/aside siblings of outputs written inside it
 _ALWAYS_OURS = re.compile(r'^(\.tripled_output\.json(\.part)?|\.lock|\..+\.(tmp|old)-\d+-[0-9a-f]{8})$')
@@ -95,11 +99,11 @@ def read_marker(path):
     m = _read_json(os.path.join(path, MARKER_FILE))
     if m is not None and m.get('format') == MARKER_FORMAT:
         return m
-    for name, key, value, tool in _LEGACY_MARKERS:
+    for name, key, value, tool, layout in _LEGACY_MARKERS:
         meta = _read_json(os.path.join(path, name))
         if meta is not None and meta.get(key) == value:
             return {'format': MARKER_FORMAT, 'legacy': name, 'tool': meta.get('tool', tool),
-                    'created': meta.get('created')}
+                    'created': meta.get('created'), 'layout': layout}
     return None
 
 
@@ -111,8 +115,9 @@ def foreign_entries(path, marker=None):
     """Top-level entries of our folder ``path`` that its writer did not list (sorted names).
 
     The marker of an output written in one go lists its ``entries``; the marker of a folder
-    built in place lists its ``layout`` (fnmatch patterns). A marker with neither (an output of
-    an earlier version) lists nothing to compare with, so nothing counts as foreign."""
+    built in place lists its ``layout`` (fnmatch patterns); an output of an earlier version
+    (no marker file) is compared with what that writer wrote. A marker with neither (in-place
+    folders of earlier versions) lists nothing to compare with, so nothing counts as foreign."""
     marker = read_marker(path) if marker is None else marker
     if marker is None:
         return []
