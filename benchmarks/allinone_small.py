@@ -148,7 +148,7 @@ def main(argv=None):
     from tripled_basicsr.utils.io import read_json
     from tripled_basicsr.utils.ownership import prepare_output_dir
     t0 = time.time()
-    work = prepare_output_dir(args.work, tool='allinone_small', reuse=True)
+    work = prepare_output_dir(args.work, tool='allinone_small', reuse=True, layout=('data', 'union', 'study'))
     data = os.path.join(work, 'data')
     if not os.path.isdir(data):
         assert tuple(GEN_TASKS) == TASKS, GEN_TASKS

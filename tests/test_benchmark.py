@@ -100,7 +100,7 @@ def test_missing_set_is_skipped_with_where_it_goes(tmp_path):
 def test_bad_set_entries():
     with pytest.raises(bm.BenchmarkError, match='task must be one of'):
         bm.set_spec('MyOwnSet')
-    with pytest.raises(bm.BenchmarkError, match=r"unknown key\(s\) \['sigmaa'\]"):
+    with pytest.raises(bm.BenchmarkError, match=r'Unknown option BSD68.sigmaa. Did you mean sigma, sigmas\?'):
         bm.set_spec({'name': 'BSD68', 'sigmaa': 3})
 
 

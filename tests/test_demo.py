@@ -108,7 +108,7 @@ def test_a_study_recipe_may_not_set_what_the_demo_sets(tmp_path):
     with pytest.raises(SystemExit, match=r'`study_dir` is set by the demo'):
         main(['--workdir', str(tmp_path / 'w'), '--study', str(bad)])
     bad.write_text(open(STUDY_RECIPE).read().replace('iters: 300', 'iter: 300'))
-    with pytest.raises(SystemExit, match=r'unknown study option training.iter \(did you mean iters'):
+    with pytest.raises(SystemExit, match=r'Unknown option training.iter. Did you mean iters'):
         main(['--workdir', str(tmp_path / 'w'), '--study', str(bad)])
     assert not (tmp_path / 'w').exists()
 

@@ -195,7 +195,7 @@ def test_auto_crops_with_an_unreadable_image(tmp_path, monkeypatch):
         meta = json.load(f)
     assert meta['provenance']['options']['source']['crop_size'] == 48  # the median of the readable sizes
     skipped = meta['summary']['skipped']
-    assert [s['gt_path'] for s in skipped] == [bad] and skipped[0]['reason'] == 'unreadable GT image'
+    assert [s['gt_path'] for s in skipped] == [bad] and skipped[0]['reason'].startswith(f'unreadable GT image: {bad}')
     assert os.path.splitext(os.path.basename(bad))[0] not in {s['image_key'] for s in meta['samples']}
     assert len(meta['samples']) == math.ceil(0.1 * 5 * 144 * 144 / 48 ** 2)  # the budget counts readable pixels
 
@@ -233,9 +233,12 @@ def test_crop_features_come_from_one_reduced_decode(tmp_path, lmdb):
         # same content: the DCT reduction then a 100 -> 96 shrink, against one 400 -> 96 shrink
         assert np.abs(got.astype(int) - want.astype(int)).mean() < 2.5
     assert ('reduced', 'gt', 4) in jsrc._cache
-    # an LQ too small for its box is named, as by read()
+    # an LQ that is not GT / scale: the pair is refused from the headers, naming both files and sizes
     cv2.imwrite(str(jroot / 'lq' / 'a.jpg'), big[:800])
-    bad = CropSource(PairedSource(str(jroot / 'gt'), str(jroot / 'lq')), 400)
+    with pytest.raises(ValueError, match=r'lq/a\.jpg is 1600x800 but GT .*gt/a\.jpg is 1600x1200'):
+        CropSource(PairedSource(str(jroot / 'gt'), str(jroot / 'lq')), 400)
+    # and should a header lie, the crop box is checked against the decoded image too, as by read()
+    bad = CropSource(PairedSource(str(jroot / 'gt'), str(jroot / 'lq')), 400, shapes=[(1200, 1600)])
     with pytest.raises(ValueError, match=r'a\.jpg: LQ is 1600x800, too small for the crop box'):
         for i in range(len(bad)):
             bad.read_reduced(i, 'lq', 96)

@@ -4,6 +4,7 @@ import shutil
 
 import cv2
 import numpy as np
+import pytest
 
 from tripled_basicsr.data.paired_source import PairedSource
 from tripled_basicsr.demo_data import generate_pairs, write_demo_dataset
@@ -95,3 +96,32 @@ def test_readers_and_the_demo_generator_import_without_torch_or_basicsr(tmp_path
     out = subprocess.run([sys.executable, '-c', code], cwd=str(tmp_path), capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == '[]'
+
+
+def test_a_truncated_lmdb_is_refused_before_any_page_is_read(tmp_path):
+    """Only the meta data is read to compare the sizes (a page read past the end would be SIGBUS)."""
+    from tripled_basicsr.utils.lmdb_io import DamagedLmdbError, check_lmdb
+    gt, lq = _demo_lmdbs(str(tmp_path / 'd'))
+    data = os.path.join(gt, 'data.mdb')
+    size = os.path.getsize(data)
+    os.truncate(data, size // 2)
+    for call in (lambda: open_lmdb_readonly(gt), lambda: check_lmdb(gt), lambda: PairedSource(gt, lq).read(0)):
+        with pytest.raises(DamagedLmdbError, match=rf'{data} is truncated: it is {size // 2} bytes, but the LMDB '
+                                                   rf'needs at least \d+ bytes .*Copy it again.*re-create the LMDB'):
+            call()
+    assert os.path.realpath(gt) not in lmdb_io._ENVS
+
+
+def test_check_lmdb_keeps_no_handle(tmp_path):
+    from tripled_basicsr.utils.lmdb_io import check_lmdb
+    gt, _ = _demo_lmdbs(str(tmp_path / 'd'))
+    check_lmdb(gt)
+    assert os.path.realpath(gt) not in lmdb_io._ENVS
+    import lmdb
+    env = lmdb.open(gt, readonly=True, lock=False)  # a stock reader may open it afterwards (once per process)
+    check_lmdb(gt)  # and a file another reader of this process holds passes
+    env.close()
+    env = open_lmdb_readonly(gt)
+    check_lmdb(gt)
+    assert open_lmdb_readonly(gt) is env
+    close_lmdb(gt)

@@ -239,3 +239,22 @@ def test_hole4_trace_file_never_appends_to_a_file_it_did_not_create(tmp_path):
         list(iter(sampler(ds, batch_size=2, stage2_start=2, trace_file=trace)))
     assert [r['step'] for r in read_trace(trace)] == [0, 1, 2, 3] * 2
     assert np.all([isinstance(r['step'], int) for r in read_trace(trace)])
+
+
+def test_a_study_rebuilds_only_subsets_it_wrote(distilled, tmp_path):
+    import shutil
+
+    from tripled_basicsr.study import StudyError
+    from tripled_basicsr.study.runner import Study
+    _, _, out, _ = distilled
+    sub = tmp_path / 'subsets' / 'tripled_1pct_s0'
+    shutil.copytree(out, sub)
+    (sub / 'thesis.txt').write_text('precious')
+    with pytest.raises(StudyError, match=r'holds files the study did not write .*thesis\.txt.*never deleted'):
+        Study._remove_subset(str(sub))
+    (tmp_path / 'mine').mkdir()
+    with pytest.raises(StudyError, match='is not a subset written by the study'):
+        Study._remove_subset(str(tmp_path / 'mine'))
+    (sub / 'thesis.txt').unlink()
+    Study._remove_subset(str(sub))
+    assert not sub.exists() and (tmp_path / 'mine').is_dir()

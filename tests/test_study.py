@@ -119,7 +119,7 @@ def _opt(tmp, **over):
 
 
 def test_options_errors_and_plan(tmp_path):
-    with pytest.raises(StudyError, match=r'unknown study option training.iter \(did you mean iters'):
+    with pytest.raises(StudyError, match=r'Unknown option training.iter. Did you mean iters\? See docs/study.md'):
         merge_options(_opt(tmp_path, training={'iter': 3, 'basicsr': {'network_g': NET}}))
     with pytest.raises(StudyError, match=r'ratios: every ratio must be in \(0, 1\]'):
         merge_options(_opt(tmp_path, ratios=[0, 0.1]))

@@ -18,12 +18,20 @@ Protocols (written into the table header):
 Every model is run with :func:`tripled_basicsr.utils.tiled.tiled_forward` when ``tile.size``
 > 0, so 4K frames fit a consumer GPU. Missing sets are skipped with a message that says
 where the files go (docs/benchmark.md lists where to get each set).
+
+Every option is checked before any image or model is read (unknown keys with the closest
+valid one, values and ranges), and every model's checkpoint is loaded into its network
+before the first evaluation: a wrong architecture fails in seconds, naming the file. A GT
+whose size differs from LQ x scale by more than the mod-crop (scale - 1 px), and a GT
+without LQ or an LQ without GT, are errors naming the files (``on_unpaired: skip`` scores
+the pairs found instead and lists the others in the table and JSON).
 """
 import argparse
 import contextlib
 import copy
 import csv
 import datetime
+import difflib
 import io
 import json
 import os
@@ -36,7 +44,7 @@ import numpy as np
 
 from tripled_basicsr.data.paired_source import IMG_EXTENSIONS, _relative_files
 from tripled_basicsr.utils.img import to_bgr_uint8
-from tripled_basicsr.utils.cli import run_command
+from tripled_basicsr.utils.cli import check_keys, run_command
 from tripled_basicsr.utils.device import resolve_device
 from tripled_basicsr.utils.io import load_yaml_safe
 from tripled_basicsr.utils.ownership import AtomicOutputDir
@@ -75,9 +83,82 @@ _TOKENS = re.compile(r'^(norain|rainy|rain|low|normal|high|hazy|clear|blur|sharp
 TASKS = ('sr', 'denoise', 'paired')
 PROTOCOL_VERSION = 2  # bump when loading or scoring changes, so cached study scores are recomputed
 
+DOC = 'docs/benchmark.md'
+# every key of the options file (docs/benchmark.md, "Options"); anything else is a typo
+OPTION_KEYS = ('name', 'datasets_root', 'sets', 'models', 'scale', 'sigmas', 'noise_seed', 'y_channel', 'max_images',
+               'on_unpaired', 'device', 'tile', 'no_reference', 'output')
+SET_DEFAULT_KEYS = ('scale', 'sigmas', 'noise_seed', 'y_channel', 'max_images', 'on_unpaired')  # top level -> sets
+SET_KEYS = ('name', 'root', 'task', 'grey', 'datasets_root', 'dataroot_gt', 'dataroot_lq', 'scale', 'sigmas', 'sigma',
+            'noise_seed', 'y_channel', 'crop_border', 'max_images', 'no_reference', 'on_unpaired')
+MODEL_KEYS = ('name', 'type', 'network_g', 'opt', 'weights', 'param_key')
+TILE_KEYS = ('size', 'overlap', 'blend', 'blend_width', 'pad_multiple')
+OUTPUT_KEYS = ('path', 'overwrite')
+ON_UNPAIRED = ('error', 'skip')
+
 
 class BenchmarkError(ValueError):
     pass
+
+
+def _check(kind, path, v, **kw):
+    """The distiller's value checks (``tripled_basicsr.distill.checks``), as a BenchmarkError."""
+    from tripled_basicsr.distill import checks as ck
+    try:
+        return getattr(ck, kind)(path, v, **kw)
+    except ck.OptionError as exc:
+        raise BenchmarkError(str(exc)) from None
+
+
+def check_tile(tile, path='tile'):
+    """``tile:`` -> {size, overlap, blend, blend_width, pad_multiple}, every value checked.
+
+    size 0 or null: whole images; else > 0 with 0 <= overlap <= size (more context than the
+    tile itself is more than 9x the work of whole-image inference: use a larger tile),
+    0 <= blend_width <= min(overlap, size / 2), pad_multiple >= 1."""
+    from tripled_basicsr.utils.tiled import BLENDS
+    tile = _check('mapping', path, tile)
+    check_keys(tile, TILE_KEYS, f'{path}.', DOC, BenchmarkError)
+    size = tile.get('size')
+    out = {'size': 0 if size is None else _check('integer', f'{path}.size', size, lo=0),
+           'overlap': _check('integer', f'{path}.overlap', tile.get('overlap', 32), lo=0),
+           'blend': _check('choice', f'{path}.blend', tile.get('blend', 'none'), choices=BLENDS),
+           'blend_width': None if tile.get('blend_width') is None else
+           _check('integer', f'{path}.blend_width', tile['blend_width'], lo=0),
+           'pad_multiple': _check('integer', f'{path}.pad_multiple', tile.get('pad_multiple', 1), lo=1)}
+    if out['size']:
+        if out['overlap'] > out['size']:
+            raise BenchmarkError(f'{path}.overlap ({out["overlap"]}) must be <= {path}.size ({out["size"]}): the '
+                                 f'overlap is context added on each side of a tile; raise size or lower overlap.')
+        band = out['overlap'] // 2 if out['blend_width'] is None else out['blend_width']
+        if out['blend'] != 'none' and (band > out['overlap'] or 2 * band > out['size']):
+            raise BenchmarkError(f'{path}.blend_width ({band}) must be <= min(overlap, size / 2) = '
+                                 f'{min(out["overlap"], out["size"] // 2)}.')
+    return out
+
+
+def check_options(opt, path='<options>'):
+    """Every top-level key and value of a benchmark options dict (sets and models are checked
+    by :func:`set_spec` and :func:`model_specs`); raises BenchmarkError naming the key."""
+    check_keys(opt, OPTION_KEYS, '', DOC, BenchmarkError)
+    for k in ('name', 'datasets_root', 'device'):
+        if k in opt:
+            _check('string', k, opt[k])
+    for k in ('sets', 'models'):
+        if not isinstance(opt.get(k), list) or not opt[k]:
+            what = ('test sets (e.g. [Set5, Set14, BSD100, Urban100])' if k == 'sets' else
+                    'the trained models (name, network_g or opt, weights)')
+            raise BenchmarkError(f'{path}: {k}: must be a non-empty list of {what}; got {opt.get(k)!r}.')
+    check_tile(opt.get('tile'))
+    for i, m in enumerate(opt.get('no_reference') or []):
+        if isinstance(m, dict):
+            check_keys(m, ('brisque',), f'no_reference[{i}].', DOC, BenchmarkError)
+            _check('string', f'no_reference[{i}].brisque', m.get('brisque'))
+        else:
+            _check('choice', f'no_reference[{i}]', m, choices=('piqe', 'brisque'))
+    out = _check('mapping', 'output', opt.get('output'))
+    check_keys(out, OUTPUT_KEYS, 'output.', DOC, BenchmarkError)
+    _check('string', 'output.path', out.get('path'), allow_none=True)
+    _check('boolean', 'output.overwrite', out.get('overwrite', True))
 
 
 # ----------------------------------------------------------------------------- layouts
@@ -108,28 +189,49 @@ def _child(folder, names):
     return None
 
 
-def pair_files(lq_dir, gt_dir):
+def _strictly_inside(path, folder):
+    a, b = os.path.abspath(path), os.path.abspath(folder)
+    return a != b and os.path.commonpath([a, b]) == b
+
+
+def _relative_images(folder, skip=None):
+    """Images under ``folder``, without those under ``skip`` when it is a subfolder of ``folder``."""
+    inner = skip if skip and _strictly_inside(skip, folder) else None
+    return [r for r in _images(folder) if not (inner and _strictly_inside(os.path.join(folder, r), inner))]
+
+
+def pair_files(lq_dir, gt_dir, unpaired=None):
     """-> [(key, gt_path, lq_path)] matched by :func:`pair_key`; SOTS-style LQ names
-    ('0001_0.8_0.2') fall back to the part before the first '_'."""
-    gts = {pair_key(r): os.path.join(gt_dir, r) for r in _images(gt_dir)}
-    out = []
-    for r in _images(lq_dir):
+    ('0001_0.8_0.2') fall back to the part before the first '_'. ``unpaired`` (a list) gets
+    ``(missing, path, folder)`` for every GT without LQ (missing 'LQ') and LQ without GT."""
+    gts = {pair_key(r): os.path.join(gt_dir, r) for r in _relative_images(gt_dir, lq_dir)}
+    out, used = [], set()
+    for r in _relative_images(lq_dir, gt_dir):
         k = pair_key(r)
         if k not in gts:
             d, s = os.path.split(k)
             k = os.path.join(d, s.split('_')[0])
         if k in gts:
             out.append((k, gts[k], os.path.join(lq_dir, r)))
+            used.add(k)
+        elif unpaired is not None:
+            unpaired.append(('GT', os.path.join(lq_dir, r), gt_dir))
+    if unpaired is not None:
+        unpaired += [('LQ', gts[k], lq_dir) for k in sorted(gts) if k not in used]
     return out
 
 
-def find_sr_layout(root, scale):
-    """-> (gt_dir, lq_dir | None, pairs) for the SR layouts (BasicSR, EDSR benchmark, SelfExSR)."""
+def find_sr_layout(root, scale, unpaired=None):
+    """-> (gt_dir, lq_dir | None, pairs) for the SR layouts (BasicSR, EDSR benchmark, SelfExSR);
+    ``unpaired`` as in :func:`pair_files`."""
     srf = _child(root, (f'image_srf_{scale}',))
     if srf:  # SelfExSR: image_SRF_4/img_001_SRF_4_HR.png + _LR.png in one folder
         files = _images(srf)
         hr = {pair_key(f): os.path.join(srf, f) for f in files if '_hr' in f.lower()}
         lr = {pair_key(f): os.path.join(srf, f) for f in files if '_lr' in f.lower()}
+        if unpaired is not None:
+            unpaired += [('LQ', hr[k], srf) for k in sorted(hr) if k not in lr]
+            unpaired += [('GT', lr[k], srf) for k in sorted(lr) if k not in hr]
         return srf, srf, [(k, hr[k], lr[k]) for k in sorted(hr) if k in lr]
     gt_dir = _child(root, ('gtmod12', 'hr', 'gt', 'original')) or root
     lq_dir = _child(root, (f'lrbicx{scale}', f'x{scale}'))
@@ -137,22 +239,24 @@ def find_sr_layout(root, scale):
         lr = _child(root, ('lr_bicubic', 'lr'))
         lq_dir = _child(lr, (f'x{scale}',)) if lr else None
     if lq_dir:
-        return gt_dir, lq_dir, pair_files(lq_dir, gt_dir)
+        return gt_dir, lq_dir, pair_files(lq_dir, gt_dir, unpaired)
     return gt_dir, None, [(pair_key(r), os.path.join(gt_dir, r), None) for r in _images(gt_dir)
                           if os.path.dirname(r) == '']
 
 
-def find_paired_layout(root, depth=3):
+def find_paired_layout(root, depth=3, unpaired=None):
     """-> [(key, gt, lq)] from the first folder under ``root`` (breadth first, ``depth``
     levels) that holds an LQ folder and a GT folder of the usual names; GoPro's per-sequence
-    ``blur``/``sharp`` folders are gathered from every sequence."""
+    ``blur``/``sharp`` folders are gathered from every sequence. ``unpaired`` as in
+    :func:`pair_files`."""
     level = [root]
     for _ in range(depth + 1):
         found, nxt = [], []
         for d in level:
             lq, gt = _child(d, LQ_DIRS), _child(d, GT_DIRS)
             if lq and gt:
-                found += [(os.path.join(os.path.relpath(d, root), k), g, q) for k, g, q in pair_files(lq, gt)]
+                found += [(os.path.join(os.path.relpath(d, root), k), g, q)
+                          for k, g, q in pair_files(lq, gt, unpaired)]
             else:
                 try:
                     nxt += sorted(os.path.join(d, k) for k in os.listdir(d) if os.path.isdir(os.path.join(d, k)))
@@ -170,12 +274,16 @@ def find_gt_only(root):
 
 
 # ----------------------------------------------------------------------------- loading
-def set_spec(spec, defaults=None):
-    """Complete one test-set entry: name, root, task and the task's parameters."""
+def set_spec(spec, defaults=None, path=None):
+    """Complete one test-set entry: name, root, task and the task's parameters, every key and
+    value checked (``path``: how the entry is named in messages, e.g. ``'sets[0].'``)."""
     spec = {**(defaults or {}), **(spec if isinstance(spec, dict) else {'name': spec})}
     name = ALIASES.get(spec.get('name'), spec.get('name'))
     if not name:
         raise BenchmarkError(f'test set entry {spec!r} has no name.')
+    name = _check('string', f'{path or ""}name', name)
+    path = path or f'{name}.'
+    check_keys(spec, SET_KEYS, path, DOC, BenchmarkError)
     known = KNOWN_SETS.get(name)
     task = spec.get('task') or (known[0] if known else None)
     if spec.get('dataroot_gt') and spec.get('dataroot_lq') and not spec.get('task'):
@@ -187,9 +295,22 @@ def set_spec(spec, defaults=None):
                                                                               name),
            'grey': bool(spec.get('grey', known[1] if known else False)), 'where': known[2] if known else None}
     for k in ('dataroot_gt', 'dataroot_lq', 'scale', 'sigmas', 'sigma', 'noise_seed', 'y_channel', 'crop_border',
-              'max_images', 'no_reference'):
+              'max_images', 'no_reference', 'on_unpaired'):
         if k in spec:
             out[k] = spec[k]
+    for k in ('root', 'dataroot_gt', 'dataroot_lq'):
+        if out.get(k) is not None:
+            _check('string', f'{path}{k}', out[k])
+    for k, lo in (('scale', 1), ('crop_border', 0), ('noise_seed', 0)):
+        if k in out:
+            out[k] = _check('integer', f'{path}{k}', out[k], lo=lo)
+    for k in ('y_channel', 'no_reference', 'grey'):
+        if k in out:
+            _check('boolean', f'{path}{k}', out[k])
+    if out.get('max_images') is not None:
+        out['max_images'] = _check('integer', f'{path}max_images', out['max_images'], lo=1)
+    if 'on_unpaired' in out:  # only when given: the protocol fingerprint of existing studies stays the same
+        _check('choice', f'{path}on_unpaired', out['on_unpaired'], choices=ON_UNPAIRED)
     if task == 'sr':
         out.setdefault('scale', 4)
         out.setdefault('y_channel', True)
@@ -200,11 +321,10 @@ def set_spec(spec, defaults=None):
         out.setdefault('crop_border', 0)
     if task == 'denoise':
         sig = out.pop('sigma', None)
-        out['sigmas'] = [float(s) for s in (out.get('sigmas') or ([sig] if sig is not None else [25]))]
+        sigmas = out.get('sigmas') or ([sig] if sig is not None else [25])
+        sigmas = sigmas if isinstance(sigmas, (list, tuple)) else [sigmas]
+        out['sigmas'] = [_check('number', f'{path}sigmas[{i}]', s, lo=0, lo_open=True) for i, s in enumerate(sigmas)]
         out.setdefault('noise_seed', 0)
-    unknown = sorted(set(spec) - set(out) - {'datasets_root', 'task', 'root', 'grey', 'sigma', 'name'})
-    if unknown:
-        raise BenchmarkError(f'test set {name}: unknown key(s) {unknown}; see docs/benchmark.md.')
     return out
 
 
@@ -235,22 +355,41 @@ def add_noise(gt, sigma, seed):
     return (gt.astype(np.float64) / 255.0 + rng.normal(0, sigma / 255.0, gt.shape)).astype(np.float32)
 
 
-def load_pairs(spec):
+def _unpaired_text(missing, path, folder):
+    have = 'LQ' if missing == 'GT' else 'GT'
+    return f'{have} {path} has no {missing} in {folder}'
+
+
+def load_pairs(spec, skipped_files=None):
     """-> list of (key, gt uint8 BGR, lq float32 BGR in [0, 1]) for one test set (and sigma for
-    denoising: one list per sigma, returned as {label: list}). Empty dict when the set is missing."""
+    denoising: one list per sigma, returned as {label: list}). Empty dict when the set is missing.
+
+    A GT without LQ (or an LQ without GT) is an error naming the file, unless the set has
+    ``on_unpaired: skip``: then each is appended to ``skipped_files`` (a list) as a line."""
+    unpaired = []
     if spec.get('dataroot_gt'):
         for k in ('dataroot_gt', 'dataroot_lq'):
             if not os.path.isdir(spec.get(k) or ''):
                 return {}
-        files = pair_files(spec['dataroot_lq'], spec['dataroot_gt'])
+        files = pair_files(spec['dataroot_lq'], spec['dataroot_gt'], unpaired)
     elif not os.path.isdir(spec['root']):
         return {}
     elif spec['task'] == 'sr':
-        files = find_sr_layout(spec['root'], int(spec['scale']))[2]
+        files = find_sr_layout(spec['root'], int(spec['scale']), unpaired)[2]
     elif spec['task'] == 'denoise':
         files = find_gt_only(spec['root'])
     else:
-        files = find_paired_layout(spec['root'])
+        files = find_paired_layout(spec['root'], unpaired=unpaired)
+    if unpaired and files:  # (no pair at all: the set counts as missing, as before)
+        lines = [_unpaired_text(*u) for u in unpaired]
+        if spec.get('on_unpaired', 'error') != 'skip':
+            more = f' (and {len(lines) - 3} more)' if len(lines) > 3 else ''
+            raise BenchmarkError(f'{spec["name"]}: {len(files)} pairs found, but {"; ".join(lines[:3])}{more}. '
+                                 f'Files are paired by name after removing the usual tokens (_HR/_LR/_GT, x4, '
+                                 f'rain-/norain-, ...; {DOC}): rename or remove the odd files, or set on_unpaired: '
+                                 f'skip to score the {len(files)} pairs and list the rest in the results.')
+        if skipped_files is not None:
+            skipped_files += lines
     if spec.get('max_images'):
         files = files[:int(spec['max_images'])]
     if not files:
@@ -274,34 +413,101 @@ def load_pairs(spec):
         else:
             lq = _read(q)
             h, w = lq.shape[0] * s, lq.shape[1] * s
-            if gt.shape[0] < h or gt.shape[1] < w:
-                raise BenchmarkError(f'{spec["name"]}: {q} is {lq.shape[1]}x{lq.shape[0]} but its GT {g} is '
-                                     f'{gt.shape[1]}x{gt.shape[0]}, smaller than LQ x scale {s}; check scale.')
+            if not (0 <= gt.shape[0] - h < s and 0 <= gt.shape[1] - w < s):
+                crop = f' (or up to {s - 1} px larger, the mod-crop to the scale)' if s > 1 else ''
+                raise BenchmarkError(f'{spec["name"]}: the GT {g} is {gt.shape[1]}x{gt.shape[0]} (WxH) but its LQ {q} '
+                                     f'is {lq.shape[1]}x{lq.shape[0]}; at scale {s} the GT must be LQ x {s} = {w}x{h}'
+                                     f'{crop}. Check the scale and that the two files are the same image (a GT is '
+                                     f'never cropped or resized to fit more than that).')
             gt = gt[:h, :w]  # GT mod-crop to the LQ grid
         out.append((k, gt, lq.astype(np.float32) / 255.0))
     return {spec['name']: out}
 
 
 # ----------------------------------------------------------------------------- models
-def load_network(network_opt, weights, param_key='auto', device='cpu'):
-    """A BasicSR arch from its options and a checkpoint (``params_ema`` preferred by ``auto``)."""
-    import torch
+def build_arch(network_opt, where='network_g', error=BenchmarkError):
+    """Build a registered BasicSR arch from its options, or raise ``error`` naming ``where``
+    (the option path): an unregistered type (with the closest registered names) or options
+    the arch does not take. Building is cheap, so callers check networks before any work."""
     from basicsr.archs import build_network
+    from basicsr.utils.registry import ARCH_REGISTRY
 
     import tripled_basicsr
     tripled_basicsr.register()  # our archs (e.g. TripleDUNet) in BasicSR's registry
+    if not isinstance(network_opt, dict) or not network_opt.get('type'):
+        raise error(f'{where} must be a mapping with a type (a BasicSR arch, e.g. {{type: SRVGGNetCompact, '
+                    f'num_feat: 64, ...}}); got {network_opt!r}.')
+    t = network_opt['type']
+    if not isinstance(t, str) or (t not in ARCH_REGISTRY and f'{t}_basicsr' not in ARCH_REGISTRY):
+        names = sorted({k[:-len('_basicsr')] if k.endswith('_basicsr') else k for k in ARCH_REGISTRY.keys()})
+        close = difflib.get_close_matches(str(t), names, n=3)
+        hint = f' Did you mean {", ".join(close)}?' if close else ''
+        raise error(f'{where}.type {t!r} is not a registered BasicSR arch.{hint} (Archs are the classes in BasicSR\'s '
+                    f'basicsr/archs/*_arch.py and those of registered plugins.)')
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # BasicSR prints 'Name X is not found, use name: X_basicsr!'
+            return build_network(copy.deepcopy(network_opt))
+    except Exception as exc:  # noqa: BLE001  (the arch's own complaint about its options)
+        raise error(f'{where} (type {t}) cannot be built with the given options: {type(exc).__name__}: {exc}') from exc
+
+
+def _first(keys, n=3):
+    keys = list(keys)
+    return ', '.join(keys[:n]) + (f', ... ({len(keys)} in all)' if len(keys) > n else '')
+
+
+def _shape(v):
+    return 'x'.join(map(str, getattr(v, 'shape', ()))) or 'scalar'
+
+
+def check_state_dict(net, state, weights, network_opt, prefix=''):
+    """Raise a BenchmarkError (``prefix`` + message) naming the first missing, unexpected and
+    mis-shaped keys when the checkpoint ``state`` does not fit ``net`` (what strict loading refuses)."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f'{k} (checkpoint {_shape(state[k])}, network {_shape(own[k])})' for k in own
+              if k in state and tuple(getattr(state[k], 'shape', ())) != tuple(own[k].shape)]
+    if not (missing or unexpected or shapes):
+        return
+    parts = ([f'{len(missing)} key(s) of the network are missing from the checkpoint: {_first(missing)}']
+             if missing else [])
+    parts += [f'{len(unexpected)} key(s) of the checkpoint are not in the network: {_first(unexpected)}'] \
+        if unexpected else []
+    parts += [f'{len(shapes)} tensor(s) differ in shape: {_first(shapes, 2)}'] if shapes else []
+    raise BenchmarkError(
+        f'{prefix}the weights {weights} do not fit network_g (type {network_opt.get("type")}): {"; ".join(parts)}. '
+        f'They were '
+        f'trained with another architecture or other network options: give this model the network_g of the '
+        f'training run that wrote them (opt: its train.yml, or experiments/NAME/*.yml), or the weights of this '
+        f'network.')
+
+
+def load_network(network_opt, weights, param_key='auto', device='cpu', name=None):
+    """A BasicSR arch from its options and a checkpoint (``params_ema`` preferred by ``auto``).
+    Every failure is a BenchmarkError naming the model (``name``), the file and what to do."""
+    import torch
+    where = f'model {name}: ' if name else ''
+    net = build_arch(network_opt, f'{where}network_g')
     if not os.path.isfile(weights or ''):
-        raise BenchmarkError(f'weights {weights!r} do not exist (path of a net_g_*.pth checkpoint).')
-    with contextlib.redirect_stdout(io.StringIO()):  # BasicSR prints 'Name X is not found, use name: X_basicsr!'
-        net = build_network(copy.deepcopy(network_opt))
-    state = torch.load(weights, map_location='cpu', weights_only=True)
+        raise BenchmarkError(f'{where}weights {weights!r} do not exist (path of a net_g_*.pth checkpoint).')
+    try:
+        state = torch.load(weights, map_location='cpu', weights_only=True)
+    except Exception as exc:  # noqa: BLE001  (torch raises many kinds for a file that is not a checkpoint)
+        raise BenchmarkError(f'{where}the weights {weights} cannot be read as a PyTorch checkpoint '
+                             f'({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ""}). Give a '
+                             f'net_g_*.pth written by BasicSR.') from None
+    if not isinstance(state, dict):
+        raise BenchmarkError(f'{where}the weights {weights} hold a {type(state).__name__}, not a state dict.')
     if param_key == 'auto':
         param_key = 'params_ema' if 'params_ema' in state else ('params' if 'params' in state else None)
     if param_key:
         if param_key not in state:
-            raise BenchmarkError(f'{weights} has no {param_key!r}; it holds {sorted(state)}. Set param_key.')
+            raise BenchmarkError(f'{where}{weights} has no {param_key!r}; it holds {sorted(state)}. Set param_key.')
         state = state[param_key]
-    net.load_state_dict({k[7:] if k.startswith('module.') else k: v for k, v in state.items()}, strict=True)
+    state = {k[7:] if k.startswith('module.') else k: v for k, v in state.items()}
+    check_state_dict(net, state, weights, network_opt, where)
+    net.load_state_dict(state, strict=True)
     return net.eval().to(device)
 
 
@@ -386,19 +592,26 @@ def model_specs(opt, path):
         raise BenchmarkError(f'{path}: models: is empty; list the trained models (name, network_g or opt, weights).')
     out = []
     for i, m in enumerate(models):
-        m = dict(m)
-        name = m.get('name') or f'model{i}'
-        if m.get('type') == 'input':
+        m = dict(_check('mapping', f'models[{i}]', m))
+        check_keys(m, MODEL_KEYS, f'models[{i}].', DOC, BenchmarkError)
+        name = _check('string', f'models[{i}].name', m['name']) if 'name' in m else f'model{i}'
+        if any(o['name'] == name for o in out):
+            raise BenchmarkError(f'{path}: two models are named {name!r}; the names label the table\'s columns, '
+                                 f'give each model its own.')
+        if 'type' in m:
+            _check('choice', f'models[{i}].type', m['type'], choices=('input',))
             out.append({'name': name, 'type': 'input'})
             continue
         net = m.get('network_g')
         if net is None and m.get('opt'):
-            net = load_yaml_safe(m['opt']).get('network_g')
+            net = load_yaml_safe(_check('string', f'models[{i}].opt', m['opt'])).get('network_g')
         if not net:
             raise BenchmarkError(f'{path}: model {name}: give network_g (the arch options) or opt (its training YAML).')
         if not m.get('weights'):
             raise BenchmarkError(f'{path}: model {name}: weights is required (a net_g_*.pth checkpoint).')
-        out.append({'name': name, 'network_g': net, 'weights': m['weights'], 'param_key': m.get('param_key', 'auto')})
+        _check('string', f'models[{i}].weights', m['weights'])
+        param_key = _check('string', f'models[{i}].param_key', m.get('param_key', 'auto'))
+        out.append({'name': name, 'network_g': net, 'weights': m['weights'], 'param_key': param_key})
     return out
 
 
@@ -406,18 +619,21 @@ def run_benchmark(opt, path='<options>', log=print, check_output=None):
     """Evaluate every model on every present set; returns (rows, skipped, specs).
 
     ``check_output(specs)``, when given, runs once the present sets are known and before any
-    model is loaded (main() checks the output path there, so a bad one fails before the work)."""
+    model is loaded (main() checks the output path there, so a bad one fails before the work).
+    Every option is checked first; every model is built and its checkpoint loaded before the
+    first evaluation, so a wrong key, value or checkpoint fails before any model runs."""
+    check_options(opt, path)
     defaults = {'datasets_root': opt.get('datasets_root', 'datasets')}
-    for k in ('scale', 'sigmas', 'noise_seed', 'y_channel', 'max_images'):
+    for k in SET_DEFAULT_KEYS:
         if k in opt:
             defaults[k] = opt[k]
-    specs = [set_spec(s, defaults) for s in (opt.get('sets') or [])]
+    specs = [set_spec(s, defaults, f'sets[{i}].') for i, s in enumerate(opt.get('sets') or [])]
     if not specs:
         raise BenchmarkError(f'{path}: sets: is empty; list test sets (e.g. [Set5, Set14, BSD100, Urban100]).')
     models = model_specs(opt, path)
     from tripled_basicsr.cost import input_channels
     device = resolve_device(opt.get('device', 'auto'))
-    tile = opt.get('tile') or {}
+    tile = check_tile(opt.get('tile'))
     nr = {}
     for m in opt.get('no_reference') or []:
         if isinstance(m, dict):
@@ -427,22 +643,31 @@ def run_benchmark(opt, path='<options>', log=print, check_output=None):
     rows, skipped = [], []
     loaded = {}
     for spec in specs:
-        groups = load_pairs(spec)
+        left_out = []  # files without a partner, with on_unpaired: skip
+        groups = load_pairs(spec, left_out)
         if not groups:
             msg = missing_message(spec)
             log(msg)
             skipped.append(msg)
             continue
-        loaded[spec['name']] = (spec, groups)
+        loaded[spec['name']] = (spec, groups, left_out)
+        for label, pairs in groups.items():
+            if left_out:
+                msg = (f'{label}: scored {len(pairs)} of {len(pairs) + len(left_out)} images (on_unpaired: skip), '
+                       f'skipped: {"; ".join(left_out)}')
+                log(msg)
+                skipped.append(msg)
     if check_output is not None:
-        check_output([s for s, _ in loaded.values()])
+        check_output([s for s, _, _ in loaded.values()])
+    # every checkpoint against its network before the first evaluation (on the CPU; moved when its turn comes)
+    nets = {m['name']: load_network(m['network_g'], m['weights'], m['param_key'], 'cpu', m['name'])
+            for m in models if m.get('type') != 'input'}
     for m in models:
-        if m.get('type') == 'input':
-            net = None
-        else:
-            net = load_network(m['network_g'], m['weights'], m['param_key'], device)
+        net = nets.pop(m['name'], None)
+        if net is not None:
+            net = net.to(device)
             in_ch = input_channels(net, m['network_g'])
-        for name, (spec, groups) in loaded.items():
+        for name, (spec, groups, left_out) in loaded.items():
             for label, pairs in groups.items():
                 t = time.time()
                 if net is None:
@@ -451,10 +676,12 @@ def run_benchmark(opt, path='<options>', log=print, check_output=None):
                     run = (lambda n, c: lambda lq: restore(n, lq, tile, c, device))(net, in_ch)
                 snr = dict(nr) if spec['task'] == 'paired' or spec.get('no_reference') else {}
                 mean, _ = evaluate(run, pairs, spec, snr)
-                rows.append({'model': m['name'], 'set': label, 'images': len(pairs), **mean,
+                extra = {'of': len(pairs) + len(left_out), 'skipped_files': list(left_out)} if left_out else {}
+                rows.append({'model': m['name'], 'set': label, 'images': len(pairs), **extra, **mean,
                              'seconds': round(time.time() - t, 2), 'protocol': protocol_line(spec)})
                 log(f'{m["name"]:<20} {label:<22} ' + ' '.join(f'{k} {v:.4f}' for k, v in mean.items()))
-    return rows, skipped, [s for s, _ in loaded.values()]
+        del net
+    return rows, skipped, [s for s, _, _ in loaded.values()]
 
 
 def markdown_table(rows, skipped=(), title='Benchmark'):
@@ -474,8 +701,9 @@ def markdown_table(rows, skipped=(), title='Benchmark'):
             r = by.get((m, s))
             cells.append(' / '.join(f'{r[k]:.2f}' if k != 'ssim' else f'{r[k]:.4f}' for k in metrics if k in r)
                          if r else '-')
-        lines.append(f'| {s} ({by[(models[0], s)]["images"] if (models[0], s) in by else "?"} images) | '
-                     + ' | '.join(cells) + ' |')
+        first = by.get((models[0], s))
+        n = '?' if first is None else (f'{first["images"]} of {first["of"]}' if 'of' in first else first['images'])
+        lines.append(f'| {s} ({n} images) | ' + ' | '.join(cells) + ' |')
     if skipped:
         lines += [''] + [f'* {m}' for m in skipped]
     return '\n'.join(lines) + '\n'
@@ -504,6 +732,7 @@ def main(argv=None):
 
     def body():
         opt = load_yaml_safe(args.opt)
+        check_options(opt, args.opt)  # every key and value, before any image or model is read
         out = (opt.get('output') or {}).get('path') or os.path.join('results', f'benchmark_{opt.get("name", "run")}')
         overwrite = (opt.get('output') or {}).get('overwrite', True)
 

@@ -8,6 +8,7 @@ here: they live in their own modules and use :func:`add_pipeline_patch`.
 """
 import contextlib
 import os
+import re
 import sys
 import uuid
 
@@ -56,12 +57,14 @@ class _RootPinnedOptions(dict):
 
 # 2. Resume. (a) CPU: stock ``load_resume_state`` maps the state onto
 #    ``torch.cuda.current_device()``, which raises without CUDA; we map to CPU there
-#    (``resume_training`` moves optimizer states). We load with ``weights_only=False``: the
-#    state is the user's own file and carries plugin state (e.g. curriculum sampler RNG)
-#    that torch >= 2.6's safe loader refuses. (b) A kill during a checkpoint save used to
+#    (``resume_training`` moves optimizer states). (b) A kill during a checkpoint save used to
 #    leave a truncated latest ``.state``/``.pth`` on which stock crashes with a bare
 #    ``OSError``; with ``--auto_resume`` we report it by path and fall back to the newest
-#    state whose state and network files are readable.
+#    state whose state, network and model files (e.g. SLKD's ``slkd_<iter>.pth``) are
+#    readable. (c) Stock loads the state with a plain ``torch.load``: a pickle, so a crafted
+#    ``.state`` runs any code (``os.system``) on torch < 2.6, and on torch >= 2.6 (default
+#    ``weights_only=True``) real states with our RNG state do not load at all. We load every
+#    state with ``weights_only=True`` (see ``load_training_state``).
 def _print_warning(msg):
     # the root logger does not exist yet at this point of train_pipeline (BasicSR's rule)
     print(f'WARNING: {msg}', file=sys.stderr, flush=True)
@@ -106,7 +109,8 @@ def _network_files(opt, resume_iter):
             and (k == 'network_g' or f'net_{k[len("network_"):]}' in saved)]
 
 
-def _unreadable_network(paths):
+def _unreadable_files(paths):
+    """The first of ``paths`` that is missing or not a whole torch checkpoint, and why."""
     import zipfile
     for p in paths:
         if not os.path.isfile(p):
@@ -128,6 +132,118 @@ def _remove_stale_temp_files(*folders):
                         os.remove(path)
 
 
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint asks for Python objects that no training state holds (unpickling it could
+    run code); it was not loaded."""
+
+
+def _state_safe_globals():
+    """What a training state needs beyond ``weights_only``'s defaults, and nothing more.
+
+    The defaults already cover BasicSR's state: tensors, ``OrderedDict``, the optimizers'
+    state dicts, and ``collections.Counter`` (MultiStepLR's milestones); the
+    CosineAnnealingRestartLR and SLKD/sampler entries are plain values. The one non-default
+    object is ``np.random.get_state()`` (SamplerFeedbackMixin's ``tripled_rng``): a uint32
+    ``ndarray``, pickled as ``_reconstruct(ndarray, ...)`` with a ``dtype('u4')``. So we allow
+    numpy's ``_reconstruct`` (under its numpy >= 2 and numpy 1 names, states move between
+    versions), ``ndarray``, ``dtype`` and the uint32 dtype class (the only dtype whose state
+    may be set: an object-dtype array, which could hold other objects, is still refused)."""
+    import numpy as np
+    import torch
+    reconstruct = np.zeros(1, np.uint32).__reduce__()[0]  # numpy._core/.core.multiarray._reconstruct
+    allowed = [reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    if tuple(int(x) for x in re.findall(r'\d+', torch.__version__)[:2]) >= (2, 6):  # (global, name) entries
+        own = f'{reconstruct.__module__}.{reconstruct.__name__}'
+        allowed += [(reconstruct, name) for name in ('numpy.core.multiarray._reconstruct',
+                                                      'numpy._core.multiarray._reconstruct') if name != own]
+    return allowed
+
+
+@contextlib.contextmanager
+def _state_globals_allowed():
+    """``_state_safe_globals`` allowed for ``weights_only`` loads inside the block only."""
+    import torch.serialization as ser
+    if hasattr(ser, 'safe_globals'):  # torch >= 2.5
+        with ser.safe_globals(_state_safe_globals()):
+            yield
+    else:  # torch 2.4: no context manager, so process-wide (the numpy entries only); older: none
+        getattr(ser, 'add_safe_globals', lambda _: None)(
+            [g for g in _state_safe_globals() if not isinstance(g, tuple)])
+        yield
+
+
+def _unsafe_globals(path):
+    """The globals in the checkpoint's pickle that a state may not use, read without unpickling
+    (empty when torch cannot tell: torch < 2.5, or not a zip checkpoint)."""
+    import torch.serialization as ser
+    try:
+        with _state_globals_allowed():
+            return sorted(ser.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # noqa: BLE001  (truncated, legacy format, old torch)
+        return []
+
+
+def short_error(exc):
+    """An exception in one line, without torch's advice to retry with ``weights_only=False``."""
+    parts = [p.strip() for p in str(exc).split('\n\n') if p.strip()]
+    keep = [p for p in parts if not re.search(r'weights_only|Please file an issue|Check the documentation', p)]
+    text = ' '.join((keep or parts or [''])[0].split())
+    return f'{type(exc).__name__}: {text[:300]}'
+
+
+def load_training_state(path, map_location='cpu'):
+    """``torch.load`` of a training state (``.state``) that never runs code from the file.
+
+    ``weights_only=True`` with :func:`_state_safe_globals` allowed for this call only. A state
+    that asks for anything else raises :class:`UnsafeCheckpointError` naming the file and what
+    it asks for; nothing of it is unpickled. Other errors (a truncated file) pass through."""
+    import pickle
+
+    import torch
+    try:
+        with _state_globals_allowed():
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:  # what weights_only raises for anything not allowed
+        names = _unsafe_globals(path)
+        raise UnsafeCheckpointError(_unsafe_message(path, names, exc)) from None
+
+
+def _unsafe_message(path, names, exc=None):
+    what = f'the Python global(s) {", ".join(names)}' if names else f'objects it may not ({short_error(exc)})'
+    return (f'{path} asks to load {what}, which no BasicSR or tripled_basicsr training state holds: unpickling '
+            f'it could run code, so it was refused and nothing in it ran. Delete it or move it away unless you '
+            f'know where it came from; to resume, use a state written by your own training run (a state of '
+            f'your own with custom objects: in a trusted session, load it with weights_only=False, turn them '
+            f'into tensors or plain values and torch.save it again).')
+
+
+_AUTO_RESUME_REFUSES = ' --auto_resume stops here rather than resume from an earlier state, so that it is noticed.'
+
+
+def _refuse_if_unsafe(path):
+    """Raise :class:`UnsafeCheckpointError` if a static look at ``path`` finds globals a state may not use."""
+    names = _unsafe_globals(path)
+    if names:
+        raise UnsafeCheckpointError(f'--auto_resume: {_unsafe_message(path, names)}{_AUTO_RESUME_REFUSES}')
+
+
+def _model_files(opt, resume_iter):
+    """Files besides the networks that the model reads on resume: its class's
+    ``resume_checkpoint_files(opt, iter)`` (e.g. SLKD's ``slkd_<iter>.pth``), if it has one."""
+    try:
+        from basicsr.utils.registry import MODEL_REGISTRY
+        model_cls = MODEL_REGISTRY.get(opt.get('model_type'))
+    except Exception:  # noqa: BLE001  (no model_type, or one build_model will report)
+        return []
+    files = getattr(model_cls, 'resume_checkpoint_files', None)
+    return list(files(opt, resume_iter)) if files else []
+
+
+def _resume_files(opt, resume_iter):
+    """Every file besides the ``.state`` that resuming at ``resume_iter`` reads."""
+    return _network_files(opt, resume_iter) + _model_files(opt, resume_iter)
+
+
 def load_resume_state(opt):
     import torch
     from basicsr.utils import check_resume
@@ -138,7 +254,7 @@ def load_resume_state(opt):
         map_location = 'cpu'
 
     def load(path):
-        return torch.load(path, map_location=map_location, weights_only=False)
+        return load_training_state(path, map_location)
 
     if not opt['auto_resume']:
         path = opt['path'].get('resume_state')
@@ -146,10 +262,18 @@ def load_resume_state(opt):
             return None
         try:
             state = load(path)
+        except UnsafeCheckpointError as exc:
+            raise UnsafeCheckpointError(f'path.resume_state {exc}') from None
         except Exception as exc:  # noqa: BLE001  (any unpickling/zip error: name the file)
-            raise RuntimeError(f'path.resume_state {path} cannot be read ({type(exc).__name__}: {exc}); it may be '
+            raise RuntimeError(f'path.resume_state {path} cannot be read ({short_error(exc)}); it may be '
                                f'truncated by a crash during saving. Point path.resume_state at an earlier '
                                f'.state file, or use --auto_resume to pick the newest readable one.') from exc
+        if opt['path'].get('models'):  # the files check_resume and the model will read next
+            bad, why = _unreadable_files(_resume_files(opt, state['iter']))
+            if bad:
+                raise RuntimeError(f'path.resume_state {path} needs {bad}, which is {why} (a crash during saving '
+                                   f'can leave it so). Point path.resume_state at an earlier .state file, or use '
+                                   f'--auto_resume to pick the newest state whose files are all readable.')
         check_resume(opt, state['iter'])
         return state
 
@@ -161,23 +285,30 @@ def load_resume_state(opt):
     _remove_stale_temp_files(state_dir, opt['path'].get('models'))
     candidates = _state_candidates(state_dir)
     skipped = []
+    # A state that asks for code (UnsafeCheckpointError) is refused, not skipped: neither BasicSR
+    # nor our models write one, so someone put it there. Skipping it would leave it unnoticed (and
+    # resuming from an earlier state would then overwrite the newer checkpoints around it); the
+    # error names the file, and the run continues once the user removes it.
     for it, path in candidates:
-        # cheap check first: BasicSR names a state after its iteration, so the network files it
-        # needs are known before the (possibly large) state is unpickled
-        bad, why = _unreadable_network(_network_files(opt, _iter_name(it)))
+        # cheap check first: BasicSR names a state after its iteration, so the files it needs are
+        # known before the (possibly large) state is unpickled
+        bad, why = _unreadable_files(_resume_files(opt, _iter_name(it)))
         if bad:
-            skipped.append(f'{path} (its network file {bad} is {why})')
+            _refuse_if_unsafe(path)  # skipped unread: a static look still catches a hostile pickle
+            skipped.append(f'{path} (its file {bad} is {why})')
             continue
         try:
             state = load(path)
             resume_iter = state['iter']
+        except UnsafeCheckpointError as exc:
+            raise UnsafeCheckpointError(f'--auto_resume: {exc}{_AUTO_RESUME_REFUSES}') from None
         except Exception as exc:  # noqa: BLE001
-            skipped.append(f'{path} ({type(exc).__name__}: {exc})')
+            skipped.append(f'{path} ({short_error(exc)})')
             continue
         if resume_iter != _iter_name(it):  # renamed by hand: check the files of the iteration it holds
-            bad, why = _unreadable_network(_network_files(opt, resume_iter))
+            bad, why = _unreadable_files(_resume_files(opt, resume_iter))
             if bad:
-                skipped.append(f'{path} (its network file {bad} is {why})')
+                skipped.append(f'{path} (its file {bad} is {why})')
                 continue
         for s in skipped:
             _print_warning(f'--auto_resume: skipping unreadable training state {s}.')
@@ -240,11 +371,38 @@ def _safe_ordered_yaml():
     return SafeOptionLoader, Dumper
 
 
+# 8. Stock ``parse_options`` takes whatever YAML gives: an empty file (None) or a list fails
+#    later with ``TypeError: 'NoneType' object ...``. We read ``-opt`` first through the one
+#    option-file reader, ``utils.io.load_yaml_safe`` (a regular file, valid YAML, safe tags, a
+#    mapping of options: an empty file or ``/dev/null`` "holds no options"), so every entry
+#    point fails the same way, with a message naming the file.
+def check_option_file_arg(argv):
+    """``load_yaml_safe`` on the ``-opt`` of a train/test command line (argv without the
+    program): raises ``ValueError``/``OSError`` naming the file; nothing when there is no
+    ``-opt`` (BasicSR's own parser reports that)."""
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message):  # e.g. ``-opt`` without a value: BasicSR's parser reports it
+            raise LookupError(message)
+
+    p = Parser(add_help=False)
+    p.add_argument('-opt')
+    try:
+        path = p.parse_known_args(argv)[0].opt
+    except LookupError:
+        return
+    if path is not None:
+        from tripled_basicsr.utils.io import load_yaml_safe
+        load_yaml_safe(path)
+
+
 def _wrap_parse_options(stock_parse_options):
     if getattr(stock_parse_options, '_tripled', False):
         return stock_parse_options
 
     def parse_options(root_path, is_train=True):
+        check_option_file_arg(sys.argv[1:])  # fix 8; stock parses sys.argv too
         root = resolve_root(root_path)
         opt, args = stock_parse_options(root, is_train)
         # The caller is train_pipeline/test_pipeline, possibly in ``__main__`` when BasicSR's
@@ -302,10 +460,11 @@ def _wrap_model_to_device(stock):
 #    call ``torch.save`` straight onto the final name, so a kill mid-save leaves a truncated
 #    latest file that ``--auto_resume`` then picks. We give ``basicsr.models.base_model`` a
 #    ``torch`` whose ``save`` writes a hidden temp file in the same folder, fsyncs and
-#    renames it into place (every other attribute is the real torch). BasicSR also has no
-#    hook to add keys to the training state without copying ``save_training_state``: inside
-#    ``with training_state_extras(d):`` that same ``save`` merges ``d`` into the state dict
-#    (used by models/sampler_feedback.py).
+#    renames it into place, and whose ``load`` defaults to ``weights_only=True`` (a network
+#    file never runs code, also on torch < 2.6); every other attribute is the real torch.
+#    BasicSR also has no hook to add keys to the training state without copying
+#    ``save_training_state``: inside ``with training_state_extras(d):`` that same ``save``
+#    merges ``d`` into the state dict (used by models/sampler_feedback.py).
 _TMP_TAG = '.tmp-ckpt-'
 _EXTRAS = []
 
@@ -344,11 +503,19 @@ def training_state_extras(extra):
 
 
 class _TorchWithAtomicSave:
-    """``torch`` for ``basicsr.models.base_model``: ``save`` is atomic, the rest is torch."""
+    """``torch`` for ``basicsr.models.base_model``: ``save`` is atomic, ``load`` defaults to
+    ``weights_only=True``, the rest is torch."""
 
     def __init__(self, torch_module):
         self._torch = torch_module
         self.save = atomic_torch_save
+
+    def load(self, *args, **kwargs):
+        # Stock ``load_network`` (net_*.pth, e.g. the net_g_<iter>.pth of a resume) passes no
+        # ``weights_only``: before torch 2.6 that unpickles whatever the file asks for. A network
+        # file is tensors in dicts, so the safe loader reads every real one.
+        kwargs.setdefault('weights_only', True)
+        return self._torch.load(*args, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self._torch, name)

@@ -7,7 +7,10 @@ Builds each ``network_*`` entry (``network_g`` is the student; ``network_teacher
 registered archs, counts trainable and frozen parameters, and counts FLOPs of one forward
 pass on a (1, C, H, W) input with ``torch.utils.flop_counter.FlopCounterMode`` (it counts
 convolutions and matrix products, 2 FLOPs per multiply-add; element-wise ops are not
-counted, as in most papers' FLOPs tables). Default input: 256 x 256 (the LQ side).
+counted, as in most papers' FLOPs tables). Default input: 256 x 256 (the LQ side); at most
+:data:`MAX_SIDE` px per side (the count runs one real forward pass, whose activations grow
+with H x W: a convolutional net's FLOPs grow linearly with H x W, so count at a smaller size
+and scale up).
 
 Output, e.g.::
 
@@ -28,6 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from tripled_basicsr.utils.io import load_yaml_safe
 
 DEFAULT_SIZE = (256, 256)
+MAX_SIDE = 4096  # px per side of the --size input: a 4K frame's long side; 64 channels of fp32 there take 4 GiB
 _IN_CH_KEYS = ('num_in_ch', 'in_chans', 'in_nc', 'in_channels', 'inp_channels', 'img_channel')
 
 
@@ -58,6 +62,19 @@ def count_flops(net, shape):
     finally:
         net.train(was_training)
     return counter.get_total_flops()
+
+
+def check_size(size, flag='--size'):
+    """``(H, W)`` as two ints in [1, MAX_SIDE], or a ValueError naming ``flag``."""
+    try:
+        h, w = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise ValueError(f'{flag} must be two integers H W; got {size!r}.') from None
+    if not (1 <= h <= MAX_SIDE and 1 <= w <= MAX_SIDE):
+        raise ValueError(f'{flag} {h} {w}: each side must be between 1 and {MAX_SIDE} px (the FLOPs count runs one '
+                         f'forward pass at this size, and its activations grow with H x W). A convolutional '
+                         f'network\'s FLOPs grow linearly with H x W: count at a smaller size and scale up.')
+    return h, w
 
 
 def network_cost(net, size=DEFAULT_SIZE, in_ch=None, net_opt=None):
@@ -91,6 +108,7 @@ def cost_report(opt, size=DEFAULT_SIZE, source='the options'):
     from basicsr.archs import build_network
 
     import tripled_basicsr
+    size = check_size(size, 'size')
     getattr(tripled_basicsr, 'register', lambda: None)()  # registers our archs where import is lazy
     nets = {}
     for key in network_entries(opt, source):
@@ -126,13 +144,22 @@ def main(argv=None):
     p.add_argument('--size', nargs=2, type=int, metavar=('H', 'W'), default=list(DEFAULT_SIZE),
                    help='input height and width (LQ side) for the FLOPs count; default 256 256')
     args = p.parse_args(argv)
-    if min(args.size) < 1:
-        p.error(f'--size must be two positive integers, got {args.size}')
+    try:
+        check_size(args.size)
+    except ValueError as exc:
+        p.error(str(exc))
     try:
         opt = load_yaml_safe(args.opt)
         rep = cost_report(opt, args.size, source=args.opt)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:
         print(f'error: {exc}', file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as exc:  # a forward pass at --size that does not fit this machine
+        if not isinstance(exc, MemoryError) and 'memory' not in str(exc).lower() and 'alloc' not in str(exc).lower():
+            raise
+        print(f'error: --size {args.size[0]} {args.size[1]}: one forward pass at this size does not fit in memory '
+              f'({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ""}). Count at a smaller --size: '
+              f'a convolutional network\'s FLOPs grow linearly with H x W.', file=sys.stderr)
         return 2
     print(f'{args.opt}: input {args.size[0]}x{args.size[1]}')
     print(format_report(rep))

@@ -143,9 +143,9 @@ def study_options(args, work):
             opt['random_crops']['crop_size'] = None
         if (opt['distill'].get('source') or {}).get('crop_size'):  # the distill arm then takes the same
             del opt['distill']['source']['crop_size']
-    from tripled_basicsr.study import merge_options, plan
+    from tripled_basicsr.study import Study, check_study, merge_options
     merged = merge_options(opt)  # every key checked (a typo in the recipe names itself) before any work
-    plan(merged)  # and every arm name
+    check_study(Study(merged))  # and every arm name, the distill recipe's options and the network
     arms, ratio = merged['arms'], merged['ratios'][0]
     if 'full' not in arms:
         raise DemoError('--arms must include full: the table reports every arm as a share of the full-data gain.')

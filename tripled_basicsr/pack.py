@@ -2,17 +2,23 @@
 
     python -m tripled_basicsr.pack --gt DIR_OR_LMDB --lq DIR_OR_LMDB --out DIR \
         [--scale S] [--tile-size T] [--filename-tmpl '{}'] [--meta-info FILE] \
-        [--compress-level 1] [--overwrite]
+        [--compress-level 1] [--overwrite] [--on-error raise|skip] [--restart]
 
 Useful on its own (tiled LMDB for fast UHD crops) and as the full-data baseline that
 distilled subsets are compared with. The source is only read; ``--out`` may not be, contain
 or lie inside ``--gt``/``--lq`` (put it next to them, e.g. ``DIR_packed``). The output is
 written to a temporary directory and renamed into place; ``--overwrite`` replaces only an
 earlier output of tripled_basicsr (see docs/safety.md).
+
+A pair that cannot be read stops the run with an error naming it (``--on-error skip`` leaves
+such pairs out and lists them in ``tripled_meta.json``). A failed, interrupted or killed run
+keeps the pairs it committed (batches of 256 pairs or 64 MiB) in ``.OUT.partial``; running
+the same command again continues from there (``--restart`` starts over).
 """
 import argparse
 import logging
 import os
+import re
 import sys
 import time
 
@@ -31,41 +37,109 @@ def _signal_hook():
     return int(count), getattr(signal, f'SIG{name}')
 
 
+def _logger():
+    return logging.getLogger('tripled_basicsr.pack')
+
+
 def pack(gt, lq, out, scale=1, tile_size=0, filename_tmpl='{}', meta_info=None, compress_level=1, overwrite=False,
-         progress=True):
-    """Pack all pairs of a source into ``out``. Returns the summary dict."""
+         progress=True, on_error='raise', restart=False):
+    """Pack all pairs of a source into ``out``. Returns the summary dict.
+
+    ``on_error``: 'raise' (default) stops at the first pair that cannot be read (unreadable,
+    truncated or corrupt file, LQ not GT / scale) with an error naming it; 'skip' leaves such
+    pairs (and unpaired files) out with a warning each and lists them in
+    ``tripled_meta.json`` (``summary.skipped``). A failed or interrupted run keeps the pairs it
+    committed in ``.OUT.partial``; the next call with the same sources and options continues
+    from there (other options are refused unless ``restart``, which starts over).
+    """
     from tripled_basicsr.data.distilled_format import DistilledWriter
-    from tripled_basicsr.data.paired_source import PairedSource
+    from tripled_basicsr.data.paired_source import PairedSource, SourceError
+    from tripled_basicsr.utils.lmdb_io import DamagedLmdbError
+    if on_error not in ('raise', 'skip'):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
     t0 = time.time()
+    from tripled_basicsr.data.paired_source import check_filename_tmpl
+    check_filename_tmpl(filename_tmpl or '{}', '--filename-tmpl')  # named as the option, before any work
     sources = {'--gt': gt, '--lq': lq, '--meta-info': meta_info}
+    # what identifies the run: a partial output of an earlier run is continued only when all of it is equal
+    identity = {'gt': os.path.abspath(os.path.expanduser(gt)), 'lq': os.path.abspath(os.path.expanduser(lq)),
+                'filename_tmpl': filename_tmpl or '{}',
+                'meta_info': os.path.abspath(os.path.expanduser(meta_info)) if meta_info else None}
     # the output policy runs first: a bad --out fails before the source is even listed
     writer = DistilledWriter(out, scale=scale, tile_size=tile_size, compress_level=compress_level, overwrite=overwrite,
-                             tool='pack', sources=sources)
+                             tool='pack', sources=sources, resume=identity, restart=restart)
     if os.path.realpath(gt) == os.path.realpath(lq):
         # legitimate (a clean->clean teacher, an identity check), but more often a typo
-        logging.getLogger('tripled_basicsr.pack').warning(
+        _logger().warning(
             'pack: --gt and --lq are the same (%s): every pair will be an image and itself. Intended for a '
             'clean->clean teacher; otherwise pass the LQ folder as --lq.', os.path.abspath(gt))
-    src = PairedSource(gt, lq, filename_tmpl=filename_tmpl, meta_info_file=meta_info, scale=scale)
-    writer.provenance = {'source': src.describe()}
+    try:
+        src = PairedSource(gt, lq, filename_tmpl=filename_tmpl, meta_info_file=meta_info, scale=scale,
+                           on_missing=on_error)
+    except SourceError as exc:
+        if on_error == 'raise' and re.search(r'has no (LQ|GT)\b', str(exc)):
+            raise SourceError(f'{exc} (Or pass --on-error skip to leave unpaired files out.)') from exc
+        raise
+    writer.provenance = {'source': src.describe(), 'on_error': on_error}
     hook = _signal_hook()
-    nbytes = 0
+    nbytes, n = 0, len(src)
     try:
         with writer as w:
-            for i in tqdm(range(len(src)), desc='pack', unit='pair', disable=not progress):
-                if hook and i == hook[0]:
-                    os.kill(os.getpid(), hook[1])
-                g, q = src.read_pair(i)
-                nbytes += g.nbytes + q.nbytes
-                w.add(src.keys[i], g, q, gt_path=src.source_path(i, 'gt'), lq_path=src.source_path(i, 'lq'))
-            summary = {'num_pairs': len(src), 'source_kind': src.kind, 'tile_size': int(tile_size),
-                       'scale': int(scale), 'seconds': round(time.time() - t0, 3),
-                       'decoded_megabytes': round(nbytes / 2**20, 1)}
+            done = w.resumed_keys
+            gone = sorted(done - set(src.keys))
+            if gone:
+                raise SourceError(f'{w.out}: the interrupted run being continued wrote pairs that the source no '
+                                  f'longer lists ({", ".join(map(repr, gone[:3]))}{" ..." if len(gone) > 3 else ""}); '
+                                  f'the source changed since. Pass --restart to start over.')
+            if done:
+                _logger().warning('pack: continuing an interrupted run: %d of %d pairs were written already (kept '
+                                  'in %s); reading the other %d.', len(done), n, w.resumed_from,
+                                  n - len(done))
+            for e in src.skipped:
+                _logger().warning('pack: skipped %s: %s', e.get('gt_path') or e.get('lq_path'), e['reason'])
+            with tqdm(total=n, initial=len(done), desc='pack', unit='pair', disable=not progress) as bar:
+                for i in range(n):
+                    if hook and i == hook[0]:
+                        os.kill(os.getpid(), hook[1])
+                    key = src.keys[i]
+                    if key in done:
+                        continue
+                    gt_path, lq_path = src.source_path(i, 'gt'), src.source_path(i, 'lq')
+                    try:
+                        g, q = src.read_pair(i)
+                    except DamagedLmdbError:
+                        raise  # the whole source is damaged, not this pair
+                    except Exception as exc:  # noqa: BLE001 - unreadable, truncated, corrupt, wrong size
+                        where = f'pair {i + 1} of {n} (key {key!r}; GT {gt_path}, LQ {lq_path})'
+                        if on_error == 'raise':
+                            raise SourceError(f'Cannot read {where}: {exc} Fix or replace that file (or remove the '
+                                              f'pair from the source), or pass --on-error skip to leave unreadable '
+                                              f'pairs out.') from exc
+                        _logger().warning('pack: skipped %s: %s', where, exc)
+                        w.skip(key, f'{type(exc).__name__}: {exc}', gt_path=gt_path, lq_path=lq_path)
+                        bar.update()
+                        continue
+                    nbytes += g.nbytes + q.nbytes
+                    w.add(key, g, q, gt_path=gt_path, lq_path=lq_path)
+                    bar.update()
+            if not w.samples:
+                raise SourceError(f'Every one of the {n} pairs was skipped (unreadable); nothing to pack. See the '
+                                  f'warnings above.')
+            w.sort_samples(src.keys)
+            skipped = src.skipped + w.skipped
+            summary = {'num_pairs': len(w.samples), 'num_source_pairs': n, 'source_kind': src.kind,
+                       'tile_size': int(tile_size), 'scale': int(scale), 'seconds': round(time.time() - t0, 3),
+                       'decoded_megabytes': round(nbytes / 2**20, 1), 'resumed_pairs': w.resumed,
+                       'on_error': on_error, 'skipped': skipped}
             w.set_summary(summary)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         if not writer.committed:
+            exc.tripled_partial = writer.partial_dir
             raise
         # Ctrl-C during the final rename is held back until the output is complete: report it as done
+    except BaseException as exc:
+        exc.tripled_partial = writer.partial_dir
+        raise
     return summary
 
 
@@ -82,21 +156,44 @@ def main(argv=None):
     p.add_argument('--compress-level', type=int, default=1, help='PNG compression 0-9 (default 1)')
     p.add_argument('--overwrite', action='store_true',
                    help='replace an existing --out written by tripled_basicsr (never any other folder or file)')
+    p.add_argument('--on-error', choices=('raise', 'skip'), default='raise',
+                   help='a pair that cannot be read (unreadable, truncated or corrupt file, wrong LQ size) or an '
+                        'unpaired file: raise (default) stops with an error naming it; skip leaves it out with a '
+                        'warning and lists it in tripled_meta.json (summary.skipped)')
+    p.add_argument('--restart', action='store_true',
+                   help='delete the progress a failed or interrupted run kept in .OUT.partial and start over (by '
+                        'default a run with the same arguments continues from it)')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
     args = p.parse_args(argv)
+    out = os.path.abspath(args.out)
     try:
         s = pack(args.gt, args.lq, args.out, args.scale, args.tile_size, args.filename_tmpl, args.meta_info,
-                 args.compress_level, args.overwrite, progress=not args.quiet)
-    except KeyboardInterrupt:
-        print(f'pack: interrupted; {os.path.abspath(args.out)} is unchanged and no temporary files were left.',
-              file=sys.stderr)
+                 args.compress_level, args.overwrite, progress=not args.quiet, on_error=args.on_error,
+                 restart=args.restart)
+    except KeyboardInterrupt as exc:
+        kept = getattr(exc, 'tripled_partial', None)
+        if kept:
+            print(f'pack: interrupted; {out} is unchanged. {_kept_line(kept)}', file=sys.stderr)
+        else:
+            print(f'pack: interrupted; {out} is unchanged and no temporary files were left.', file=sys.stderr)
         return 130
     except (ValueError, KeyError, OSError) as exc:
         print(f'error: {exc}', file=sys.stderr)
+        kept = getattr(exc, 'tripled_partial', None)
+        if kept:
+            print(f'pack: {out} was not written. {_kept_line(kept)}', file=sys.stderr)
         return 2
-    print(f'packed {s["num_pairs"]} pairs ({s["source_kind"]} source, scale {s["scale"]}, '
-          f'tile_size {s["tile_size"]}) into {args.out} in {s["seconds"]:.1f} s')
+    skipped = len(s['skipped'])
+    note = f'; {skipped} skipped, listed in tripled_meta.json summary.skipped' if skipped else ''
+    resumed = f', {s["resumed_pairs"]} of them by an earlier run' if s['resumed_pairs'] else ''
+    print(f'packed {s["num_pairs"]} pairs{resumed} ({s["source_kind"]} source, scale {s["scale"]}, '
+          f'tile_size {s["tile_size"]}{note}) into {args.out} in {s["seconds"]:.1f} s')
     return 0
+
+
+def _kept_line(kept):
+    return (f'The pairs written so far are kept in {kept}: run the same command again to continue from them '
+            f'(or add --restart to start over).')
 
 
 if __name__ == '__main__':

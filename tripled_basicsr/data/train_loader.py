@@ -87,12 +87,12 @@ def build_sampler(dataset, opt):
 
 
 def _iter_of_state_path(path):
-    from tripled_basicsr.compat import state_file_iter
+    from tripled_basicsr.compat import load_training_state, state_file_iter
     it = state_file_iter(path)
     if it is not None:
         return int(it)
-    import torch  # a state renamed by hand: read its iteration
-    return int(torch.load(path, map_location='cpu', weights_only=False)['iter'])
+    # a state renamed by hand: read its iteration, safely (a state that asks to run code is refused)
+    return int(load_training_state(path)['iter'])
 
 
 def _describe(sampler):

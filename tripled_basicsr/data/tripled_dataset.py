@@ -12,7 +12,7 @@ from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data as data
 
 from tripled_basicsr.data.distilled_format import read_meta, tile_key
-from tripled_basicsr.utils.lmdb_io import close_lmdb, open_lmdb_readonly
+from tripled_basicsr.utils.lmdb_io import check_lmdb, close_lmdb, open_lmdb_readonly
 
 
 @DATASET_REGISTRY.register()
@@ -43,7 +43,9 @@ class TripleDDataset(data.Dataset):
 
     Random crops decode only the tiles they overlap (``tiles_decoded`` counts decodes in
     this process, for tests and benchmarks). LMDBs are opened lazily in each worker process
-    (``utils/lmdb_io.py``: one shared handle per file per process).
+    (``utils/lmdb_io.py``: one shared handle per file per process); both are checked when the
+    dataset is built, so a truncated ``data.mdb`` fails here with its name, not with a Bus error
+    in a worker.
     """
 
     def __init__(self, opt):
@@ -69,6 +71,8 @@ class TripleDDataset(data.Dataset):
         if backend != 'lmdb':
             raise ValueError(f'TripleDDataset reads LMDB only; io_backend.type is {backend!r}. Use `type: lmdb`.')
         self.lmdb_kwargs = io_opt
+        for which in ('gt', 'lq'):  # a truncated data.mdb would kill the first worker that reads it (SIGBUS)
+            check_lmdb(os.path.join(self.root, f'{which}.lmdb'), **io_opt)
         self.phase = opt.get('phase', 'train')
         self.gt_size = opt.get('gt_size')
         if self.phase == 'train':

@@ -5,6 +5,7 @@ YAML 1.1 (PyYAML) reads ``1e-3`` (no dot) as a string; numeric options therefore
 string that parses as a number, and refuse anything else (``"2%"``).
 """
 import difflib
+import math
 import numbers
 
 
@@ -62,6 +63,16 @@ def integer(path, v, lo=None, hi=None):
     return _in_range(path, int(x), v, 'an integer', lo, hi, False, False)
 
 
+def at_least(x, digits=3):
+    """``x`` rounded *up* to ``digits`` significant digits, as text: a smallest value to suggest
+    (``f'{x:.3g}'`` may round below ``x``, and the suggestion would fail again)."""
+    if not x > 0 or not math.isfinite(x):
+        return f'{x:g}'
+    e = math.floor(math.log10(x)) - digits + 1
+    v = math.ceil(round(x / 10 ** e, 9)) * 10 ** e  # round(): 0.25 / 1e-3 is 249.99999999999997
+    return f'{v:.{digits}g}'
+
+
 def boolean(path, v):
     if not isinstance(v, bool):
         raise OptionError(f'{path} must be true or false; {_got(v)}.')
@@ -93,10 +104,9 @@ def mapping(path, v):
 
 
 def unknown_key(path, key, allowed, extra=''):
-    """The error for an option key that does not exist, with close matches."""
-    close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=3)
-    hint = f' Did you mean {", ".join(close)}?' if close else ''
-    return OptionError(f'Unknown option {path}{key}.{hint}{extra} See docs/distill.md for every key.')
+    """The error for an option key that does not exist, with close matches (utils.cli's wording)."""
+    from tripled_basicsr.utils.cli import unknown_key as _unknown
+    return _unknown(path, key, allowed, 'docs/distill.md', extra, OptionError)
 
 
 def like_default(path, v, default):

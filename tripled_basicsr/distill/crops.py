@@ -9,6 +9,8 @@ computed on the crop itself. The crop list is three int arrays (O(units) memory,
 an image is decoded once for all its consecutive crops (a one-image cache per process).
 """
 import math
+import os
+import sys
 
 import cv2
 import numpy as np
@@ -34,35 +36,18 @@ def crop_grid(h, w, crop, step):
 
 
 def image_shapes(source, strict=True):
-    """(h, w) of every GT image without decoding where possible (LMDB meta_info, image headers).
-    ``strict=False``: None for an image that cannot be read (instead of the read error)."""
-    if source.kind == 'lmdb':
-        from tripled_basicsr.data.paired_source import read_lmdb_meta_info
-        meta = dict(read_lmdb_meta_info(source.dataroot_gt))
-
-        def shape(i):
-            hw = meta.get(source.refs[i][0])
-            return tuple(hw[:2]) if hw else source.read(i, 'gt').shape[:2]
-    else:
-        from tripled_basicsr.distill.features import image_size
-
-        def shape(i):
-            hw = None
-            try:
-                with open(source.source_path(i, 'gt'), 'rb') as f:
-                    hw = image_size(f.read(1 << 16))
-            except OSError:
-                pass
-            return tuple(hw) if hw else source.read(i, 'gt').shape[:2]
-    if strict:
-        return [shape(i) for i in range(len(source))]
-    out = []
-    for i in range(len(source)):
-        try:
-            out.append(shape(i))
-        except Exception:  # noqa: BLE001 - unreadable: the stage that reads it reports (or skips) it
-            out.append(None)
-    return out
+    """(h, w) of every GT image from the headers, without decoding (LMDB: meta_info.txt), after
+    every pair was checked from its headers (``PairedSource.header_check``): both images
+    readable regular files, within ``source.max_pixels``, LQ exactly GT / scale. This runs
+    before any crop unit is enumerated, so a header claiming 100000 x 100000 costs nothing.
+    ``strict``: the first pair that cannot be used raises SourceError naming its file(s);
+    ``strict=False``: None for such a pair (``source.header_check()[1]`` says why)."""
+    from tripled_basicsr.data.paired_source import SourceError
+    shapes, problems = source.header_check()
+    if strict and problems:
+        first = min(problems)
+        raise SourceError(problems[first])
+    return list(shapes)
 
 
 AUTO_CROP_RANGE = (48, 480)  # BasicSR cuts DIV2K into 480-px sub-images (extract_subimages.py)
@@ -101,9 +86,15 @@ class CropSource:
         self.skipped = list(source.skipped)
         if shapes is None:
             shapes = image_shapes(source, strict=not skip_unreadable)
-        if skip_unreadable:  # on_error: skip - an image whose size cannot be read gives no crop
-            self.skipped += [{'gt_path': source.source_path(i, 'gt'), 'reason': 'unreadable GT image'}
-                             for i, hw in enumerate(shapes) if hw is None]
+        if skip_unreadable:  # on_error: skip - a pair that cannot be used gives no crop at all
+            problems = source.header_check()[1] if hasattr(source, 'header_check') else {}
+            left_out = [{'key': source.keys[i], 'gt_path': source.source_path(i, 'gt'),
+                         'lq_path': source.source_path(i, 'lq'), 'reason': problems.get(i, 'unreadable GT image')}
+                        for i, hw in enumerate(shapes) if hw is None]
+            self.skipped += left_out
+            if left_out and int(os.environ.get('RANK', 0)) == 0:
+                print(f'warning: {len(left_out)} source pair(s) left out before the feature stage (on_error: skip), '
+                      f'none of their crops is used; first: {left_out[0]["reason"]}', file=sys.stderr)
         shapes = [hw or (0, 0) for hw in shapes]
         self.total_pixels = int(sum(h * w for h, w in shapes))
         img, tops, lefts = [], [], []
@@ -175,8 +166,8 @@ class CropSource:
         is shrunk with INTER_AREA. For a non-JPEG image the result is exactly the full-resolution
         crop shrunk the same way (what decoding ``read_bytes`` at reduced size gives), without
         encoding and decoding every crop; for a 4K JPEG it skips most of the decode work."""
+        from tripled_basicsr.data.paired_source import decode_image
         from tripled_basicsr.distill.features import image_size, is_jpeg, jpeg_reduction, shrink_to_short
-        from tripled_basicsr.utils.img import to_bgr_uint8
         box = self.box(index, which)
         t, x, h, w = box
         buf = self.image_bytes(index, which)
@@ -188,8 +179,8 @@ class CropSource:
             self._check_box(index, which, img.shape[:2], box)
             crop = img[t:t + h, x:x + w]
         else:
-            img = self._cached(index, ('reduced', which, factor), lambda i: to_bgr_uint8(
-                cv2.imdecode(np.frombuffer(buf, np.uint8), flag), self.source_path(index, which)))
+            img = self._cached(index, ('reduced', which, factor),
+                               lambda i: decode_image(buf, self.source_path(index, which), flag))
             self._check_box(index, which, full_hw, box)
             fy, fx = full_hw[0] / img.shape[0], full_hw[1] / img.shape[1]  # the decoder rounds sizes up
             y0, x0 = int(round(t / fy)), int(round(x / fx))
@@ -232,8 +223,13 @@ def pixel_budget(sel, total_pixels, crop, n_units):
         if not 1 <= n <= n_units:
             raise OptionError(f'selection.num = {n} must be between 1 and the number of crops ({n_units}).')
         return n
-    n = math.ceil(float(sel['ratio']) * total_pixels / float(crop * crop) - 1e-9)
-    if n < 1:
-        raise OptionError(f'selection.ratio {sel["ratio"]} of {total_pixels} source pixels is less than one '
-                          f'{crop}x{crop} crop; raise the ratio or lower source.crop_size.')
-    return min(n, n_units)
+    from tripled_basicsr.distill.checks import at_least
+    ratio = float(sel['ratio'])
+    units = ratio * total_pixels / float(crop * crop)
+    if units < 1 - 1e-9:  # as for whole images: a ratio whose budget is under one unit selects nothing
+        need = crop * crop / total_pixels if total_pixels else math.inf
+        fix = (f'raise it to at least {at_least(need)}, lower source.crop_size or set selection.num' if need <= 1
+               else 'lower source.crop_size or set selection.num')
+        raise OptionError(f'selection.ratio {ratio:g} of the {total_pixels} source pixels is {units:.3g} '
+                          f'{crop}x{crop} crop(s) < 1 crop: the subset would be empty. {fix[0].upper()}{fix[1:]}.')
+    return min(math.ceil(units - 1e-9), n_units)

@@ -2,7 +2,9 @@
 
 The work dir (``{output.path}.work`` unless ``work_dir`` is set) holds::
 
-    state.json     what the features depend on (options, source keys); checked on resume
+    state.json     what the features depend on (options, source keys), checked on resume; and
+                   a crc32 of every array, recorded when the feature stage ends and verified on
+                   resume (FeatureStore: a damaged store is refused, never zero-filled)
     features.f16   np.memmap float16 (N, V, D): V views per pair (image kinds x (1 + local_views))
     stats.f32      np.memmap float32 (N, 3): entropy, gradient, token_var of each pair
     done.u8        np.memmap uint8 (N,): 0 to do, 1 embedded, 2 skipped (on_error: skip)
@@ -25,15 +27,15 @@ composition does not depend on the world size.
 import hashlib
 import json
 import os
-import struct
 import time
+import zlib
 
 import cv2
 import numpy as np
 import torch
 
+from tripled_basicsr.data.paired_source import buffer_size, decode_image, image_size  # noqa: F401 (re-exported)
 from tripled_basicsr.utils.device import resolve_device
-from tripled_basicsr.utils.img import to_bgr_uint8
 from tripled_basicsr.utils.io import write_json_atomic
 
 STATE_FILE = 'state.json'
@@ -50,34 +52,6 @@ class FeatureError(RuntimeError):
 
 
 # ---------------------------------------------------------------- decoding
-def image_size(buf):
-    """(h, w) from a PNG/JPEG/BMP header without decoding; None when unknown."""
-    b = bytes(buf[:64]) if len(buf) >= 24 else b''
-    if b.startswith(b'\x89PNG\r\n\x1a\n') and b[12:16] == b'IHDR':
-        w, h = struct.unpack('>II', b[16:24])
-        return h, w
-    if b.startswith(b'BM') and len(b) >= 26:
-        w, h = struct.unpack('<ii', b[18:26])
-        return abs(h), w
-    if b.startswith(b'\xff\xd8'):
-        mv = memoryview(buf)
-        i, n = 2, len(buf)
-        while i + 9 < n:
-            if mv[i] != 0xFF:
-                i += 1
-                continue
-            marker = mv[i + 1]
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
-                i += 1 if marker == 0xFF else 2
-                continue
-            seg = struct.unpack('>H', bytes(mv[i + 2:i + 4]))[0]
-            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-                h, w = struct.unpack('>HH', bytes(mv[i + 5:i + 9]))
-                return h, w
-            i += 2 + seg
-    return None
-
-
 def is_jpeg(buf):
     return len(buf) > 3 and bytes(buf[:2]) == b'\xff\xd8'
 
@@ -110,15 +84,11 @@ def decode_reduced(buf, target_short, name='image'):
     several times faster than a full decode of a 4K frame; other formats are decoded fully
     and shrunk with INTER_AREA.
     """
-    arr = np.frombuffer(buf, np.uint8)
-    img = None
+    flag = cv2.IMREAD_UNCHANGED
     if is_jpeg(buf):
         hw = image_size(buf)
         flag = jpeg_reduction(min(hw), target_short)[1] if hw is not None else cv2.IMREAD_COLOR
-        img = cv2.imdecode(arr, flag)
-    else:
-        img = cv2.imdecode(arr, cv2.IMREAD_UNCHANGED) if len(arr) else None
-    return shrink_to_short(to_bgr_uint8(img, name), target_short)
+    return shrink_to_short(decode_image(buf, name, flag), target_short)
 
 
 def make_views(img, input_size, local_views, rng):
@@ -200,6 +170,7 @@ def stale_rows(source, store, progress=False):
     else:
         changed = rows
     if len(changed):
+        store.begin_changes()
         store.done[changed] = 0
         store.done.flush()
     if source.kind == 'lmdb':
@@ -237,13 +208,12 @@ class EmbedInputs(torch.utils.data.Dataset):
             for w in ('gt', 'lq'):
                 if not bufs[w]:
                     raise ValueError(f'{src.source_path(i, w)}: empty file.')
-                sizes[w] = image_size(bufs[w])
+                sizes[w] = buffer_size(bufs[w])
             views, stats = self._views(i, {w: decode_reduced(bufs[w], self.decode_size, src.source_path(i, w))
                                             for w in self.kinds})
             for w in ('gt', 'lq'):  # sizes of images not decoded: from headers, else decode fully
                 if sizes[w] is None:
-                    sizes[w] = to_bgr_uint8(cv2.imdecode(np.frombuffer(bufs[w], np.uint8), cv2.IMREAD_UNCHANGED),
-                                            src.source_path(i, w)).shape[:2]
+                    sizes[w] = decode_image(bufs[w], src.source_path(i, w)).shape[:2]
             (gh, gw), (lh, lw), s = sizes['gt'], sizes['lq'], src.scale
             if lh * s != gh or lw * s != gw:
                 raise ValueError(f'pair {src.keys[i]!r}: LQ {src.source_path(i, "lq")} is {lw}x{lh} but GT is '
@@ -313,8 +283,41 @@ def claim_work_dir(work, check_only=False):
                      hint='Leave work_dir unset to use {output.path}.work, or name a folder that does not exist yet.')
 
 
+# The arrays of a store: (key in FeatureStore.paths, file name, dtype).
+ARRAYS = (('feat', 'features.f16', np.float16), ('stats', 'stats.f32', np.float32), ('done', 'done.u8', np.uint8),
+          ('fp', 'fingerprints.i64', np.int64))
+CHECKSUM = 'crc32'
+
+
+def file_crc32(path, chunk=1 << 24):
+    """zlib.crc32 of a file's bytes, read in 16 MiB blocks (about 1 GB/s; never a memmap)."""
+    crc = 0
+    with open(path, 'rb') as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                return crc
+            crc = zlib.crc32(block, crc)
+
+
 class FeatureStore:
-    """The memory-mapped arrays of a work dir (see module docstring)."""
+    """The memory-mapped arrays of a work dir (see module docstring).
+
+    Integrity (a store is a cache a user can damage: a copy cut short, a full disk, an edit):
+    every array's byte length is checked against (n, v, d) before any memmap is opened (a
+    memmap opened ``r+`` on a short file silently zero-fills it back to full size, and the run
+    would select from zero rows), and ``state.json`` records a crc32 of every array (and of
+    errors.json) whenever the feature stage ends, normally or by an error or Ctrl-C. A resume
+    verifies them before using a row. The checksums are dropped from ``state.json`` *before*
+    the arrays change (``begin_changes``), so a run killed mid-write (SIGKILL, power loss)
+    leaves no stale checksum: its store is checked for lengths and done-mask values only, and
+    sealed again when that run's feature stage ends.
+
+    On a mismatch the store is refused, not repaired: a whole-file checksum cannot say which
+    rows are damaged, a file damaged once is not to be trusted for its other rows, and the
+    features are a cache that costs only recomputation. The message names the file and says
+    to delete the work dir (or set another ``work_dir``).
+    """
 
     def __init__(self, work, n, v, d, depends_on, rank=0):
         self.work, self.n, self.v, self.d = work, int(n), int(v), int(d)
@@ -323,10 +326,14 @@ class FeatureStore:
                        ('fp', 'fingerprints.i64'), ('errors', 'errors.json'), ('state', STATE_FILE))}
         state = {'state_version': STATE_VERSION, 'num_pairs': self.n, 'views': self.v, 'dim': self.d,
                  'depends_on': depends_on}
+        self._state, self._dirty = state, True  # dirty: state.json holds no checksums of the arrays as they are
         if rank == 0:
             os.makedirs(work, exist_ok=True)
             if os.path.isfile(self.paths['state']):
-                self._check_resume(state)
+                sums = self._check_resume(state)
+                self._verify(sums)
+                if sums is not None:
+                    self._state, self._dirty = dict(state, checksums=sums), False
             else:
                 claim_work_dir(work)  # arrays of our names are replaced only in a work dir of ours
                 for k in ('feat', 'stats', 'done', 'fp', 'errors'):
@@ -337,11 +344,15 @@ class FeatureStore:
         self.resumed = None
 
     def _check_resume(self, state):
+        """The stored state against this run's; returns the recorded checksums (None: unsealed)."""
         try:
             with open(self.paths['state'], encoding='utf-8') as f:
                 old = json.load(f)
+            if not isinstance(old, dict):
+                raise ValueError('not a JSON object')
         except (OSError, ValueError) as exc:
             raise WorkDirMismatch(f'{self.paths["state"]} is unreadable ({exc}); delete the work dir {self.work}.')
+        sums = old.pop('checksums', None)
         if old.get('state_version') != state['state_version']:
             raise WorkDirMismatch(f'Work dir {self.work} was written by another version of the distiller (state '
                                   f'version {old.get("state_version")}, this one writes {state["state_version"]}); '
@@ -361,6 +372,71 @@ class FeatureStore:
             if not os.path.isfile(self.paths[k]):
                 raise WorkDirMismatch(f'Work dir {self.work} is incomplete ({self.paths[k]} is missing); '
                                       f'delete it to start over.')
+        return sums
+
+    def _damaged(self, path, what):
+        return WorkDirMismatch(f'{path} {what}: the feature cache was damaged or changed outside the distiller '
+                               f'(a copy cut short, a full disk, an edit), so none of it is used. Delete the work '
+                               f'dir {self.work} (or set another `work_dir`) to compute the features again.')
+
+    def _check_sizes(self):
+        """Every array's byte length against (n, v, d), by stat, before any memmap is opened."""
+        shapes = {'feat': (self.n, self.v, self.d), 'stats': (self.n, 3), 'done': (self.n,), 'fp': (self.n, 2)}
+        for k, _, dtype in ARRAYS:
+            want = int(np.prod(shapes[k])) * np.dtype(dtype).itemsize
+            try:
+                got = os.path.getsize(self.paths[k])
+            except OSError as exc:
+                raise self._damaged(self.paths[k], f'cannot be read ({exc})') from exc
+            if got != want:
+                raise self._damaged(self.paths[k], f'is {got} bytes, but its {np.dtype(dtype).name} array of shape '
+                                                   f'{shapes[k]} ({self.n} pairs) needs {want}')
+
+    def _checksums(self):
+        files = {}
+        for k in ('feat', 'stats', 'done', 'fp', 'errors'):
+            path = self.paths[k]
+            files[os.path.basename(path)] = file_crc32(path) if os.path.isfile(path) else None
+        return {'algorithm': CHECKSUM, 'files': files}
+
+    def _verify(self, sums):
+        self._check_sizes()
+        if sums is None:  # unsealed (a killed run, or a store of an earlier version): the done-mask must be sane
+            done = np.fromfile(self.paths['done'], np.uint8)
+            if (done > 2).any():
+                raise self._damaged(self.paths['done'], f'holds values other than 0, 1, 2 (first at row '
+                                                        f'{int(np.flatnonzero(done > 2)[0])})')
+            return
+        if not isinstance(sums, dict) or sums.get('algorithm') != CHECKSUM or not isinstance(sums.get('files'), dict):
+            raise self._damaged(self.paths['state'], f'has checksums this distiller cannot read ({sums!r:.80})')
+        now = self._checksums()['files']
+        for name, want in sums['files'].items():
+            if now.get(name, 'unknown') != want:
+                path = os.path.join(self.work, name)
+                got = now.get(name)
+                what = 'is missing' if got is None else f'does not match the crc32 recorded when its features were ' \
+                    f'written ({got:08x}, recorded {want if want is None else format(want, "08x")})'
+                raise self._damaged(path, what)
+
+    def begin_changes(self):
+        """Call before the arrays change: the recorded checksums are dropped from state.json
+        first, so a kill in the middle never leaves checksums that no longer hold."""
+        if not self._dirty:
+            self._state.pop('checksums', None)
+            write_json_atomic(self.paths['state'], self._state, default=str)
+            self._dirty = True
+
+    def seal(self):
+        """Record the checksums of the arrays as they are on disk (end of the feature stage)."""
+        if not self._dirty:
+            return
+        for k in ('feat', 'stats', 'done', 'fp'):
+            arr = getattr(self, k, None)
+            if isinstance(arr, np.memmap) and arr.mode != 'r':
+                arr.flush()
+        self._state['checksums'] = self._checksums()
+        write_json_atomic(self.paths['state'], self._state, default=str)
+        self._dirty = False
 
     def _create(self):
         np.memmap(self.paths['feat'], np.float16, 'w+', shape=(self.n, self.v, self.d)).flush()
@@ -369,6 +445,10 @@ class FeatureStore:
         np.memmap(self.paths['fp'], np.int64, 'w+', shape=(self.n, 2)).flush()
 
     def open(self, mode='r+'):
+        """The arrays as memmaps (``r`` or ``r+``, never a mode that creates or extends a file)."""
+        if mode not in ('r', 'r+'):
+            raise ValueError(f'FeatureStore.open: mode {mode!r}; use r or r+ (w+ would replace the features).')
+        self._check_sizes()
         self.feat = np.memmap(self.paths['feat'], np.float16, mode, shape=(self.n, self.v, self.d))
         self.stats = np.memmap(self.paths['stats'], np.float32, mode, shape=(self.n, 3))
         self.done = np.memmap(self.paths['done'], np.uint8, mode, shape=(self.n,))
@@ -377,8 +457,11 @@ class FeatureStore:
 
     def errors(self):
         if os.path.isfile(self.paths['errors']):
-            with open(self.paths['errors'], encoding='utf-8') as f:
-                return {int(k): v for k, v in json.load(f).items()}
+            try:
+                with open(self.paths['errors'], encoding='utf-8') as f:
+                    return {int(k): v for k, v in json.load(f).items()}
+            except (ValueError, AttributeError) as exc:
+                raise self._damaged(self.paths['errors'], f'is unreadable ({exc})') from exc
         return {}
 
     def write(self, idx, feats, stats, errors, fps):
@@ -436,6 +519,8 @@ def extract_features(source, store, model, fopt, on_error='raise', rank=0, world
     if rank == 0:
         store.open('r+')
         retry = (np.asarray(store.done) == 2) & raise_rows
+        if retry.any() or (np.asarray(store.done) == 0).any():
+            store.begin_changes()  # before anything is written: no checksum survives a change
         if retry.any():
             # pairs skipped by an earlier `on_error: skip` run are retried (and raise if still broken)
             store.done[retry] = 0
@@ -520,9 +605,18 @@ def extract_features(source, store, model, fopt, on_error='raise', rank=0, world
                     import signal
                     os.kill(os.getpid(), signal.SIGKILL)
                 raise KeyboardInterrupt(f'simulated interruption after {r + 1} rounds')
+    except BaseException:
+        if rank == 0:  # Ctrl-C or an error: the arrays on disk are consistent (rows before marks); record them
+            try:
+                store.seal()
+            except Exception:  # noqa: BLE001 - the original error matters; unsealed stores are still checked
+                pass
+        raise
     finally:
         bar.close()
         del it
+    if rank == 0:
+        store.seal()
     return {'embedded_now': int(len(remaining)), 'resumed_from': int(total_done), 'seconds': time.time() - t0,
             'forward_seconds': t_forward}
 

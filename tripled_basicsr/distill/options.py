@@ -9,6 +9,7 @@ import copy
 import math
 import os
 
+from tripled_basicsr.data.paired_source import check_filename_tmpl
 from tripled_basicsr.distill import checks as ck
 from tripled_basicsr.distill.checks import OptionError  # noqa: F401  (re-exported: the historical import path)
 from tripled_basicsr.utils.lmdb_io import is_lmdb
@@ -28,6 +29,9 @@ DEFAULTS = {
         # auto: crops.auto_crop_size of the source's image sizes (crops beat whole images, docs/method.md)
         'crop_size': 'auto',
         'crop_step': None,  # None: = crop_size (a grid without overlap)
+        # an image whose header claims more pixels is refused (skipped with on_error: skip) before it is
+        # decoded or cut into crops; 2**28 = 16384 x 16384 (an 8K frame is 33 M); 0 or null: no limit
+        'max_pixels': 1 << 28,
     },
     # several tasks (all-in-one): a list of `source`-like entries, each with a `task` name; replaces `source`
     'sources': None,
@@ -171,9 +175,9 @@ def _validate_source(src, p):
             raise OptionError(f'{p}.{k} is required (a folder or a BasicSR .lmdb).')
         ck.string(f'{p}.{k}', src[k])
     ck.choice(f'{p}.on_error', src['on_error'], ('raise', 'skip'))
-    src['filename_tmpl'] = ck.string(f'{p}.filename_tmpl', src['filename_tmpl'])
-    if '{}' not in src['filename_tmpl']:
-        raise OptionError(f'{p}.filename_tmpl must contain "{{}}" (the GT name); got {src["filename_tmpl"]!r}.')
+    src['filename_tmpl'] = check_filename_tmpl(ck.string(f'{p}.filename_tmpl', src['filename_tmpl']),
+                                               f'{p}.filename_tmpl', OptionError)
+    src['max_pixels'] = 0 if src['max_pixels'] is None else ck.integer(f'{p}.max_pixels', src['max_pixels'], lo=0)
     ck.string(f'{p}.meta_info_file', src['meta_info_file'], allow_none=True)
     src['scale'] = ck.integer(f'{p}.scale', src['scale'], lo=1)
     src['crop_size'] = _int_or(f'{p}.crop_size', src['crop_size'], ('auto',), 0)
@@ -327,9 +331,10 @@ def resolve_budget(sel, total):
             raise OptionError(f'selection.num = {n} must be between 1 and the number of usable pairs ({total}).')
         return n
     ratio = float(sel['ratio'])
-    if ratio * total < 1:
-        raise OptionError(f'selection.ratio {ratio} of {total} pairs is {ratio * total:.3g} < 1 pair: the subset '
-                          f'would be empty. Raise the ratio to at least {1 / total:.3g} or set selection.num.')
+    if ratio * total < 1 - 1e-9:  # the same rule as crop units (crops.pixel_budget): under one unit is refused
+        raise OptionError(f'selection.ratio {ratio:g} of {total} pairs is {ratio * total:.3g} < 1 pair: the subset '
+                          f'would be empty. Raise the ratio to at least {ck.at_least(1 / total)} or set '
+                          f'selection.num.')
     return min(total, math.ceil(ratio * total - 1e-9))
 
 

@@ -251,7 +251,8 @@ def _open_pairs(s, p):
     try:
         src = PairedSource(s['dataroot_gt'], s['dataroot_lq'], filename_tmpl=s['filename_tmpl'],
                            meta_info_file=s['meta_info_file'], scale=s['scale'],
-                           on_missing='skip' if s['on_error'] == 'skip' else 'raise')
+                           on_missing='skip' if s['on_error'] == 'skip' else 'raise',
+                           max_pixels=s['max_pixels'], max_pixels_option=f'{p}.max_pixels')
     except SourceError as exc:
         where = '' if p == 'source' else f'{p}: '
         if 'partner' in str(exc) or 'has no LQ' in str(exc) or 'has no GT' in str(exc):
@@ -265,12 +266,16 @@ def _open_pairs(s, p):
 def _as_crops(src, s, p, shapes=None):
     """The entry's PairedSource ``src`` as crop units when ``s['crop_size']`` (an int) asks for them."""
     if s.get('crop_size'):
+        from tripled_basicsr.data.paired_source import SourceError
         from tripled_basicsr.distill.crops import CropSource
         try:
             skip = s['on_error'] == 'skip'
             if shapes is not None and not skip and any(hw is None for hw in shapes):
                 shapes = None  # read again strictly: the unreadable image's own error names it
             src = CropSource(src, s['crop_size'], s.get('crop_step'), shapes=shapes, skip_unreadable=skip)
+        except SourceError as exc:  # a file of the source, not an option: named as such
+            raise SourceError(f'{"" if p == "source" else f"{p}: "}{exc} (Or set `{p}.on_error: skip` to leave '
+                              f'such pairs out.)') from exc
         except ValueError as exc:
             raise OptionError(str(exc) if p == 'source' else f'{p}: {exc}') from exc
         if src.small_images:

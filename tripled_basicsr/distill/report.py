@@ -41,8 +41,22 @@ def text_summary(s, out_path):
     lines.append('  time (s)    : ' + ', '.join(f'{k} {tm[k]:.1f}' for k in order if k in tm))
     if s['skipped']:
         lines.append(f'  skipped     : {len(s["skipped"])} (listed in tripled_meta.json summary.skipped)')
-    lines.append(f'  report      : {out_path}/report.png, report.txt, tripled_meta.json')
+    lines.append(f'  report      : {out_path}/{", ".join(report_files(s))}')
     return '\n'.join(lines)
+
+
+def report_files(s):
+    """The report files the distiller writes next to the data for summary ``s``, as its options
+    (``s['options']``) ask: report.txt and tripled_meta.json always; report.png with
+    ``report.plot``; source_scores.csv with ``report.scores_csv``; calibrator.pth when the
+    pixel calibrator was applied."""
+    ropt = (s.get('options') or {}).get('report') or {}
+    cal = s.get('calibration') or {}
+    files = ['report.png'] if ropt.get('plot', True) else []
+    files += ['report.txt', 'tripled_meta.json']
+    files += ['source_scores.csv'] if ropt.get('scores_csv', True) else []
+    files += ['calibrator.pth'] if cal.get('enabled') and cal.get('mode') == 'pixels' and cal.get('applied') else []
+    return files
 
 
 def task_lines(s):

@@ -335,6 +335,17 @@ class SLKDModel(PerTaskValidationMixin, SamplerFeedbackMixin, SRModel):
         return os.path.join(opt['path']['models'], f'slkd_{current_iter}.pth')
 
     @classmethod
+    def resume_checkpoint_files(cls, opt, resume_iter):
+        """Files besides ``net_g_<iter>.pth`` that resuming at ``resume_iter`` reads (asked by
+        ``compat.load_resume_state``, which falls back past a state whose files are unreadable):
+        ``slkd_<iter>.pth``, once the run has written any SLKD record (a state saved without one
+        resumes with fresh adapters, see ``_read_resume_record``)."""
+        models = opt['path']['models']
+        written = os.path.isdir(models) and any(
+            f.startswith('slkd_') and f.endswith('.pth') for f in os.listdir(models))
+        return [cls._record_path(opt, resume_iter)] if written else []
+
+    @classmethod
     def _read_resume_record(cls, opt):
         """The SLKD record saved with the checkpoint we resume from (None when not resuming)."""
         state_path = opt['path'].get('resume_state')
@@ -346,7 +357,19 @@ class SLKDModel(PerTaskValidationMixin, SamplerFeedbackMixin, SRModel):
             get_root_logger().warning(f'SLKDModel: resuming from {state_path} without its SLKD record ({rec_path}); '
                                       f'adapters start afresh and teachers load from path.pretrain_network_teacher_*.')
             return None
-        rec = torch.load(rec_path, map_location='cpu', weights_only=True)
+        try:
+            rec = torch.load(rec_path, map_location='cpu', weights_only=True)
+        except Exception as exc:  # noqa: BLE001  (truncated zip, refused pickle: name the file)
+            import pickle
+
+            from tripled_basicsr.compat import short_error
+            why = ('asks for Python objects an SLKD record never holds; it was refused and nothing in it ran. Delete '
+                   'it unless you know where it came from' if isinstance(exc, pickle.UnpicklingError) else
+                   'a crash during saving can leave it truncated')
+            raise SLKDConfigError(f'resume from {state_path}: its SLKD record {rec_path} cannot be read '
+                                  f'({short_error(exc)}); {why}. Point path.resume_state at an earlier .state file, '
+                                  f'or use --auto_resume, which picks the newest state whose files are all '
+                                  f'readable.') from None
         diff = dict_diff(rec['network_g'], json.loads(json.dumps(opt['network_g'])))
         if diff:
             raise SLKDConfigError(f'resume from {state_path}: network_g differs from the student being resumed '

@@ -1,7 +1,7 @@
 """``python -m tripled_basicsr.study -opt options/study_*.yml``: full vs random vs random crops vs
 TripleD (and ablations) on the same arch, iterations, batch and patch, over several seeds and
 ratios, evaluated on test sets with the benchmark protocol. See docs/study.md."""
-from tripled_basicsr.study.runner import DEFAULTS, Study, StudyError, merge_options, plan
+from tripled_basicsr.study.runner import DEFAULTS, Study, StudyError, check_study, merge_options, plan
 
 
 # every top-level name a study writes in study_dir (runner.py's layout; BasicSR's own folders,
@@ -35,6 +35,7 @@ def run_study(user_opt, log=print, restart=False):
     from tripled_basicsr.study.report import Evaluator, write_report
     opt = merge_options(user_opt)
     study = Study(opt, log=log)
+    check_study(study)  # every arm's distill options, network and model, before the study dir or any training
     open_study_dir(opt, restart)
     with open(study.path('study.yml'), 'w', encoding='utf-8') as f:
         yaml.safe_dump(user_opt, f, sort_keys=False)
@@ -51,4 +52,5 @@ def run_study(user_opt, log=print, restart=False):
     return md
 
 
-__all__ = ['run_study', 'open_study_dir', 'study_sources', 'merge_options', 'plan', 'Study', 'StudyError', 'DEFAULTS']
+__all__ = ['run_study', 'open_study_dir', 'study_sources', 'merge_options', 'plan', 'check_study', 'Study',
+           'StudyError', 'DEFAULTS']

@@ -19,14 +19,17 @@ def main(argv=None):
     signal.signal(signal.SIGTERM, _term)
     import tripled_basicsr
     tripled_basicsr.register()  # BasicSR registries, before arm names and networks are checked
-    from tripled_basicsr.study import StudyError, merge_options, plan, run_study
+    from tripled_basicsr.study import StudyError, merge_options, run_study
     from tripled_basicsr.utils.cli import run_command
     from tripled_basicsr.utils.io import load_yaml_safe
 
     def body():
         user = load_yaml_safe(args.opt)
         if args.plan:
-            for r in plan(merge_options(user)):
+            from tripled_basicsr.study.runner import Study, check_study
+            study = Study(merge_options(user))
+            check_study(study)  # a plan that could not run is an error, as the run would be
+            for r in study.runs:
                 print(r.id)
             return 0
         if args.report_only:

@@ -20,13 +20,17 @@ class Evaluator:
         from tripled_basicsr.study.runner import StudyError
         self.opt, self.log = opt, log
         self.sets = {}  # label -> (spec, pairs)
-        for entry in opt['test_sets']:
-            spec = bm.set_spec(entry, {'datasets_root': opt['datasets_root']})
-            groups = bm.load_pairs(spec)
+        for i, entry in enumerate(opt['test_sets']):
+            spec = bm.set_spec(entry, {'datasets_root': opt['datasets_root']}, f'test_sets[{i}].')
+            left_out = []  # files without a partner, with on_unpaired: skip
+            groups = bm.load_pairs(spec, left_out)
             if not groups:
                 raise StudyError(bm.missing_message(spec).replace('skipped', 'test set missing:'))
             for label, pairs in groups.items():
                 self.sets[label] = (spec, pairs)
+                if left_out:
+                    log(f'{label}: scored {len(pairs)} of {len(pairs) + len(left_out)} images (on_unpaired: skip), '
+                        f'skipped: {"; ".join(left_out)}')
         want = opt.get('curve_sets')
         self.curve = [lb for lb, (s, _) in self.sets.items() if want is None or lb in want or s['name'] in want]
         if not self.curve:
@@ -63,12 +67,11 @@ class Evaluator:
         return data
 
     def evaluate_run(self, study, run):
-        import yaml
+        from tripled_basicsr.utils.io import load_yaml_safe
         rdir = study.path('runs', run.id)
         path = os.path.join(rdir, 'eval.json')
         data = self._cached(path)
-        with open(os.path.join(rdir, 'train.yml'), encoding='utf-8') as f:
-            net_opt = yaml.safe_load(f)['network_g']
+        net_opt = load_yaml_safe(os.path.join(rdir, 'train.yml'))['network_g']  # the one (bounded) option loader
         final = study.opt['training']['iters']
         for it, ckpt in study.checkpoints(run).items():
             labels = list(self.sets) if it == final else self.curve

@@ -27,7 +27,10 @@ import time
 
 from tripled_basicsr.study.arms import deep_merge, resolve_arm
 from tripled_basicsr.study.stats import enlarge_ratio
+from tripled_basicsr.utils.cli import unknown_key
 from tripled_basicsr.utils.io import read_json, write_json_atomic
+
+DOC = 'docs/study.md'
 
 DEFAULTS = {
     'name': 'study',
@@ -68,18 +71,20 @@ class StudyError(ValueError):
 
 
 def _check_keys(user, base, path=''):
+    if user is not None and not isinstance(user, dict):
+        raise StudyError(f'{path.rstrip(".") or "the study options"} must be a mapping (key: value); got {user!r}.')
     for k, v in (user or {}).items():
         if k not in base:
-            import difflib
-            close = difflib.get_close_matches(k, list(base), n=2)
-            raise StudyError(f'unknown study option {path}{k}' + (f' (did you mean {" or ".join(close)}?)' if close
-                                                                  else '') + '; see docs/study.md.')
-        if isinstance(base[k], dict) and base[k] and isinstance(v, dict) and k not in ('basicsr', 'io_backend',
-                                                                                       'curriculum_sampler'):
+            raise unknown_key(path, k, list(base), DOC, error=StudyError)
+        if isinstance(base[k], dict) and base[k] and k not in ('basicsr', 'io_backend', 'curriculum_sampler'):
             _check_keys(v, base[k], f'{path}{k}.')
+        elif isinstance(base[k], dict) and v is not None and not isinstance(v, dict):
+            raise StudyError(f'{path}{k} must be a mapping (key: value); got {v!r}.')
 
 
 def merge_options(user):
+    """The user's study options over DEFAULTS, every key and the values the study itself uses
+    checked (the arms' distill options and networks: :func:`check_study`)."""
     _check_keys(user, DEFAULTS)
     opt = deep_merge(DEFAULTS, user)
     src, tr = opt['source'], opt['training']
@@ -112,7 +117,112 @@ def merge_options(user):
     if not re.match(r'^[A-Za-z0-9_.-]+$', str(opt['name'])) or 'debug' in str(opt['name']):
         raise StudyError(f'name {opt["name"]!r}: use letters, digits, _ . - only (and not "debug", which BasicSR '
                          f'treats specially).')
+    from tripled_basicsr import benchmark as bm  # the test sets and tiling follow the benchmark's rules
+    if not isinstance(opt['test_sets'], list):
+        raise StudyError(f'test_sets must be a list of benchmark set entries; got {opt["test_sets"]!r}.')
+    for i, entry in enumerate(opt['test_sets']):
+        bm.set_spec(entry, {'datasets_root': opt['datasets_root']}, f'test_sets[{i}].')
+    bm.check_tile(opt['tile'], 'tile')
     return opt
+
+
+def _path_parts(path):
+    """'sources[0].task' -> ['sources', 0, 'task']."""
+    return [int(p[1:-1]) if p.startswith('[') else p for p in re.findall(r'\[\d+\]|[^.\[\]]+', path)]
+
+
+def _holds(d, parts):
+    """True when the nested mapping/list ``d`` has the key path ``parts``."""
+    for p in parts:
+        if isinstance(p, int) and isinstance(d, list) and p < len(d):
+            d = d[p]
+        elif isinstance(p, str) and isinstance(d, dict) and p in d:
+            d = d[p]
+        else:
+            return False
+    return True
+
+
+def _distill_key_origin(opt, arm_name, message):
+    """Where the study options set the distill key a distiller message names: the arm's own
+    ``arm_definitions.ARM.distill`` (or its base arms') or the study's ``distill``; None if neither."""
+    m = re.match(r'(?:Unknown option )?([A-Za-z_][\w.\[\]]*)', message)
+    if not m:
+        return None
+    key = m.group(1).rstrip('.')
+    parts = _path_parts(key)
+    defs, name, seen = opt.get('arm_definitions') or {}, arm_name, set()
+    while name in defs and name not in seen and isinstance(defs[name], dict):
+        seen.add(name)
+        if _holds(defs[name].get('distill'), parts):
+            return f'arm_definitions.{name}.distill.{key}'
+        name = defs[name].get('base')
+    if _holds(opt.get('distill'), parts):
+        return f'distill.{key}'
+    return None
+
+
+def check_study(study):
+    """Check what each arm will run before the first arm trains (seconds): the distiller's
+    options of every distill arm (with the distiller's own checker, as its run will write
+    them), and every arm's ``network_g`` (registered in BasicSR's ARCH_REGISTRY and built with
+    its options) and ``model_type`` (registered in MODEL_REGISTRY). Raises StudyError naming
+    the study key."""
+    import difflib
+
+    import tripled_basicsr
+    from tripled_basicsr import benchmark as bm
+    tripled_basicsr.register()
+    from basicsr.models import build_model  # noqa: F401  (fills MODEL_REGISTRY)
+    from basicsr.utils.registry import MODEL_REGISTRY
+
+    opt, built, first = study.opt, set(), {}
+    for run in study.runs:
+        first.setdefault(run.arm_name, run)
+    for name, run in first.items():
+        arm = run.arm
+        if arm['kind'] == 'distill':
+            from tripled_basicsr.distill.options import merge_options as distill_options
+            try:
+                distill_options(study.distill_options(run, study.path('subsets', run.id)))
+            except ValueError as exc:
+                origin = _distill_key_origin(opt, name, str(exc))
+                where = f'{origin} (arm {name})' if origin else \
+                    f'the distill options of arm {name} (distill: with the arm\'s own overrides)'
+                raise StudyError(f'{where}: {exc}') from None
+        own = 'network_g' in arm['basicsr']
+        train = study.train_options(run, {'units': 1, 'root': study.path('subsets', run.id)})
+        where = f'arm_definitions.{name}.basicsr' if own else 'training.basicsr'
+        key = json.dumps(train.get('network_g'), sort_keys=True, default=str)
+        if key not in built:
+            bm.build_arch(train.get('network_g'), f'{where}.network_g', StudyError)
+            built.add(key)
+        mt = train.get('model_type')
+        if mt not in MODEL_REGISTRY:
+            close = difflib.get_close_matches(str(mt), list(MODEL_REGISTRY.keys()), n=3)
+            src = (f'arm_definitions.{name}.basicsr.model_type' if 'model_type' in arm['basicsr'] else
+                   'training.basicsr.model_type' if 'model_type' in opt['training']['basicsr'] else
+                   'training.curriculum_model_type' if arm['curriculum'] else 'training.model_type')
+            raise StudyError(f'{src} {mt!r} (arm {name}) is not a registered BasicSR model.'
+                             + (f' Did you mean {", ".join(close)}?' if close else ''))
+
+
+def log_error(path, start=0, max_lines=4, max_chars=2000):
+    """The error a failed subprocess wrote to its log (from byte ``start``, this attempt): from
+    its last ``error:`` line (our commands) or the last lines (a traceback's ends in the exception)."""
+    try:
+        with open(path, 'rb') as f:
+            f.seek(start)
+            text = f.read().decode('utf-8', 'replace')
+    except OSError:
+        return 'no log'
+    lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
+    if not lines:
+        return 'it printed nothing'
+    marks = [i for i, ln in enumerate(lines) if ln.lstrip().lower().startswith('error:') or ': error:' in ln]
+    tail = lines[marks[-1]:][:max_lines] if marks else lines[-max_lines:]
+    out = '\n  '.join(tail)
+    return out if len(out) <= max_chars else '...' + out[-max_chars:]
 
 
 def ratio_tag(r):
@@ -206,9 +316,8 @@ class Study:
             n = len(open_source(self.opt['source']))
             rec = {'prep_s': 0.0, 'units': n, 'images': n, 'root': None}
         else:
-            if os.path.isdir(root):  # complete (written atomically) but prep.json lost: rebuild for timing
-                import shutil
-                shutil.rmtree(root)
+            if os.path.lexists(root):  # complete (written atomically) but prep.json lost: rebuild for timing
+                self._remove_subset(root)
             if kind == 'random':
                 from tripled_basicsr.study.subsets import write_random
                 info = write_random(self.opt['source'], root, run.ratio, run.seed)
@@ -221,6 +330,21 @@ class Study:
             rec = {'prep_s': time.time() - t + extra.get('features_credit', 0.0), 'root': root, **info, **extra}
         write_json_atomic(self.path('runs', run.id, 'prep.json'), rec)
         return rec
+
+    @staticmethod
+    def _remove_subset(root):
+        """Delete a subset this study wrote (our marker, nothing a user added; utils/ownership)."""
+        from tripled_basicsr.utils.ownership import foreign_paths, read_marker, remove_tree
+        marker = read_marker(root)
+        found = foreign_paths(root) if marker is not None else []
+        if marker is None or found:
+            what = f'holds files the study did not write ({", ".join(found[:3])})' if found else \
+                'is not a subset written by the study'
+            raise StudyError(f'{root} {what}; it is never deleted. Move it (or those files) out of the study dir, '
+                             f'then run the study again.')
+        err = remove_tree(root)
+        if err is not None:
+            raise StudyError(f'could not delete the subset {root} to rebuild it: {err}. Delete it yourself.')
 
     def distill_options(self, run, root):
         src = self.opt['source']
@@ -245,11 +369,13 @@ class Study:
             yaml.safe_dump(opt, f, sort_keys=False)
         log = self.path('runs', run.id, 'distill.log')
         self.log(f'  distill: {self.python} -m tripled_basicsr.distill -opt {yml} --quiet')
+        start = os.path.getsize(log) if os.path.isfile(log) else 0
         with open(log, 'a', encoding='utf-8') as f:
             rc = subprocess.call([self.python, '-m', 'tripled_basicsr.distill', '-opt', yml, '--quiet'],
                                  stdout=f, stderr=subprocess.STDOUT, cwd=self.dir)
         if rc != 0:
-            raise StudyError(f'run {run.id}: distillation failed (exit {rc}); see {log}.')
+            raise StudyError(f'run {run.id}: distillation failed (exit {rc}): {log_error(log, start)}\n'
+                             f'(full log: {log})')
         with open(os.path.join(root, 'tripled_meta.json'), encoding='utf-8') as f:
             meta = json.load(f)
         n = len(meta['samples'])
@@ -329,6 +455,7 @@ class Study:
                                                                         if resume_iter else ''))
         env = dict(os.environ, TRIPLED_BASICSR_ROOT=self.dir)
         log = os.path.join(rdir, 'train.log')
+        start = os.path.getsize(log) if os.path.isfile(log) else 0
         with open(log, 'a', encoding='utf-8') as f:
             proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=self.dir, env=env)
             attempts.append({'start': time.time(), 'resume_iter': resume_iter, 'pid': proc.pid})
@@ -340,7 +467,8 @@ class Study:
                 proc.wait()
                 raise
         if rc != 0 or not os.path.isfile(os.path.join(self.exp_dir(run), 'models', 'net_g_latest.pth')):
-            raise StudyError(f'run {run.id}: training failed (exit {rc}); see {log}. Re-run the study to resume.')
+            raise StudyError(f'run {run.id}: training failed (exit {rc}): {log_error(log, start)}\n(full log: {log}; '
+                             f're-run the study to resume)')
         write_json_atomic(os.path.join(rdir, 'done.json'), {'hash': self.run_hash(run), 'finished': time.time(),
                                                       'times': self.checkpoint_times(run)})
 

@@ -66,15 +66,42 @@ def tree_fingerprint(root):
 
 def load_yaml_safe(path):
     """Load a YAML option file with the safe loader (no Python object construction; one
-    loader for all option files: ``tripled_basicsr/safe_yaml.py``)."""
-    from tripled_basicsr.safe_yaml import load_options_stream
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'Option file {path} does not exist.')
+    loader for all option files: ``tripled_basicsr/safe_yaml.py``, which also bounds the size).
+
+    Only a regular file is read: a directory, device, FIFO or socket is refused by its kind
+    (a FIFO is never opened: reading one blocks until another program writes); ``/dev/null``
+    and an empty (or comments-only) file hold no options, which is an error too."""
+    import stat
+
+    from tripled_basicsr.safe_yaml import check_option_size, load_options_stream
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f'Option file {path} does not exist.') from None
+    except OSError as exc:
+        raise OSError(f'Option file {path} cannot be read: {exc.strerror or exc}.') from None
+    empty = f'Option file {path} holds no options (it is empty or only comments); give a YAML mapping of options.'
+    if not stat.S_ISREG(st.st_mode):
+        if stat.S_ISCHR(st.st_mode) and os.path.exists(os.devnull) and os.path.samefile(path, os.devnull):
+            raise ValueError(empty)
+        kinds = ((stat.S_ISDIR, 'a directory'), (stat.S_ISCHR, 'a character device'),
+                 (stat.S_ISFIFO, 'a named pipe (FIFO), which is not read because reading one blocks until another '
+                                 'program writes to it'),
+                 (stat.S_ISBLK, 'a block device'), (stat.S_ISSOCK, 'a socket'))
+        kind = next((k for test, k in kinds if test(st.st_mode)), 'not a file')
+        raise ValueError(f'Option file {path} is not a regular file: it is {kind}. Pass the path of a YAML options '
+                         f'file.')
+    check_option_size(path, st.st_size)
     with open(path, encoding='utf-8') as f:
         try:
             opt = load_options_stream(f)
         except yaml.YAMLError as exc:
             raise ValueError(f'Option file {path} is not valid YAML: {exc}') from exc
+        except UnicodeDecodeError as exc:
+            raise ValueError(f'Option file {path} is not UTF-8 text ({exc.reason} at byte {exc.start}); is it '
+                             f'the right file?') from None
+    if opt is None:
+        raise ValueError(empty)
     if not isinstance(opt, dict):
         raise ValueError(f'Option file {path} must hold a mapping of options at the top level.')
     return opt

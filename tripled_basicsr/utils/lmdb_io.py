@@ -1,4 +1,4 @@
-"""Read-only LMDB access shared by every reader in the package (datasets, paired sources).
+"""LMDB access shared by every reader and writer in the package (datasets, paired sources, outputs).
 
 Two rules of py-lmdb make a per-object ``lmdb.open`` fragile:
 
@@ -11,12 +11,29 @@ Two rules of py-lmdb make a per-object ``lmdb.open`` fragile:
 :func:`open_lmdb_readonly` applies both: one handle per file per process, re-opened after a
 fork or when the file on disk was replaced (an output rewritten with ``--overwrite``).
 :func:`is_lmdb` is the one test for "this path is a BasicSR LMDB".
+
+A file a user hands us is validated before use: LMDB memory-maps ``data.mdb``, so reading a
+page past the end of a truncated file (an interrupted copy, a full disk) kills the process
+with SIGBUS ("Bus error", exit 135) and no message. Every open therefore compares the file
+size with the size the environment records (``(last_pgno + 1) * psize``) and raises
+:class:`DamagedLmdbError`, naming the file, before any page is read (:func:`check_lmdb`).
+
+Writers reserve address space for the map; :func:`map_error` turns a failed reservation
+(``ulimit -v``) into an error that says what happened and what to do.
 """
 import os
 
 _ENVS = {}  # realpath -> (pid, (st_dev, st_ino) of data.mdb, env)
 
 _READONLY_DEFAULTS = dict(readonly=True, lock=False, readahead=False, meminit=False)
+
+
+class DamagedLmdbError(ValueError):
+    """An LMDB is truncated or not an LMDB at all; the message names the file and what to do."""
+
+
+class LmdbMapError(OSError):
+    """The address space for an LMDB map could not be reserved (``ulimit -v``)."""
 
 
 def is_lmdb(path):
@@ -37,11 +54,58 @@ def _file_id(real):
     return st.st_dev, st.st_ino
 
 
+_REDO = ('Copy it again from the original (an interrupted copy or download, or a full disk, leaves such a file), '
+         "or re-create the LMDB (BasicSR's create_lmdb.py; `python -m tripled_basicsr.pack` or "
+         '`python -m tripled_basicsr.distill` for a packed or distilled set).')
+
+
+def _data_file(real, subdir=True):
+    return os.path.join(real, 'data.mdb') if subdir else real
+
+
+def check_env_size(env, data_file):
+    """Raise :class:`DamagedLmdbError` when ``data_file`` is shorter than ``env`` says it is.
+
+    Reads only the environment's meta data (no page of the map), so it is safe on a truncated
+    file; reading a page past the end of the file would be SIGBUS."""
+    pages, psize = int(env.info()['last_pgno']) + 1, int(env.stat()['psize'])
+    need = pages * psize
+    try:
+        size = os.path.getsize(data_file)
+    except OSError as exc:
+        raise DamagedLmdbError(f'{data_file}: cannot read the LMDB data file ({exc}). {_REDO}') from exc
+    if size < need:
+        raise DamagedLmdbError(f'{data_file} is truncated: it is {size} bytes, but the LMDB needs at least {need} '
+                               f'bytes ({pages} pages of {psize} bytes); reading it would crash the process (Bus '
+                               f'error). {_REDO}')
+
+
+def _open_checked(real, kw):
+    import lmdb
+    data = _data_file(real, kw.get('subdir', True))
+    if not os.path.isfile(data):
+        raise DamagedLmdbError(f'{real} is not an LMDB: {data} does not exist. {_REDO}')
+    try:
+        env = lmdb.open(real, **kw)
+    except lmdb.Error as exc:
+        if 'already open' in str(exc):
+            raise
+        raise DamagedLmdbError(f'{data} ({os.path.getsize(data)} bytes) cannot be opened as an LMDB ({exc}); the '
+                               f'file is damaged or not an LMDB. {_REDO}') from exc
+    try:
+        check_env_size(env, data)
+    except BaseException:
+        env.close()
+        raise
+    return env
+
+
 def open_lmdb_readonly(path, **kwargs):
-    """The process's read-only ``lmdb.Environment`` for ``path`` (opened on first use).
+    """The process's read-only ``lmdb.Environment`` for ``path`` (opened and checked on first use).
 
     ``kwargs`` override the defaults (``readonly=True, lock=False, readahead=False,
     meminit=False``, as BasicSR's LMDB backend) on the first open of a file in a process.
+    A truncated or damaged file raises :class:`DamagedLmdbError` (see :func:`check_env_size`).
     """
     real = os.path.realpath(os.fspath(path))
     pid, file_id = os.getpid(), _file_id(real)
@@ -52,12 +116,33 @@ def open_lmdb_readonly(path, **kwargs):
         # inherited from the parent (the child's copy of the map and descriptors is the
         # child's own to release) or the file was replaced: this handle is stale
         _close(_ENVS.pop(real)[2])
-    import lmdb
     kw = dict(_READONLY_DEFAULTS)
     kw.update(kwargs)
-    env = lmdb.open(real, **kw)
+    env = _open_checked(real, kw)
     _ENVS[real] = (pid, file_id, env)
     return env
+
+
+def check_lmdb(path, **kwargs):
+    """Validate the LMDB at ``path`` now (before a long run uses it) without keeping a handle.
+
+    A file this process already holds open (and so checked) passes at once; otherwise the
+    environment is opened read-only, checked as by :func:`open_lmdb_readonly` and closed, so
+    a later reader (ours or stock BasicSR's) may open it. Raises :class:`DamagedLmdbError`."""
+    real = os.path.realpath(os.fspath(path))
+    cached = _ENVS.get(real)
+    if cached is not None and cached[0] == os.getpid() and cached[1] == _file_id(real):
+        return
+    kw = dict(_READONLY_DEFAULTS)
+    kw.update(kwargs)
+    import lmdb
+    try:
+        env = _open_checked(real, kw)
+    except lmdb.Error as exc:
+        if 'already open' in str(exc):  # another reader of this process holds it: it opened fine
+            return
+        raise
+    _close(env)
 
 
 def close_lmdb(path):
@@ -76,3 +161,30 @@ def _close(env):
         env.close()
     except Exception:  # noqa: BLE001 - already closed or damaged: nothing left to release
         pass
+
+
+def _mib(n):
+    return f'{n / 2**20:.0f} MiB'
+
+
+def map_error(path, size, exc):
+    """:class:`LmdbMapError` for a map of ``size`` bytes of ``path`` that could not be reserved."""
+    limit = ''
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if soft != resource.RLIM_INFINITY:
+            used = None
+            try:
+                with open('/proc/self/status', encoding='ascii') as f:
+                    used = next((int(ln.split()[1]) * 1024 for ln in f if ln.startswith('VmSize:')), None)
+            except (OSError, ValueError):
+                pass
+            in_use = f', {_mib(used)} of it already in use' if used else ''
+            limit = f' The address-space limit of this process (ulimit -v) is {_mib(soft)}{in_use}.'
+    except (ImportError, OSError, ValueError):
+        pass
+    return LmdbMapError(f'Cannot reserve {_mib(size)} of address space to write the LMDB {path} ({exc}).{limit} '
+                        f'LMDB maps its file into memory and needs address space (not RAM) at least the size of '
+                        f'the data. Raise the limit (`ulimit -v unlimited`, or ask your cluster for more virtual '
+                        f'memory), or write fewer/smaller images per output.')
