@@ -142,8 +142,9 @@ def _state_safe_globals():
 
     The defaults already cover BasicSR's state: tensors, ``OrderedDict``, the optimizers'
     state dicts, and ``collections.Counter`` (MultiStepLR's milestones); the
-    CosineAnnealingRestartLR and SLKD/sampler entries are plain values. The one non-default
-    object is ``np.random.get_state()`` (SamplerFeedbackMixin's ``tripled_rng``): a uint32
+    CosineAnnealingRestartLR and SLKD/sampler entries are plain values (and so is the numpy RNG
+    state that SamplerFeedbackMixin saves now). The one non-default object, in states written
+    before that, is ``np.random.get_state()`` (``tripled_rng``): a uint32
     ``ndarray``, pickled as ``_reconstruct(ndarray, ...)`` with a ``dtype('u4')``. So we allow
     numpy's ``_reconstruct`` (under its numpy >= 2 and numpy 1 names, states move between
     versions), ``ndarray``, ``dtype`` and the uint32 dtype class (the only dtype whose state

@@ -90,7 +90,10 @@ class SamplerFeedbackMixin:
     # ------------------------------------------------------------------ training state
     def extra_training_state(self, current_iter):
         """Keys added to BasicSR's training state (``{current_iter}.state``)."""
-        state = {RNG_STATE_KEY: {'python': random.getstate(), 'numpy': np.random.get_state(),
+        name, keys, pos, has_gauss, cached = np.random.get_state()
+        # plain values, so the state loads with torch.load(weights_only=True) and no numpy globals
+        numpy_state = (name, keys.tolist(), int(pos), int(has_gauss), float(cached))
+        state = {RNG_STATE_KEY: {'python': random.getstate(), 'numpy': numpy_state,
                                  'torch': torch.get_rng_state(), 'world_size': self.opt.get('world_size', 1)}}
         if self.sampler is not None and hasattr(self.sampler, 'state_dict'):
             state[SAMPLER_STATE_KEY] = self.sampler.state_dict(consumed_step=current_iter)
