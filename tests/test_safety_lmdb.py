@@ -11,6 +11,7 @@ Crashes are provoked in subprocesses, so a SIGBUS cannot take pytest down.
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -389,3 +390,24 @@ def test_pack_resume_drops_a_batch_committed_but_not_recorded(tmp_path, five, mo
     pack(gt, lq, str(tmp_path / 'clean'), scale=2, progress=False)
     same_set(out, str(tmp_path / 'clean'))
     assert sorted(k.decode() for k in lmdb_items(os.path.join(out, 'lq.lmdb'))) == ['0000', '0001', '0002', '0004']
+
+
+def test_pack_resume_reads_again_a_pair_whose_file_changed(tmp_path, five, monkeypatch):
+    """A pair written by the interrupted run whose source file changed since (a user replaced the
+    image) is read again, so the continued output equals a clean pack of the current source."""
+    gt, lq, good = five
+    monkeypatch.setattr(distilled_format, 'COMMIT_PAIRS', 2)
+    out = str(tmp_path / 'o')
+    assert pack_main(['--gt', gt, '--lq', lq, '--out', out, '--scale', '2', '--quiet']) == 2
+    with open(os.path.join(gt, '0004.png'), 'wb') as f:
+        f.write(good)
+    for d in (gt, lq):  # the user replaces pair 0000 by pair 0001
+        shutil.copyfile(os.path.join(d, '0001.png'), os.path.join(d, '0000.png'))
+        t = os.stat(os.path.join(d, '0000.png')).st_mtime_ns + 10 ** 9  # a new mtime even on a coarse clock
+        os.utime(os.path.join(d, '0000.png'), ns=(t, t))
+    reads = count_reads(monkeypatch)
+    assert pack_main(['--gt', gt, '--lq', lq, '--out', out, '--scale', '2', '--quiet']) == 0
+    assert reads == ['0000', '0004']
+    monkeypatch.undo()
+    pack(gt, lq, str(tmp_path / 'clean'), scale=2, progress=False)
+    same_set(out, str(tmp_path / 'clean'))

@@ -258,3 +258,91 @@ def test_a_study_rebuilds_only_subsets_it_wrote(distilled, tmp_path):
     (sub / 'thesis.txt').unlink()
     Study._remove_subset(str(sub))
     assert not sub.exists() and (tmp_path / 'mine').is_dir()
+
+
+# ----------------------------------------------------------------------------- second hostile round
+@pytest.mark.parametrize('where,name', [('name', '../userdata'), ('name', '/tmp/elsewhere'), ('name', '..'),
+                                        ('datasets.test_1.name', 'a/b')])
+def test_a_run_or_dataset_name_that_is_a_path_is_refused_before_basicsr_starts(tmp_path, capsys, where, name):
+    from tripled_basicsr.train import run
+    user = tmp_path / 'userdata'
+    user.mkdir()
+    (user / 'thesis.txt').write_text('mine')
+    opt = {'name': 'ok', 'model_type': 'SRModel', 'num_gpu': 0,
+           'datasets': {'test_1': {'name': 'set', 'type': 'PairedImageDataset'}}}
+    if where == 'name':
+        opt['name'] = name
+    else:
+        opt['datasets']['test_1']['name'] = name
+    yml = tmp_path / 'test.yml'
+    yml.write_text(json.dumps(opt))  # JSON is YAML
+    before = _tree(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        run('test', ['-opt', str(yml)])
+    assert exit_.value.code == 2
+    assert f'{where} {name!r} must be a plain folder name' in capsys.readouterr().err
+    assert _tree(tmp_path) == before
+
+
+def test_planted_links_for_our_lock_and_marker_are_never_written_through(tmp_path):
+    from tripled_basicsr.distill.features import claim_work_dir
+    from tripled_basicsr.utils.lock import DirLock, LockedError
+    thesis = tmp_path / 'thesis.txt'
+    thesis.write_text('mine')
+    for planted in ('.lock', MARKER_FILE + '.part'):
+        work = tmp_path / f'w{planted}'
+        work.mkdir()
+        os.symlink(thesis, work / planted)
+        with pytest.raises(OutputExistsError, match='holds files tripled_basicsr did not write'):
+            claim_work_dir(str(work))
+    with pytest.raises(LockedError, match='symbolic link'):
+        DirLock(str(tmp_path / 'w.lock'), 'work_dir').acquire()
+    os.link(thesis, tmp_path / 'hard.lock')
+    (tmp_path / 'h').mkdir()
+    os.rename(tmp_path / 'hard.lock', tmp_path / 'h' / '.lock')
+    with pytest.raises(LockedError, match='hard-linked'):
+        DirLock(str(tmp_path / 'h'), 'work_dir').acquire()
+    from tripled_basicsr.utils.ownership import _write_marker
+    _write_marker(str(tmp_path / f'w{MARKER_FILE}.part'), {'format': 'tripled-output', 'tool': 'x'})
+    assert thesis.read_text() == 'mine'
+
+
+def test_a_resumed_study_or_demo_never_writes_through_a_link(tmp_path):
+    from tripled_basicsr.demo import DemoError, _open_workdir, build_parser
+    from tripled_basicsr.study import LAYOUT
+    user = tmp_path / 'user'
+    user.mkdir()
+    (user / 'train.yml').write_text('mine')
+    study = prepare_output_dir(str(tmp_path / 's'), tool='study', layout=LAYOUT)
+    os.symlink(user, os.path.join(study, 'runs'))
+    with pytest.raises(OutputExistsError, match=r'holds symbolic links where tripled_basicsr writes: .*runs'):
+        prepare_output_dir(study, tool='study', reuse=True, layout=LAYOUT)
+    args = build_parser().parse_args(['--workdir', str(tmp_path / 'w')])
+    work, _ = _open_workdir(args)
+    os.symlink(user, os.path.join(work, 'options'))
+    with pytest.raises(DemoError, match=r'symbolic links where tripled_basicsr writes: .*options'):
+        _open_workdir(args)
+    assert (user / 'train.yml').read_text() == 'mine' and os.listdir(user) == ['train.yml']
+
+
+def test_a_hand_written_marker_without_contents_does_not_make_a_folder_deletable(tmp_path):
+    from tripled_basicsr.pack import pack
+    gt, lq = write_pairs(str(tmp_path / 'src'), num=2, size=32, seed=1)
+    planted = tmp_path / 'planted'
+    planted.mkdir()
+    (planted / 'thesis.tex').write_text('mine')
+    (planted / MARKER_FILE).write_text(json.dumps({'format': 'tripled-output', 'tool': 'pack'}))
+    with pytest.raises(OutputExistsError, match=r'holds files it did not write: .*thesis\.tex'):
+        pack(gt, lq, str(planted), overwrite=True, progress=False)
+    assert (planted / 'thesis.tex').read_text() == 'mine'
+
+
+@pytest.mark.parametrize('inner', ['.backup.tmp-1-deadbeef/data.txt', '.lock/x'])
+def test_names_like_ours_do_not_make_a_users_folder_empty(tmp_path, inner):
+    user = tmp_path / 'u'
+    (user / inner).parent.mkdir(parents=True)
+    (user / inner).write_text('mine')
+    before = _tree(user)
+    with pytest.raises(OutputExistsError, match='holds files tripled_basicsr did not write'):
+        claim_dir(str(user), 'distill-work', 'work_dir')
+    assert _tree(user) == before

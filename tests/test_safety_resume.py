@@ -342,3 +342,27 @@ def test_stock_train_script_refuses_pickle_code_in_auto_resume_state(trained, en
         assert r.returncode == 2 and 'Traceback' not in r.stdout
     assert not marker.exists()
     assert listing(co / 'experiments') == before
+
+
+def test_a_state_whose_arrays_are_not_the_rng_array_is_refused_after_loading(tmp_path):
+    """Crafted pickles can build other arrays from the allowed numpy globals (np.dtype('O8', ...)
+    plus _reconstruct): whatever the route, a loaded state holding one is refused."""
+    for bad in ({'rng': ('MT19937', np.array([1, 'a'], dtype=object))}, [np.zeros(2)]):
+        with pytest.raises(compat.UnsafeCheckpointError, match=r's\.state asks to load .*numpy\.ndarray of dtype'):
+            compat._check_arrays(bad, 's.state')
+    compat._check_arrays({'rng': ('MT19937', np.zeros(624, np.uint32), 0)}, 's.state')  # the RNG array: fine
+
+
+def test_a_fifo_named_like_a_state_or_network_is_never_opened(tmp_path):
+    import basicsr.models.base_model as base_model
+    compat.install_atomic_checkpoints()
+    states = tmp_path / 'training_states'
+    states.mkdir()
+    os.mkfifo(states / '4.state')
+    torch.save({'iter': 2}, str(states / '2.state'))
+    assert compat._state_candidates(str(states)) == [(2, str(states / '2.state'))]
+    with pytest.raises(ValueError, match=r'training state .*4\.state is not a regular file'):
+        compat.load_training_state(str(states / '4.state'))
+    os.mkfifo(tmp_path / 'net_g.pth')
+    with pytest.raises(ValueError, match=r'network file .*net_g\.pth is not a regular file'):
+        base_model.torch.load(str(tmp_path / 'net_g.pth'), map_location='cpu')

@@ -91,9 +91,21 @@ def state_file_iter(path):
 
 
 def _state_candidates(state_dir):
-    """``(iter, path)`` of every ``<iter>.state`` in ``state_dir``, newest first."""
+    """``(iter, path)`` of every ``<iter>.state`` in ``state_dir`` that is a regular file (a FIFO
+    would block the reader forever), newest first."""
     out = [(state_file_iter(name), os.path.join(state_dir, name)) for name in os.listdir(state_dir)]
-    return sorted(((it, p) for it, p in out if it is not None), reverse=True)
+    for it, p in out:
+        if it is not None and not os.path.isfile(p):
+            _print_warning(f'{p} is not a regular file; it is not read (and not resumed from).')
+    return sorted(((it, p) for it, p in out if it is not None and os.path.isfile(p)), reverse=True)
+
+
+def check_regular_file(path, what='checkpoint'):
+    """Raise ``ValueError`` naming ``path`` unless it is a regular file (following links): a
+    FIFO or device would block or feed endless bytes to ``torch.load``."""
+    if isinstance(path, (str, os.PathLike)) and os.path.exists(path) and not os.path.isfile(path):
+        raise ValueError(f'{what} {os.fspath(path)} is not a regular file (a folder, FIFO or device); give the path '
+                         f'of a .pth/.state file.')
 
 
 def _network_files(opt, resume_iter):
@@ -201,12 +213,32 @@ def load_training_state(path, map_location='cpu'):
     import pickle
 
     import torch
+    check_regular_file(path, 'training state')
     try:
         with _state_globals_allowed():
-            return torch.load(path, map_location=map_location, weights_only=True)
+            state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:  # what weights_only raises for anything not allowed
         names = _unsafe_globals(path)
         raise UnsafeCheckpointError(_unsafe_message(path, names, exc)) from None
+    except TypeError as exc:  # allowed globals called with crafted arguments: not a state we wrote
+        raise UnsafeCheckpointError(_unsafe_message(path, [], exc)) from None
+    _check_arrays(state, path)
+    return state
+
+
+def _check_arrays(obj, path):
+    """The numpy globals a state may use exist for one thing, the host RNG state (a uint32
+    array); a crafted state can build other arrays with them (object dtype): refused."""
+    import numpy as np
+    stack = [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, np.ndarray) and x.dtype != np.uint32:
+            raise UnsafeCheckpointError(_unsafe_message(path, [f'numpy.ndarray of dtype {x.dtype}']))
+        if isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, (list, tuple)):
+            stack.extend(x)
 
 
 def _unsafe_message(path, names, exc=None):
@@ -395,7 +427,32 @@ def check_option_file_arg(argv):
         return
     if path is not None:
         from tripled_basicsr.utils.io import load_yaml_safe
-        load_yaml_safe(path)
+        check_run_names(load_yaml_safe(path), path)
+
+
+# 9. Stock BasicSR builds folders from ``name`` (experiments/NAME, results/NAME, tb_logger/NAME,
+#    and moves an existing one aside to NAME_archived_TIME) and from each dataset's ``name``
+#    (results/NAME/visualization/DATASET/...). A name that is a path (``/home/me/thesis``,
+#    ``../data``) would move a user's folder aside or write images into it: refused up front.
+def check_run_names(opt, path='the option file'):
+    """Raise ``ValueError`` unless ``name`` and every ``datasets.*.name`` is a plain folder
+    name (no path separator, not absolute, not ``.``/``..``, not empty)."""
+    def plain(value, key):
+        text = str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+        bad = (text is None or not text.strip() or text in ('.', '..') or os.path.isabs(text)
+               or any(sep and sep in text for sep in (os.sep, os.altsep)))
+        if bad:
+            raise ValueError(f'{path}: {key} {value!r} must be a plain folder name (letters, digits, _ - .; no '
+                             f'path separator, not . or ..): BasicSR creates (and moves aside) folders named after '
+                             f'it under experiments/, results/ and tb_logger/. Choose a name such as '
+                             f'train_MyModel_x4.')
+    if 'name' in opt:
+        plain(opt['name'], 'name')
+    datasets = opt.get('datasets')
+    if isinstance(datasets, dict):
+        for phase, d in datasets.items():
+            if isinstance(d, dict) and 'name' in d:
+                plain(d['name'], f'datasets.{phase}.name')
 
 
 def _wrap_parse_options(stock_parse_options):
@@ -516,6 +573,8 @@ class _TorchWithAtomicSave:
         # ``weights_only``: before torch 2.6 that unpickles whatever the file asks for. A network
         # file is tensors in dicts, so the safe loader reads every real one.
         kwargs.setdefault('weights_only', True)
+        if args:
+            check_regular_file(args[0], 'network file')
         return self._torch.load(*args, **kwargs)
 
     def __getattr__(self, name):

@@ -208,8 +208,14 @@ def _open_workdir(args):
     marker = read_marker(path) if os.path.isdir(path) else None
     if marker is not None and marker.get('tool') == 'demo' and not args.overwrite and os.path.isfile(req):
         with open(req, encoding='utf-8') as f:
-            if json.load(f) == _request(args):
-                return path, True
+            same = json.load(f) == _request(args)
+        if same:
+            from tripled_basicsr.utils.ownership import check_reusable
+            try:
+                check_reusable(path, '--workdir')  # a resumed demo writes in it: no links where it writes
+            except OSError as exc:
+                raise DemoError(str(exc)) from None
+            return path, True
         raise DemoError(f'--workdir {path} holds a demo run with other flags; pass --overwrite to replace it, or '
                         f'another --workdir.')
     try:

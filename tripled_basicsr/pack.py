@@ -41,6 +41,23 @@ def _logger():
     return logging.getLogger('tripled_basicsr.pack')
 
 
+def _stamp_of(src):
+    """key -> (size, mtime_ns) of the pair's GT and LQ files (of the LMDB data files for an LMDB
+    source): what a resumed pack compares to tell a pair it may keep from one that changed."""
+    def stat(path):
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return [st.st_size, st.st_mtime_ns]
+
+    if src.kind == 'lmdb':
+        fixed = [stat(os.path.join(r, 'data.mdb')) for r in (src.dataroot_gt, src.dataroot_lq)]
+        return lambda key: fixed
+    index = {k: i for i, k in enumerate(src.keys)}
+    return lambda key: [stat(src.source_path(index[key], w)) for w in ('gt', 'lq')] if key in index else None
+
+
 def pack(gt, lq, out, scale=1, tile_size=0, filename_tmpl='{}', meta_info=None, compress_level=1, overwrite=False,
          progress=True, on_error='raise', restart=False):
     """Pack all pairs of a source into ``out``. Returns the summary dict.
@@ -81,6 +98,7 @@ def pack(gt, lq, out, scale=1, tile_size=0, filename_tmpl='{}', meta_info=None, 
             raise SourceError(f'{exc} (Or pass --on-error skip to leave unpaired files out.)') from exc
         raise
     writer.provenance = {'source': src.describe(), 'on_error': on_error}
+    writer.stamp_of = _stamp_of(src)  # a pair changed since an interrupted run wrote it is read again
     hook = _signal_hook()
     nbytes, n = 0, len(src)
     try:

@@ -167,6 +167,23 @@ class SafeOptionLoader(getattr(yaml, 'CSafeLoader', yaml.SafeLoader)):
         check_expansion(named(), name)
         super().__init__(named())
 
+    def construct_mapping(self, node, deep=False):
+        # PyYAML keeps the last of two equal keys without a word: `output: {path: a}` ... later
+        # `output: {path: b}` would silently win. A duplicate key is an error naming both lines.
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == 'tag:yaml.org,2002:merge':
+                    continue
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        'while constructing a mapping', node.start_mark,
+                        f'found duplicate key {key_node.value!r} (first at line {seen[key].start_mark.line + 1}); '
+                        f'keep one of them', key_node.start_mark)
+                seen[key] = key_node
+        return super().construct_mapping(node, deep)
+
 
 SafeOptionLoader.add_constructor(_ORDERED_DICT, _ordered_dict)
 SafeOptionLoader.add_multi_constructor(_PY_PREFIX, _refuse_python_tag)

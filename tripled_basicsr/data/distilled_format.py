@@ -327,6 +327,11 @@ class DistilledWriter:
         self._journal = None
         self.committed_pairs = 0
         self.resumed = 0  # pairs taken over from an interrupted run
+        # resumable outputs: key -> what the pair was read from now (e.g. file sizes and mtimes),
+        # set by the caller before ``with``; a pair whose stamp changed since it was written is
+        # dropped from the taken-over ones and written again, so a resume never keeps stale pairs
+        self.stamp_of = None
+        self._stamps = {}
 
     @property
     def committed(self):
@@ -366,7 +371,7 @@ class DistilledWriter:
                                       {'format': PARTIAL_FORMAT, 'tool': self.tool, 'out': self.out,
                                        'tripled_basicsr_version': package_version(),
                                        'identity': self._atomic.identity})
-                _write_journal(self.tmp, recs)
+                _write_journal(self.tmp, [dict(r, _stamp=self._stamps.get(r['key'])) for r in recs])
                 self._journal = open(os.path.join(self.tmp, PARTIAL_SAMPLES), 'a', encoding='utf-8')
         except BaseException as err:
             for o in ('_gt', '_lq'):
@@ -388,7 +393,10 @@ class DistilledWriter:
 
     def _take_over(self, recs):
         """Adopt the committed pairs of an interrupted run: drop entries of a batch it did not
-        record as complete, and records whose entries are not all there (they are written again)."""
+        record as complete, records whose entries are not all there, and pairs whose source
+        changed since (:attr:`stamp_of`): they are written again."""
+        if self.stamp_of is not None:
+            recs = [r for r in recs if r.get('_stamp') == _jsonable(self.stamp_of(r['key']))]
         while True:
             want = {k.encode('ascii') for r in recs for k in self._entry_keys(r)}
             present = want
@@ -399,6 +407,7 @@ class DistilledWriter:
             if len(good) == len(recs):
                 break
             recs = good
+        self._stamps = {r['key']: r.pop('_stamp', None) for r in recs}
         self.samples = list(recs)
         self._keys = {r['key'] for r in recs}
         self.resumed = self.committed_pairs = len(recs)
@@ -443,7 +452,8 @@ class DistilledWriter:
         self._gt.commit()
         self._lq.commit()
         if self._journal is not None and self._pending:
-            self._journal.write(''.join(json.dumps(r) + '\n' for r in self._pending))
+            stamp = (lambda k: _jsonable(self.stamp_of(k))) if self.stamp_of is not None else (lambda k: None)
+            self._journal.write(''.join(json.dumps(dict(r, _stamp=stamp(r['key']))) + '\n' for r in self._pending))
             self._journal.flush()
             os.fsync(self._journal.fileno())
         self.committed_pairs += len(self._pending)

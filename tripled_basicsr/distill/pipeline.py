@@ -172,7 +172,8 @@ def run_distill(user_opt, progress=True):
 
 # ---------------------------------------------------------------- preflight
 def _sources(opt):
-    return [(f'{p}.{k}', s[k]) for p, s in source_entries(opt) for k in ('dataroot_gt', 'dataroot_lq')]
+    return [(f'{p}.{k}', s[k]) for p, s in source_entries(opt) for k in ('dataroot_gt', 'dataroot_lq', 'meta_info_file')
+            if s.get(k)]
 
 
 def check_work_dir(work, out_path, sources):

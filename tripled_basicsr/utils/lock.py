@@ -20,6 +20,29 @@ class LockedError(RuntimeError):
     pass
 
 
+def open_lock_file(path):
+    """Open (creating) the lock file ``path`` for reading and writing, never through a link:
+    a symbolic link, a hard-linked file, a FIFO or anything else that is not a plain file of
+    one name is refused (the holder's line is written into the file, so writing through a
+    planted link would change a user's file). Returns the descriptor."""
+    import errno
+    import stat
+    flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, 'O_NOFOLLOW', 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LockedError(f'{path} is a symbolic link; a lock file of ours is a plain file. Remove the link '
+                              f'(nothing was written through it).') from None
+        raise
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        raise LockedError(f'{path} is not a plain file of ours (a {"hard-linked file" if stat.S_ISREG(st.st_mode) else "special file"}); '
+                          f'nothing was written to it. Remove it.')
+    return fd
+
+
 class DirLock:
     """``with DirLock(path, what='work dir'):`` -> exclusive, non-blocking; a second holder
     gets ``LockedError`` naming the directory and the pid that holds it.
@@ -46,7 +69,7 @@ class DirLock:
         while True:
             os.makedirs(self.directory, exist_ok=True)
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = open_lock_file(self.path)
             except FileNotFoundError:  # the directory was removed by a releasing holder meanwhile
                 continue
             try:

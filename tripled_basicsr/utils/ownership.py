@@ -47,16 +47,37 @@ logger = logging.getLogger('tripled_basicsr.output')
 
 MARKER_FILE = '.tripled_output.json'
 MARKER_FORMAT = 'tripled-output'
-# outputs written before the marker existed: (file, key, value, tool when the file names none,
-# the top-level names that writer wrote: anything else there is a user's)
-_LEGACY_MARKERS = (('tripled_meta.json', 'format', 'tripled-distilled', 'distill',
-                    ['gt.lmdb', 'lq.lmdb', 'tripled_meta.json', 'report.txt', 'report.png', 'source_scores.csv',
-                     'calibrator.pth']),
-                   ('demo_data.json', 'generator', 'tripled_basicsr.demo_data', 'demo_data',
-                    ['gt', 'lq', 'gt.lmdb', 'lq.lmdb', 'demo_data.json']))
+# what the one-go writers of earlier versions wrote at the top level of an output (their markers
+# list no entries): anything else there is a user's
+_DISTILLED_NAMES = ['gt.lmdb', 'lq.lmdb', 'tripled_meta.json', 'report.txt', 'report.png', 'source_scores.csv',
+                    'calibrator.pth']
+_EARLIER_ENTRIES = {'pack': _DISTILLED_NAMES, 'distill': _DISTILLED_NAMES, 'study-random': _DISTILLED_NAMES,
+                    'study-random-crops': _DISTILLED_NAMES,
+                    'demo_data': ['gt', 'lq', 'gt.lmdb', 'lq.lmdb', 'demo_data.json'],
+                    'benchmark': ['results.md', 'results.json', 'results.csv']}
+# outputs written before the marker existed: (file, key, value, tool when the file names none)
+_LEGACY_MARKERS = (('tripled_meta.json', 'format', 'tripled-distilled', 'distill'),
+                   ('demo_data.json', 'generator', 'tripled_basicsr.demo_data', 'demo_data'))
 # what a folder of ours may hold besides what its writer lists: the marker, a directory lock
 # (utils/lock.py) and the hidden temp/aside siblings of outputs written inside it
-_ALWAYS_OURS = re.compile(r'^(\.tripled_output\.json(\.part)?|\.lock|\..+\.(tmp|old)-\d+-[0-9a-f]{8})$')
+_OUR_FILES = re.compile(r'^(\.tripled_output\.json(\.part)?|\.lock)$')
+_OUR_SIBLINGS = re.compile(r'^\..+\.(tmp|old)-\d+-[0-9a-f]{8}$')
+
+
+def _always_ours(folder, name):
+    """``name`` in ``folder`` is ours whatever the writer listed: the marker or a lock as a
+    plain file (not a link, one name), or a temp/aside sibling that is a real folder, empty
+    or carrying our marker. Anything else of such a name (a link, a user's folder) is not."""
+    path = os.path.join(folder, name)
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return False
+    if _OUR_FILES.match(name):
+        return stat.S_ISREG(st.st_mode) and st.st_nlink == 1
+    if _OUR_SIBLINGS.match(name) and stat.S_ISDIR(st.st_mode):
+        return not os.listdir(path) or read_marker(path) is not None
+    return False
 # a human name for each tool's output, for the messages
 KIND = {'pack': 'packed set (pack)', 'distill': 'distilled set (distill)', 'demo_data': 'generated dataset (demo_data)',
         'demo': 'demo work dir', 'study': 'study dir', 'distill-work': 'distill work dir (features cache)',
@@ -99,11 +120,12 @@ def read_marker(path):
     m = _read_json(os.path.join(path, MARKER_FILE))
     if m is not None and m.get('format') == MARKER_FORMAT:
         return m
-    for name, key, value, tool, layout in _LEGACY_MARKERS:
+    for name, key, value, tool in _LEGACY_MARKERS:
         meta = _read_json(os.path.join(path, name))
         if meta is not None and meta.get(key) == value:
-            return {'format': MARKER_FORMAT, 'legacy': name, 'tool': meta.get('tool', tool),
-                    'created': meta.get('created'), 'layout': layout}
+            tool = meta.get('tool', tool)
+            return {'format': MARKER_FORMAT, 'legacy': name, 'tool': tool, 'created': meta.get('created'),
+                    'entries': list(_EARLIER_ENTRIES.get(tool, [name]))}
     return None
 
 
@@ -116,22 +138,26 @@ def foreign_entries(path, marker=None):
 
     The marker of an output written in one go lists its ``entries``; the marker of a folder
     built in place lists its ``layout`` (fnmatch patterns); an output of an earlier version
-    (no marker file) is compared with what that writer wrote. A marker with neither (in-place
-    folders of earlier versions) lists nothing to compare with, so nothing counts as foreign."""
+    (no marker file, or a finished one without ``entries``) is compared with what that writer
+    wrote. A marker with neither (a folder of an earlier version filled in place, or a marker
+    written by hand) says nothing about its contents, so every entry counts as foreign. A symbolic link always does (we write none)."""
     marker = read_marker(path) if marker is None else marker
     if marker is None:
         return []
     listed = marker.get('entries')
     patterns = marker.get('layout')
     if not isinstance(listed, list) and not isinstance(patterns, list):
-        return []
+        listed = list(_EARLIER_ENTRIES.get(marker.get('tool'), [])) if marker.get('complete') is True else []
     try:
         names = os.listdir(path)
     except OSError:
         return []
     out = []
     for name in names:
-        if _ALWAYS_OURS.match(name):
+        if _always_ours(path, name):
+            continue
+        if os.path.islink(os.path.join(path, name)):  # never written by us: we write no links
+            out.append(name)
             continue
         if isinstance(listed, list) and name in listed:
             continue
@@ -152,8 +178,22 @@ def foreign_paths(root, limit=20):
             found += [os.path.join(dirpath, n) for n in foreign_entries(dirpath, marker)]
             if len(found) >= limit:
                 return found[:limit]
-        dirnames[:] = sorted(d for d in dirnames if not os.path.islink(os.path.join(dirpath, d)))
+        # links are not followed; temp/aside siblings of ours are wholly ours
+        dirnames[:] = sorted(d for d in dirnames if not os.path.islink(os.path.join(dirpath, d))
+                             and not _always_ours(dirpath, d))
     return found
+
+
+def check_reusable(path, what):
+    """Raise unless our folder ``path`` may be written into again (a resumed run): no symbolic
+    link sits where we write (at the top level of it or of a folder of ours inside it), since
+    a resumed run would write through it into a folder or file that is not ours."""
+    links = [p for p in foreign_paths(path) if os.path.islink(p)]
+    if links:
+        shown = ', '.join(f'{p} -> {os.path.realpath(p)}' for p in links[:3]) + (' ...' if len(links) > 3 else '')
+        raise OutputExistsError(f'{what} {path} is ours, but holds symbolic links where tripled_basicsr writes: '
+                                f'{shown}. A resumed run would write through them, so nothing was written. Remove '
+                                f'the links (or choose another {what}).')
 
 
 def _refuse_foreign(path, found, option_name):
@@ -191,7 +231,7 @@ def claim_dir(path, tool, what, layout=(), hint='', check_only=False):
     tool writes there (recorded in the marker; anything else blocks a later replacement).
     ``check_only``: the same checks, nothing written. Returns True when the folder is (or, with
     ``check_only``, would be) created by this call."""
-    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    path = absolute(path)
     hint = f' {hint}' if hint else ''
     if os.path.islink(path):
         raise OutputExistsError(f'{what} {path} is a symbolic link (to {os.path.realpath(path)}); folders of ours are '
@@ -203,11 +243,12 @@ def claim_dir(path, tool, what, layout=(), hint='', check_only=False):
     if not created:
         marker = read_marker(path)
         if marker is not None and marker.get('tool') == tool:
+            check_reusable(path, what)
             return False
         if marker is not None:
             raise OutputExistsError(f'{what} {path} is a {kind(marker.get("tool"))}, not a {kind(tool)}; it is never '
                                     f'written into or replaced here. Choose another {what}.{hint}')
-        if [n for n in os.listdir(path) if not _ALWAYS_OURS.match(n)]:  # a lock of ours may be there already
+        if [n for n in os.listdir(path) if not _always_ours(path, n)]:  # a lock of ours may be there already
             raise OutputExistsError(f'{what} {path} already exists and holds files tripled_basicsr did not write; a '
                                     f'folder becomes ours only when we create it (or it is empty), so nothing was '
                                     f'written there. Choose a new {what} (a path that does not exist yet).{hint}')
@@ -222,13 +263,27 @@ def claim_dir(path, tool, what, layout=(), hint='', check_only=False):
 
 def _write_marker(directory, info):
     part = os.path.join(directory, MARKER_FILE + '.part')
-    with open(part, 'w', encoding='utf-8') as f:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(part)  # a leftover (or a planted link): never written through
+    fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, 'O_NOFOLLOW', 0), 0o644)
+    with os.fdopen(fd, 'w', encoding='utf-8') as f:
         json.dump(info, f, indent=1)
         f.write('\n')
     os.replace(part, os.path.join(directory, MARKER_FILE))
 
 
 # ----------------------------------------------------------------------------- sources
+def absolute(path):
+    """``path`` (``~`` expanded) as an absolute path; an empty one (an unset ``$OUT``) is an
+    error rather than the current directory."""
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else None
+    if text is None or not str(text).strip():
+        raise OutputConflictError(f'The output path is {"empty" if text is not None else repr(path)}; give the '
+                                  f'folder (or file) to write, e.g. ./my_output (an empty path would mean the current '
+                                  f'directory).')
+    return os.path.abspath(os.path.expanduser(text))
+
+
 def _norm(path):
     return os.path.normcase(os.path.abspath(path))
 
@@ -411,7 +466,7 @@ class AtomicOutputDir:
     """
 
     def __init__(self, out, overwrite=False, option_name='--overwrite', empty_ok=False, sources=(), tool='pack'):
-        self.out = os.path.abspath(os.path.expanduser(os.fspath(out)))
+        self.out = absolute(out)
         self.overwrite = bool(overwrite)
         self.option_name = option_name
         self.empty_ok = empty_ok
@@ -516,7 +571,7 @@ class AtomicOutputDir:
         info = {'format': MARKER_FORMAT, 'tool': self.tool, 'tripled_basicsr_version': package_version(),
                 'complete': complete}
         if complete:  # what we wrote: anything else found here later is a user's and blocks replacing it
-            info['entries'] = sorted(n for n in os.listdir(self.tmp) if not _ALWAYS_OURS.match(n))
+            info['entries'] = sorted(n for n in os.listdir(self.tmp) if not _always_ours(self.tmp, n))
         if not complete:
             # who is writing: lets a later run prove a leftover temp dir is ours and its writer is gone.
             # The finished marker leaves these (and the time) out, so equal runs give byte-identical outputs.
@@ -601,10 +656,11 @@ def prepare_output_dir(out, overwrite=False, option_name='--overwrite', sources=
     :class:`AtomicOutputDir` instead where the output can be built in one go.
     """
     if reuse and not overwrite:
-        path = os.path.abspath(os.path.expanduser(os.fspath(out)))
+        path = absolute(out)
         check_disjoint(path, sources, 'Output', 'an output path', _SUGGEST_SUFFIX.get(tool, '_out'))
         marker = read_marker(path)
         if marker is not None and marker.get('tool') == tool:
+            check_reusable(path, 'Output')
             return path
     a = AtomicOutputDir(out, overwrite, option_name, empty_ok, sources, tool)
     if a.check() == 'replace':
@@ -634,7 +690,7 @@ def check_file_output(path, sources=(), option='--out', overwrite=False, is_ours
     with ``overwrite`` and only when ``is_ours(path)`` says we wrote it (e.g. a checkpoint that
     carries our record), so no flag turns a user's file (an image of the source, a thesis) into
     an output. The parent folder must exist."""
-    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    path = absolute(path)
     check_disjoint(path, sources, option, f'a path for {option}')
     if os.path.islink(path):
         raise OutputExistsError(f'{option} {path} is a symbolic link (to {os.path.realpath(path)}); outputs are never '
@@ -670,7 +726,7 @@ def check_append_file(path, header, sources=(), option='the file'):
     whose first line is our ``header`` (same ``format``). Returns the absolute path.
 
     ``header``: a dict with a ``format`` key, written as the file's first line on creation."""
-    path = os.path.abspath(os.path.expanduser(os.fspath(path)))
+    path = absolute(path)
     check_disjoint(path, sources, option, f'a path for {option}')
     if os.path.islink(path):
         raise OutputExistsError(f'{option} {path} is a symbolic link (to {os.path.realpath(path)}); we never append '
