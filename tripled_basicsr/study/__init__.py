@@ -1,6 +1,8 @@
 """``python -m tripled_basicsr.study -opt options/study_*.yml``: full vs random vs random crops vs
 TripleD (and ablations) on the same arch, iterations, batch and patch, over several seeds and
 ratios, evaluated on test sets with the benchmark protocol. See docs/study.md."""
+import os
+
 from tripled_basicsr.study.runner import DEFAULTS, Study, StudyError, check_study, merge_options, plan
 
 
@@ -21,24 +23,38 @@ def open_study_dir(opt, restart=False):
 
 
 def study_sources(opt):
-    out = [(f'source.{k}', opt['source'][k]) for k in ('dataroot_gt', 'dataroot_lq')]
+    out = [(f'source.{k}', opt['source'][k]) for k in ('dataroot_gt', 'dataroot_lq', 'meta_info_file')
+           if opt['source'].get(k)]
     for i, t in enumerate(opt['test_sets']):
         if isinstance(t, dict):
             out += [(f'test_sets[{i}].{k}', t[k]) for k in ('root', 'dataroot_gt', 'dataroot_lq') if t.get(k)]
     return out
 
 
-def run_study(user_opt, log=print, restart=False):
-    """Run (or resume) a study from an option dict; returns the markdown table."""
+def write_study_yml(study, user_opt):
+    """``study_dir/study.yml``: the options as run (replaced atomically: shards may write it at once)."""
     import yaml
+    path = study.path('study.yml')
+    tmp = f'{path}.tmp{os.getpid()}'
+    with open(tmp, 'w', encoding='utf-8') as f:
+        yaml.safe_dump(user_opt, f, sort_keys=False)
+    os.replace(tmp, path)
 
+
+def run_study(user_opt, log=print, restart=False, jobs=1, shard=None, threads=1):
+    """Run (or resume) a study from an option dict; returns the markdown table.
+
+    ``jobs`` > 1 or ``shard=(i, n)`` run the runs in worker processes with ``threads`` threads
+    each (study/parallel.py); ``jobs=1`` without a shard runs them here, one after the other."""
+    if jobs != 1 or shard:
+        from tripled_basicsr.study.parallel import run_parallel
+        return run_parallel(user_opt, jobs, shard, threads, log, restart)
     from tripled_basicsr.study.report import Evaluator, write_report
     opt = merge_options(user_opt)
     study = Study(opt, log=log)
     check_study(study)  # every arm's distill options, network and model, before the study dir or any training
     open_study_dir(opt, restart)
-    with open(study.path('study.yml'), 'w', encoding='utf-8') as f:
-        yaml.safe_dump(user_opt, f, sort_keys=False)
+    write_study_yml(study, user_opt)
     evaluator = Evaluator(opt, log=log)
     evaluator.input_scores(study)
     log(f'study {opt["name"]}: {len(study.runs)} runs in {study.dir}')
@@ -52,5 +68,5 @@ def run_study(user_opt, log=print, restart=False):
     return md
 
 
-__all__ = ['run_study', 'open_study_dir', 'study_sources', 'merge_options', 'plan', 'check_study', 'Study',
-           'StudyError', 'DEFAULTS']
+__all__ = ['run_study', 'write_study_yml', 'open_study_dir', 'study_sources', 'merge_options', 'plan', 'check_study',
+           'Study', 'StudyError', 'DEFAULTS']

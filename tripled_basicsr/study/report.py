@@ -66,6 +66,14 @@ class Evaluator:
         self._store(path, data)
         return data
 
+    def pending(self, study, run):
+        """True when :meth:`evaluate_run` has something to score for ``run`` (a checkpoint on a
+        set not in its eval.json yet, or scored under another protocol)."""
+        data = self._cached(study.path('runs', run.id, 'eval.json'))
+        final = study.opt['training']['iters']
+        return any(lb not in data.get(str(it), {}) for it in study.checkpoints(run)
+                   for lb in (list(self.sets) if it == final else self.curve))
+
     def evaluate_run(self, study, run):
         from tripled_basicsr.utils.io import load_yaml_safe
         rdir = study.path('runs', run.id)
@@ -328,7 +336,17 @@ def _savefig(fig, out_dir, name):
 
 
 def write_report(study, evaluator, log=print):
-    """Aggregate every finished run into ``study_dir/report`` (replaced atomically)."""
+    """Aggregate every finished run into ``study_dir/report`` (replaced atomically), under the
+    study lock: a parallel study's shards, or a ``--report-only`` beside them, never write it at once."""
+    from tripled_basicsr.study.runner import file_lock
+    from tripled_basicsr.utils.ownership import read_marker
+    if (read_marker(study.dir) or {}).get('tool') != 'study':  # not a study dir (yet): write no lock file into it
+        return _write_report(study, evaluator, log)
+    with file_lock(study.path('.lock')):
+        return _write_report(study, evaluator, log)
+
+
+def _write_report(study, evaluator, log):
     from tripled_basicsr.utils.ownership import AtomicOutputDir
     records = collect(study)
     if not records:

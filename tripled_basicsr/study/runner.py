@@ -11,16 +11,21 @@ Layout of ``study_dir``::
     experiments/{study}_{run}/    BasicSR's experiment folder (checkpoints, states, log)
     input_psnr.json               the LQ (bicubic for SR) baseline per test set
     report/                       table.md, results.csv, results.json, *.png (rewritten each time)
+    .lock, runs/{run}/.lock,      flock files of parallel studies (--jobs/--shard, study/parallel.py)
+    distill_work/{hash}.study.lock
 
 A run is finished when ``runs/{run}/done.json`` exists (then it is skipped); a killed run
 resumes from its last BasicSR training state (``--auto_resume``).
 """
+import contextlib
 import copy
+import fcntl
 import glob
 import hashlib
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -113,10 +118,13 @@ def merge_options(user):
         raise StudyError('test_sets is empty: list the sets every arm is evaluated on (docs/benchmark.md).')
     if not (tr['basicsr'] or {}).get('network_g'):
         raise StudyError('training.basicsr.network_g is required (the BasicSR arch every arm trains).')
-    opt['study_dir'] = os.path.abspath(opt['study_dir'] or os.path.join('studies', opt['name']))
-    if not re.match(r'^[A-Za-z0-9_.-]+$', str(opt['name'])) or 'debug' in str(opt['name']):
+    if not isinstance(opt['name'], str) or not re.match(r'^[A-Za-z0-9_.-]+$', opt['name']) \
+            or opt['name'] in ('.', '..') or 'debug' in opt['name']:
         raise StudyError(f'name {opt["name"]!r}: use letters, digits, _ . - only (and not "debug", which BasicSR '
                          f'treats specially).')
+    if opt['study_dir'] is not None and not isinstance(opt['study_dir'], str):
+        raise StudyError(f'study_dir must be a path (a string); got {opt["study_dir"]!r}.')
+    opt['study_dir'] = os.path.abspath(os.path.expanduser(opt['study_dir'] or os.path.join('studies', opt['name'])))
     from tripled_basicsr import benchmark as bm  # the test sets and tiling follow the benchmark's rules
     if not isinstance(opt['test_sets'], list):
         raise StudyError(f'test_sets must be a list of benchmark set entries; got {opt["test_sets"]!r}.')
@@ -278,6 +286,39 @@ def _hash(obj):
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+class Busy(RuntimeError):
+    """A lock taken with ``wait=False`` is held by another process (the message names it)."""
+
+
+@contextlib.contextmanager
+def file_lock(path, wait=True):
+    """Exclusive ``flock`` on the file ``path`` (created; never deleted, so two processes always
+    lock the same inode; never opened through a link: utils/lock.open_lock_file). The kernel
+    releases it when the holder exits or is killed, so a stale lock never blocks. ``wait=False``
+    raises :class:`Busy` naming the holder instead of waiting. Not re-entrant: a process must
+    not take the same lock twice."""
+    from tripled_basicsr.utils.lock import LockedError, open_lock_file
+    try:
+        fd = open_lock_file(path)
+    except LockedError as exc:
+        raise StudyError(str(exc)) from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            os.lseek(fd, 0, os.SEEK_SET)
+            raise Busy(os.read(fd, 512).decode(errors='replace').strip() or 'holder unknown') from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f'pid {os.getpid()} on {socket.gethostname()}\n'.encode())
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _no_lock(path):
+    return contextlib.nullcontext()
+
+
 class Study:
     def __init__(self, opt, log=print, python=sys.executable):
         self.opt = opt
@@ -286,6 +327,9 @@ class Study:
         self.python = python
         self.scale = int(opt['source'].get('scale', 1))
         self.runs = plan(opt)
+        # path -> context manager guarding a resource runs share (the distiller's feature cache);
+        # a no-op in one process, file_lock in the workers of a parallel study (study/parallel.py)
+        self.lock = _no_lock
 
     # ------------------------------------------------------------------ paths
     def path(self, *parts):
@@ -327,7 +371,8 @@ class Study:
                                           self.path('source_shapes.json'))
             else:
                 info, extra = self._distill(run, root)
-            rec = {'prep_s': time.time() - t + extra.get('features_credit', 0.0), 'root': root, **info, **extra}
+            rec = {'prep_s': time.time() - t + extra.get('features_credit', 0.0) - extra.get('lock_wait_s', 0.0),
+                   'root': root, **info, **extra}
         write_json_atomic(self.path('runs', run.id, 'prep.json'), rec)
         return rec
 
@@ -368,28 +413,35 @@ class Study:
         with open(yml, 'w', encoding='utf-8') as f:
             yaml.safe_dump(opt, f, sort_keys=False)
         log = self.path('runs', run.id, 'distill.log')
-        self.log(f'  distill: {self.python} -m tripled_basicsr.distill -opt {yml} --quiet')
-        start = os.path.getsize(log) if os.path.isfile(log) else 0
-        with open(log, 'a', encoding='utf-8') as f:
-            rc = subprocess.call([self.python, '-m', 'tripled_basicsr.distill', '-opt', yml, '--quiet'],
-                                 stdout=f, stderr=subprocess.STDOUT, cwd=self.dir)
-        if rc != 0:
-            raise StudyError(f'run {run.id}: distillation failed (exit {rc}): {log_error(log, start)}\n'
-                             f'(full log: {log})')
-        with open(os.path.join(root, 'tripled_meta.json'), encoding='utf-8') as f:
-            meta = json.load(f)
-        n = len(meta['samples'])
-        feat_s = float(((meta.get('summary') or {}).get('timings') or {}).get('features', 0.0))
-        # the feature pass is shared by every distill run of the study; charge each run its full
-        # cost, as a user distilling once would pay it
-        ft_path = opt['work_dir'] + '.features_time.json'
-        known = (read_json(ft_path) or {}).get('features_s', 0.0)
-        if feat_s > known:
-            write_json_atomic(ft_path, {'features_s': feat_s})
-            known = feat_s
+        os.makedirs(os.path.dirname(opt['work_dir']), exist_ok=True)
+        # one distillation at a time per feature cache: the distiller's own work-dir lock refuses a
+        # second run rather than waiting (a no-op in a one-process study, which runs one at a time)
+        t_wait = time.time()
+        with self.lock(opt['work_dir'] + '.study.lock'):
+            waited = time.time() - t_wait  # not part of this run's preparation time
+            self.log(f'  distill: {self.python} -m tripled_basicsr.distill -opt {yml} --quiet')
+            start = os.path.getsize(log) if os.path.isfile(log) else 0
+            with open(log, 'a', encoding='utf-8') as f:
+                rc = subprocess.call([self.python, '-m', 'tripled_basicsr.distill', '-opt', yml, '--quiet'],
+                                     stdout=f, stderr=subprocess.STDOUT, cwd=self.dir)
+            if rc != 0:
+                raise StudyError(f'run {run.id}: distillation failed (exit {rc}): {log_error(log, start)}\n'
+                                 f'(full log: {log})')
+            with open(os.path.join(root, 'tripled_meta.json'), encoding='utf-8') as f:
+                meta = json.load(f)
+            n = len(meta['samples'])
+            feat_s = float(((meta.get('summary') or {}).get('timings') or {}).get('features', 0.0))
+            # the feature pass is shared by every distill run of the study; charge each run its full
+            # cost, as a user distilling once would pay it
+            ft_path = opt['work_dir'] + '.features_time.json'
+            known = (read_json(ft_path) or {}).get('features_s', 0.0)
+            if feat_s > known:
+                write_json_atomic(ft_path, {'features_s': feat_s})
+                known = feat_s
         return {'units': n, 'images': len({s.get('source_index', s['key']) for s in meta['samples']}),
                 'crops': any('box' in s for s in meta['samples'])}, \
-            {'features_credit': max(0.0, known - feat_s), 'distill_summary_n': n}
+            {'features_credit': max(0.0, known - feat_s), 'distill_summary_n': n,
+             **({'lock_wait_s': waited} if waited > 0.01 else {})}
 
     # ------------------------------------------------------------------ training
     def train_options(self, run, prep):
@@ -446,8 +498,9 @@ class Study:
         states = glob.glob(os.path.join(self.exp_dir(run), 'training_states', '*.state'))
         resume_iter = max((int(float(os.path.basename(s)[:-6])) for s in states), default=0)
         attempts = read_json(os.path.join(rdir, 'attempts.json'), [])
-        if attempts and _alive(attempts[-1].get('pid')):
-            raise StudyError(f'run {run.id} is still being trained by process {attempts[-1]["pid"]} (an earlier '
+        pid = self.live_trainer(run)
+        if pid:
+            raise StudyError(f'run {run.id} is still being trained by process {pid} (an earlier '
                              f'study command that was stopped without its trainer?). Wait for it to end or stop it, '
                              f'then run the study again.')
         cmd = [self.python, '-m', 'tripled_basicsr.train', '-opt', yml, '--auto_resume']
@@ -458,7 +511,8 @@ class Study:
         start = os.path.getsize(log) if os.path.isfile(log) else 0
         with open(log, 'a', encoding='utf-8') as f:
             proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=self.dir, env=env)
-            attempts.append({'start': time.time(), 'resume_iter': resume_iter, 'pid': proc.pid})
+            attempts.append({'start': time.time(), 'resume_iter': resume_iter, 'pid': proc.pid,
+                             'host': socket.gethostname()})
             write_json_atomic(os.path.join(rdir, 'attempts.json'), attempts)
             try:
                 rc = proc.wait()
@@ -471,6 +525,15 @@ class Study:
                              f're-run the study to resume)')
         write_json_atomic(os.path.join(rdir, 'done.json'), {'hash': self.run_hash(run), 'finished': time.time(),
                                                       'times': self.checkpoint_times(run)})
+
+    def live_trainer(self, run):
+        """The pid of a trainer of ``run`` still alive on this host (its last attempt), else None.
+        An attempt on another host (a study dir shared by machines) cannot be checked here."""
+        attempts = read_json(self.path('runs', run.id, 'attempts.json'), [])
+        last = attempts[-1] if attempts else {}
+        if last.get('host', socket.gethostname()) == socket.gethostname() and _alive(last.get('pid')):
+            return last['pid']
+        return None
 
     def run_hash(self, run):
         arm = {k: v for k, v in run.arm.items() if k != 'sampler' or v}  # runs from before `sampler` keep their hash
@@ -506,21 +569,27 @@ class Study:
         return times
 
     # ------------------------------------------------------------------ main loop
+    def open_run(self, run):
+        """Create ``runs/{run}`` and record the run (run.json); -> its done.json record or None.
+        A run finished with other options is refused, naming it."""
+        rdir = self.path('runs', run.id)
+        os.makedirs(rdir, exist_ok=True)
+        done = read_json(os.path.join(rdir, 'done.json'))
+        h = self.run_hash(run)
+        if done and done.get('hash') != h:
+            raise StudyError(f'run {run.id} finished earlier with different options (arm, source, training or '
+                             f'distill changed). Use another study_dir, or delete {rdir} and '
+                             f'{self.exp_dir(run)} to redo it.')
+        write_json_atomic(os.path.join(rdir, 'run.json'), {'id': run.id, 'arm': run.arm_name, 'definition': run.arm,
+                                                     'ratio': run.ratio, 'seed': run.seed, 'hash': h})
+        return done
+
     def run_all(self, evaluator):
         total = len(self.runs)
         t0 = time.time()
         worked = 0  # runs trained by this command (the ETA uses their mean duration)
         for k, run in enumerate(self.runs, 1):
-            rdir = self.path('runs', run.id)
-            os.makedirs(rdir, exist_ok=True)
-            done = read_json(os.path.join(rdir, 'done.json'))
-            h = self.run_hash(run)
-            if done and done.get('hash') != h:
-                raise StudyError(f'run {run.id} finished earlier with different options (arm, source, training or '
-                                 f'distill changed). Use another study_dir, or delete {rdir} and '
-                                 f'{self.exp_dir(run)} to redo it.')
-            write_json_atomic(os.path.join(rdir, 'run.json'), {'id': run.id, 'arm': run.arm_name, 'definition': run.arm,
-                                                         'ratio': run.ratio, 'seed': run.seed, 'hash': h})
+            done = self.open_run(run)
             elapsed = time.time() - t0
             eta = ''
             if worked:

@@ -1,0 +1,216 @@
+"""``--jobs N`` and ``--shard i/n``: the study's runs in parallel processes, one study dir, one report.
+
+Design: a scheduler in the parent launches one *worker subprocess* per run
+(``python -m tripled_basicsr.study --worker RUN``, the options as YAML on its stdin), at most
+``jobs`` at once, and polls them. Why not a ``ProcessPoolExecutor``: a run already is a chain
+of subprocesses (distiller, BasicSR trainer), so a plain child per run needs no pickling and
+no fork of a process that imported torch; a crashed worker is one failed run, not a broken
+pool; each run gets its own log (``runs/{run}/worker.log``); and stopping is one signal per
+run: every worker leads its own process group (its trainer and distiller inherit it), so
+Ctrl-C or ``kill`` of the study SIGTERMs each group (SIGKILL after a grace period) and leaves
+no orphan trainer. Each worker and its subprocesses run with ``OMP_NUM_THREADS`` =
+``MKL_NUM_THREADS`` = ``threads`` (default 1) and ``torch.set_num_threads(threads)``: N
+processes with as many threads each as there are cores would oversubscribe the CPU.
+
+What runs share, and how (``flock``, released by the kernel when a holder dies or is killed):
+
+* the test sets' input PSNR (``input_psnr.json``) and the pool's image sizes
+  (``source_shapes.json``): computed by the parent before any worker starts, under the study
+  lock ``study_dir/.lock`` (so shards started at once compute them once);
+* the report: written by the parent only, when every run has ended, under the same lock;
+* a distill arm's feature cache (``distill_work/{hash}``): one distillation at a time per
+  cache (``{hash}.study.lock``, a waiting lock; the distiller's own lock would refuse);
+* a run: its worker holds ``runs/{run}/.lock`` (non-blocking); a run held by another process
+  (another shard, a second command), or whose trainer from an earlier command is still alive,
+  is skipped with a note.
+
+Everything else a run writes is its own (``runs/{run}``, ``subsets/{run}``,
+``experiments/{name}_{run}``), written atomically where it is read by others.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from tripled_basicsr.study.runner import Busy, StudyError, file_lock, log_error
+from tripled_basicsr.utils.io import read_json
+
+SKIPPED = 75  # a worker's exit code for "run held by another process" (EX_TEMPFAIL)
+GRACE_S = 30  # after SIGTERM, the seconds a worker has to stop its trainer before SIGKILL
+
+
+def parse_shard(text):
+    """'i/n' -> (i, n) with 0 <= i < n; ValueError with the rule otherwise."""
+    try:
+        i, n = (int(x) for x in str(text).split('/'))
+    except ValueError:
+        i = n = None
+    if i is None or n < 1 or not 0 <= i < n:
+        raise ValueError(f'--shard must be i/n with 0 <= i < n (0-based; e.g. 0/2 and 1/2 for two machines); '
+                         f'got {text!r}.')
+    return i, n
+
+
+def shard_runs(runs, shard):
+    """The runs whose index in the plan is i modulo n."""
+    if not shard:
+        return list(runs)
+    i, n = shard
+    return [r for k, r in enumerate(runs) if k % n == i]
+
+
+def thread_env(threads):
+    return dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+
+
+def _final_psnr(study, run):
+    ev = read_json(study.path('runs', run.id, 'eval.json')) or {}
+    final = ev.get(str(study.opt['training']['iters'])) or {}
+    return '  '.join(f'{lb}: {v["psnr"]:.2f} dB' for lb, v in final.items())
+
+
+def run_parallel(user_opt, jobs=1, shard=None, threads=1, log=print, restart=False):
+    """Run (or resume) the study's runs (this shard's, with ``shard=(i, n)``) in ``jobs``
+    worker processes; -> the report's markdown table. Raises StudyError when a run failed
+    (after the other runs ended and the report was written)."""
+    import yaml
+
+    from tripled_basicsr.study import open_study_dir, write_study_yml
+    from tripled_basicsr.study.report import Evaluator, write_report
+    from tripled_basicsr.study.runner import Study, check_study, merge_options
+    if restart and shard:
+        raise StudyError('--restart with --shard would delete the runs of the other shards: restart once without '
+                         '--shard (or delete the study dir), then start the shards.')
+    opt = merge_options(user_opt)
+    study = Study(opt, log=log)
+    check_study(study)
+    open_study_dir(opt, restart)
+    write_study_yml(study, user_opt)
+    mine = shard_runs(study.runs, shard)
+    with file_lock(study.path('.lock')):  # computed once, also by shards started together
+        evaluator = Evaluator(opt, log=log)
+        evaluator.input_scores(study)
+        if any(r.arm['kind'] == 'random_crops' and not os.path.isfile(study.path('runs', r.id, 'done.json'))
+               for r in mine):
+            from tripled_basicsr.study.subsets import gt_shapes, open_source
+            gt_shapes(open_source(opt['source']), study.path('source_shapes.json'))
+    done = {r.id: study.open_run(r) for r in mine}  # a run finished with other options stops here, before any work
+    what = f'shard {shard[0]}/{shard[1]}: {len(mine)} of {len(study.runs)} runs' if shard else f'{len(mine)} runs'
+    log(f'study {opt["name"]}: {what} in {study.dir}; {jobs} at once, {threads} thread(s) each')
+    total, k, t0 = len(mine), 0, time.time()
+    todo = []
+    for run in mine:
+        if done[run.id] and not evaluator.pending(study, run):
+            k += 1
+            log(f'[{k}/{total}] {run.id} (done, skipped)  {_final_psnr(study, run)}')
+        else:
+            todo.append(run)
+    options = yaml.safe_dump(user_opt, sort_keys=False)
+    env = thread_env(threads)
+    active, failed, skipped, durations = {}, [], [], []
+    try:
+        while todo or active:
+            while todo and len(active) < jobs:
+                run = todo.pop(0)
+                wlog = study.path('runs', run.id, 'worker.log')
+                start = os.path.getsize(wlog) if os.path.isfile(wlog) else 0
+                with open(wlog, 'a', encoding='utf-8') as f:
+                    proc = subprocess.Popen([sys.executable, '-m', 'tripled_basicsr.study', '--worker', run.id],
+                                            stdin=subprocess.PIPE, stdout=f, stderr=subprocess.STDOUT, env=env,
+                                            text=True, start_new_session=True)  # its own group: see stop()
+                active[proc] = (run, time.time(), wlog, start)
+                try:
+                    proc.stdin.write(options)
+                    proc.stdin.close()
+                except OSError:  # the worker died at once: reported with its log below
+                    pass
+            time.sleep(0.2)
+            for proc in [p for p in active if p.poll() is not None]:
+                run, t_run, wlog, start = active.pop(proc)
+                k += 1
+                now = time.time()
+                head = f'[{k}/{total}] {run.id} (arm {run.arm_name}, seed {run.seed})'
+                if proc.returncode == 0:
+                    durations.append(now - t_run)
+                    left = len(todo) + len(active)
+                    eta = f', about {sum(durations) / len(durations) * left / jobs / 60:.1f} min left' if left else ''
+                    log(f'{head} {(now - t_run) / 60:.1f} min  elapsed {(now - t0) / 60:.1f} min{eta}  '
+                        f'{_final_psnr(study, run)}')
+                elif proc.returncode == SKIPPED:
+                    skipped.append(run.id)
+                    log(f'{head} skipped ({log_error(wlog, start, max_lines=1)})')
+                else:
+                    failed.append((run.id, log_error(wlog, start)))
+                    log(f'{head} FAILED (exit {proc.returncode}) after {(now - t_run) / 60:.1f} min: '
+                        f'{failed[-1][1]}\n  (full log: {wlog})')
+    finally:  # Ctrl-C, kill or an error here: stop every worker with its trainer, then the report
+        if active:
+            log(f'stopping {len(active)} run(s): {", ".join(r.id for r, *_ in active.values())} (they resume when '
+                f'the command runs again)')
+        stop(active)
+        md = write_report(study, evaluator, log)
+    if md:
+        log(md)
+        log(f'report: {study.path("report")}/table.md, results.csv, results.json, *.png')
+    if skipped:
+        log(f'{len(skipped)} run(s) skipped, held by another process: {", ".join(skipped)}. Run the same command '
+            f'again once it is done (or --report-only to gather what finished).')
+    if failed:
+        raise StudyError(f'{len(failed)} of {total} runs failed: {", ".join(r for r, _ in failed)} (errors above; '
+                         f'logs in runs/RUN/worker.log). Run the same command again to retry them: finished runs '
+                         f'are kept.')
+    return md
+
+
+def stop(active):
+    """SIGTERM every worker's process group (worker, trainer, distiller), SIGKILL after GRACE_S."""
+    for proc in active:
+        _signal_group(proc, signal.SIGTERM)
+    deadline = time.time() + GRACE_S
+    for proc in active:
+        try:
+            proc.wait(max(0.1, deadline - time.time()))
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+    for proc in active:  # the trainer of a worker that died first
+        _signal_group(proc, signal.SIGKILL)
+
+
+def _signal_group(proc, sig):
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def worker(run_id, stream, log=print):
+    """One run in this process (``--worker``): the options (YAML) from ``stream``; prepare,
+    train and evaluate unless it is finished; -> 0, or SKIPPED when another process holds it."""
+    import torch
+
+    from tripled_basicsr.safe_yaml import load_options_stream
+    from tripled_basicsr.study.report import Evaluator
+    from tripled_basicsr.study.runner import Study, merge_options
+    torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS') or 1))
+    opt = merge_options(load_options_stream(stream))
+    study = Study(opt, log=log)
+    runs = {r.id: r for r in study.runs}
+    if run_id not in runs:
+        raise StudyError(f'run {run_id!r} is not in the plan of study {opt["name"]}.')
+    run = runs[run_id]
+    study.lock = file_lock  # shared caches: wait for the other runs
+    try:
+        with file_lock(study.path('runs', run.id, '.lock'), wait=False):
+            pid = study.live_trainer(run)
+            if pid:
+                log(f'its trainer from an earlier command, process {pid}, is still running: stop it or let it end')
+                return SKIPPED
+            if not os.path.isfile(study.path('runs', run.id, 'done.json')):
+                study.train(run, study.prepare(run))
+            Evaluator(opt, log=log).evaluate_run(study, run)
+    except Busy as exc:
+        log(f'being run by another study process: {exc}')
+        return SKIPPED
+    return 0
