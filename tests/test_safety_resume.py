@@ -12,6 +12,8 @@ import yaml
 
 from conftest import basicsr_checkout, run_py, tiny_sr_train_opt, write_pairs
 from test_curriculum_sampler import make_distilled
+from test_safety_train import _save_ckpt as save_good
+from test_safety_train import _truncate as truncate
 from test_slkd_model import batch, build, make_opt, save_teacher, teachers  # noqa: F401  (teachers: fixture)
 from tripled_basicsr import compat
 from tripled_basicsr.models.slkd_model import SLKDConfigError
@@ -52,17 +54,6 @@ def states_opt(root, name='run', **extra):
     return opt, exp
 
 
-def save_good(exp, it):
-    torch.save({'epoch': 0, 'iter': it, 'optimizers': [], 'schedulers': []},
-               os.path.join(exp, 'training_states', f'{it}.state'))
-    torch.save({'params': {'w': torch.ones(2)}}, os.path.join(exp, 'models', f'net_g_{it}.pth'))
-
-
-def truncate(path):
-    with open(path, 'rb') as f:
-        data = f.read()
-    with open(path, 'wb') as f:
-        f.write(data[:len(data) // 2])
 
 
 def listing(folder):

@@ -683,6 +683,16 @@ def prepare_output_dir(out, overwrite=False, option_name='--overwrite', sources=
 
 
 # ----------------------------------------------------------------------------- files
+def _file_target(path, sources, option):
+    """``path`` made absolute; refused when it is a link or overlaps a source."""
+    path = absolute(path)
+    check_disjoint(path, sources, option, f'a path for {option}')
+    if os.path.islink(path):
+        raise OutputExistsError(f'{option} {path} is a symbolic link (to {os.path.realpath(path)}); files are never '
+                                f'written through links. Choose another path.')
+    return path
+
+
 def check_file_output(path, sources=(), option='--out', overwrite=False, is_ours=None, what='file'):
     """Raise unless the single file ``path`` may be written (then returns its absolute path).
 
@@ -690,11 +700,7 @@ def check_file_output(path, sources=(), option='--out', overwrite=False, is_ours
     with ``overwrite`` and only when ``is_ours(path)`` says we wrote it (e.g. a checkpoint that
     carries our record), so no flag turns a user's file (an image of the source, a thesis) into
     an output. The parent folder must exist."""
-    path = absolute(path)
-    check_disjoint(path, sources, option, f'a path for {option}')
-    if os.path.islink(path):
-        raise OutputExistsError(f'{option} {path} is a symbolic link (to {os.path.realpath(path)}); outputs are never '
-                                f'written through links. Choose another path.')
+    path = _file_target(path, sources, option)
     if os.path.isdir(path):
         raise OutputExistsError(f'{option} {path} is a folder; give a file path inside it.')
     if os.path.lexists(path):
@@ -726,11 +732,7 @@ def check_append_file(path, header, sources=(), option='the file'):
     whose first line is our ``header`` (same ``format``). Returns the absolute path.
 
     ``header``: a dict with a ``format`` key, written as the file's first line on creation."""
-    path = absolute(path)
-    check_disjoint(path, sources, option, f'a path for {option}')
-    if os.path.islink(path):
-        raise OutputExistsError(f'{option} {path} is a symbolic link (to {os.path.realpath(path)}); we never append '
-                                f'through links. Choose another path.')
+    path = _file_target(path, sources, option)
     if os.path.lexists(path):
         first = _first_line_json(path) if os.path.isfile(path) else None
         if first is None or first.get('format') != header['format']:
