@@ -119,9 +119,8 @@ def train_selfsup(gt, out, arch='test_convnext', input_size=64, crop='auto', ite
     from tripled_basicsr.distill.backbone import check_model_name, normalization
     from tripled_basicsr.distill.crops import image_shapes
     from tripled_basicsr.utils.ownership import check_file_output
-    if os.path.isdir(os.path.expanduser(out)) and not os.path.islink(out):
-        raise ValueError(f'--out {out} is a folder; give a file path such as {os.path.join(out, arch + ".pth")}.')
-    out = check_file_output(out, {'--gt': gt}, '--out', overwrite, is_selfsup_checkpoint, 'self-supervised checkpoint')
+    out = check_file_output(out, {'--gt': gt}, '--out', overwrite, is_selfsup_checkpoint, 'self-supervised checkpoint',
+                            example=f'{arch}.pth')
     for name, v, lo in (('--iters', iters, 1), ('--batch', batch, 2), ('--input-size', input_size, 16),
                         ('--images-per-step', images_per_step, 1)):
         if int(v) < lo:

@@ -208,9 +208,9 @@ def check_replaceable(path, tool, option_name, marker=None):
     ``tool`` and it holds nothing its writer did not list. Returns the marker."""
     marker = read_marker(path) if marker is None else marker
     if marker is None:
-        raise OutputExistsError(f'{path} already exists and was not written by tripled_basicsr (it has no '
+        raise OutputExistsError(f'Output {path} already exists and was not written by tripled_basicsr (it has no '
                                 f'{MARKER_FILE} or tripled_meta.json), so it is never replaced, not even with '
-                                f'{option_name}. Choose a new path.')
+                                f'{option_name}. Choose a new output path.')
     if marker.get('tool') != tool:
         raise OutputExistsError(f'{path} is a {kind(marker.get("tool"))}, not a {kind(tool)}; {option_name} only '
                                 f'replaces an earlier {kind(tool)}, so this folder is never replaced or deleted '
@@ -219,6 +219,12 @@ def check_replaceable(path, tool, option_name, marker=None):
     if found:
         _refuse_foreign(path, found, option_name)
     return marker
+
+
+def _in_place_marker(tool, layout):
+    """The marker of a folder filled in place: the tool and the names it writes there."""
+    return {'format': MARKER_FORMAT, 'tool': tool, 'tripled_basicsr_version': package_version(), 'in_place': True,
+            'layout': list(layout), 'created': datetime.datetime.now().isoformat(timespec='seconds')}
 
 
 def claim_dir(path, tool, what, layout=(), hint='', check_only=False):
@@ -255,9 +261,7 @@ def claim_dir(path, tool, what, layout=(), hint='', check_only=False):
     if check_only:
         return created
     os.makedirs(path, exist_ok=True)
-    _write_marker(path, {'format': MARKER_FORMAT, 'tool': tool, 'tripled_basicsr_version': package_version(),
-                         'in_place': True, 'layout': list(layout),
-                         'created': datetime.datetime.now().isoformat(timespec='seconds')})
+    _write_marker(path, _in_place_marker(tool, layout))
     return created
 
 
@@ -499,12 +503,7 @@ class AtomicOutputDir:
                 return 'empty'
             raise OutputExistsError(f'Output {out} already exists (an empty directory). Choose another output path '
                                     f'or pass {self.option_name}.')
-        marker = read_marker(out)
-        if marker is None:
-            raise OutputExistsError(f'Output {out} already exists and was not written by tripled_basicsr (it has no '
-                                    f'{MARKER_FILE} or tripled_meta.json), so it is never replaced, not even with '
-                                    f'{self.option_name}. Choose a new output path.')
-        check_replaceable(out, self.tool, self.option_name, marker)
+        marker = check_replaceable(out, self.tool, self.option_name)
         if not self.overwrite:
             when = f' of {marker["created"]}' if marker.get('created') else ''
             raise OutputExistsError(f'Output {out} already exists (a {self.tool} output{when}); refusing to overwrite '
@@ -676,9 +675,7 @@ def prepare_output_dir(out, overwrite=False, option_name='--overwrite', sources=
             logger.warning('%s: could not delete the replaced output, now at %s: %s. Remove it yourself (the next '
                            'run to %s also retries).', tool, old, err, a.out)
     os.makedirs(a.out, exist_ok=True)
-    _write_marker(a.out, {'format': MARKER_FORMAT, 'tool': tool, 'tripled_basicsr_version': package_version(),
-                          'complete': False, 'in_place': True, 'layout': list(layout),
-                          'created': datetime.datetime.now().isoformat(timespec='seconds')})
+    _write_marker(a.out, dict(_in_place_marker(tool, layout), complete=False))
     return a.out
 
 
@@ -693,16 +690,19 @@ def _file_target(path, sources, option):
     return path
 
 
-def check_file_output(path, sources=(), option='--out', overwrite=False, is_ours=None, what='file'):
+def check_file_output(path, sources=(), option='--out', overwrite=False, is_ours=None, what='file', example=None):
     """Raise unless the single file ``path`` may be written (then returns its absolute path).
 
     Never a source or inside one, never a folder or a link; an existing file is replaced only
     with ``overwrite`` and only when ``is_ours(path)`` says we wrote it (e.g. a checkpoint that
     carries our record), so no flag turns a user's file (an image of the source, a thesis) into
-    an output. The parent folder must exist."""
+    an output. The parent folder must exist. ``example``: a file name suggested when ``path`` is
+    a folder."""
+    path = absolute(path)
+    if os.path.isdir(path) and not os.path.islink(path):  # the kind first: a folder may also hold the source
+        such = f' such as {os.path.join(path, example)}' if example else ' inside it'
+        raise OutputExistsError(f'{option} {path} is a folder; give a file path{such}.')
     path = _file_target(path, sources, option)
-    if os.path.isdir(path):
-        raise OutputExistsError(f'{option} {path} is a folder; give a file path inside it.')
     if os.path.lexists(path):
         if not os.path.isfile(path):
             raise OutputExistsError(f'{option} {path} exists and is not a regular file; choose another path.')
