@@ -50,17 +50,14 @@ def test_readers_of_one_lmdb_share_the_process_handle(tmp_path):
     close_lmdb(lq)
 
 
-def test_a_forked_child_opens_its_own_handle(tmp_path):
-    gt, _ = _demo_lmdbs(str(tmp_path / 'd'))
-    parent_env = open_lmdb_readonly(gt)
+def in_forked_child(check):
+    """``check()`` run in a forked child process: its truth value, passed back through a pipe."""
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # child: must not use the parent's handle
+    if pid == 0:
         ok = 0
         try:
-            env = open_lmdb_readonly(gt)
-            ok = int(env is not parent_env and lmdb_io._ENVS[os.path.realpath(gt)][0] == os.getpid()
-                     and _get(gt, '0001').shape == (16, 16, 3))
+            ok = int(bool(check()))
         finally:
             os.write(w, bytes([ok]))
             os._exit(0)
@@ -68,7 +65,19 @@ def test_a_forked_child_opens_its_own_handle(tmp_path):
     got = os.read(r, 1)
     os.close(r)
     os.waitpid(pid, 0)
-    assert got == b'\x01'
+    return got == b'\x01'
+
+
+def test_a_forked_child_opens_its_own_handle(tmp_path):
+    gt, _ = _demo_lmdbs(str(tmp_path / 'd'))
+    parent_env = open_lmdb_readonly(gt)
+
+    def child():  # must not use the parent's handle
+        env = open_lmdb_readonly(gt)
+        return (env is not parent_env and lmdb_io._ENVS[os.path.realpath(gt)][0] == os.getpid()
+                and _get(gt, '0001').shape == (16, 16, 3))
+
+    assert in_forked_child(child)
     assert open_lmdb_readonly(gt) is parent_env  # the parent keeps its handle
     close_lmdb(gt)
 
@@ -124,4 +133,34 @@ def test_check_lmdb_keeps_no_handle(tmp_path):
     env = open_lmdb_readonly(gt)
     check_lmdb(gt)
     assert open_lmdb_readonly(gt) is env
+    close_lmdb(gt)
+
+
+def test_lmdb_reader_resolves_once_per_process_and_follows_close_and_fork(tmp_path):
+    """``LmdbReader``: the hot-path handle of a dataset (no realpath/stat per call)."""
+    import pickle
+    from tripled_basicsr.utils.lmdb_io import LmdbReader, open_count
+    gt, _ = _demo_lmdbs(str(tmp_path / 'd'))
+    reader = LmdbReader(gt)
+    env = reader.env()
+    assert env is open_lmdb_readonly(gt) and reader.env() is env and open_count(gt) == 1
+    assert pickle.loads(pickle.dumps(reader)).env() is env  # a copy carries no handle, finds the shared one
+    close_lmdb(gt)  # closed by another reader of the process: opened (and checked) again
+    env2 = reader.env()
+    assert env2 is not env and open_count(gt) == 2
+    # the file replaced and noticed by another reader: this one follows instead of using a closed handle
+    _demo_lmdbs(str(tmp_path / 'e'), seed=1)
+    shutil.rmtree(tmp_path / 'd')
+    os.rename(tmp_path / 'e', tmp_path / 'd')
+    assert reader.env() is env2  # not noticed by itself (no stat per call)
+    assert _get(gt, '0000').shape == (16, 16, 3)
+    with reader.env().begin() as txn:
+        got = cv2.imdecode(np.frombuffer(txn.get(b'0000'), np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(got, next(iter(generate_pairs('noise', 1, 16, seed=1)))[1])
+
+    def child():  # a forked child opens its own handle
+        child_env = reader.env()
+        return child_env is not env2 and open_count(gt) == 1 and reader.env() is child_env
+
+    assert in_forked_child(child)
     close_lmdb(gt)

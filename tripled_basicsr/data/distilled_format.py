@@ -71,8 +71,9 @@ def encode_raw(img):
 
 
 def decode_raw(buf):
-    """``encode_raw``'s inverse -> HxWxC uint8 array (a read-only view of ``buf``)."""
-    h, w, c = (int(v) for v in np.frombuffer(buf, '<u4', 3))
+    """``encode_raw``'s inverse -> HxWxC uint8 array (a read-only view of ``buf``: bytes, or a buffer
+    into an LMDB map that is valid only while its transaction lives)."""
+    h, w, c = np.frombuffer(buf, '<u4', 3).tolist()
     return np.frombuffer(buf, np.uint8, h * w * c, RAW_HEADER).reshape(h, w, c)
 
 

@@ -11,8 +11,8 @@ from basicsr.utils.color_util import bgr2ycbcr
 from basicsr.utils.registry import DATASET_REGISTRY
 from torch.utils import data as data
 
-from tripled_basicsr.data.distilled_format import read_meta, tile_key
-from tripled_basicsr.utils.lmdb_io import check_lmdb, close_lmdb, open_lmdb_readonly
+from tripled_basicsr.data.distilled_format import decode_raw, read_meta, tile_key
+from tripled_basicsr.utils.lmdb_io import LmdbReader, check_lmdb, close_lmdb
 
 
 @DATASET_REGISTRY.register()
@@ -42,10 +42,18 @@ class TripleDDataset(data.Dataset):
     ``task_balance`` reads them.
 
     Random crops decode only the tiles they overlap (``tiles_decoded`` counts decodes in
-    this process, for tests and benchmarks). LMDBs are opened lazily in each worker process
-    (``utils/lmdb_io.py``: one shared handle per file per process); both are checked when the
-    dataset is built, so a truncated ``data.mdb`` fails here with its name, not with a Bus error
-    in a worker.
+    this process, for tests and benchmarks). LMDBs are opened lazily, once in each worker process
+    (``utils/lmdb_io.LmdbReader``: one shared handle per file per process, the path resolved and
+    the file checked at that open, not at every read); both are also checked when the dataset is
+    built, so a truncated ``data.mdb`` fails here with its name, not with a Bus error in a worker.
+
+    Reads are zero-copy where that is safe: a value is read through a buffer into the LMDB map
+    (valid only while its read transaction lives), and only the crop is copied out of it (raw
+    codec: the LQ and GT crops are slices of the stored arrays; PNG: the decoder reads the map
+    directly). The patch is cut before augmentation and conversion to float (a rotated uint8 patch
+    is made contiguous first), and the random numbers are drawn as BasicSR's ``paired_random_crop``
+    and ``augment`` draw them (``random``: LQ top, LQ left, then the flips and rotation), so a seed
+    gives the tensors of those functions.
     """
 
     def __init__(self, opt):
@@ -73,6 +81,8 @@ class TripleDDataset(data.Dataset):
         self.lmdb_kwargs = io_opt
         for which in ('gt', 'lq'):  # a truncated data.mdb would kill the first worker that reads it (SIGBUS)
             check_lmdb(os.path.join(self.root, f'{which}.lmdb'), **io_opt)
+        # per-process handles, opened at the first read of each process (never pickled to workers)
+        self._readers = {w: LmdbReader(os.path.join(self.root, f'{w}.lmdb'), **io_opt) for w in ('gt', 'lq')}
         self.phase = opt.get('phase', 'train')
         self.gt_size = opt.get('gt_size')
         if self.phase == 'train':
@@ -82,6 +92,9 @@ class TripleDDataset(data.Dataset):
                 raise ValueError(f'gt_size {self.gt_size} must be a multiple of scale {self.scale}.')
             self._check_patch_fits()
         self.keys = [s['key'] for s in self.samples]
+        # (h, w, c) per sample, looked up twice per training read (None: not recorded, image_shape says so)
+        self._shapes = {w: [tuple(s[f'{w}_shape']) if s.get(f'{w}_shape') else None for s in self.samples]
+                        for w in ('gt', 'lq')}
         self.complexity = self._field('complexity', float, np.nan)
         self.uncertainty = self._field('uncertainty', float, np.nan)
         self.stage = self._field('stage', int, 0).astype(np.int64)
@@ -138,31 +151,37 @@ class TripleDDataset(data.Dataset):
 
     # ------------------------------------------------------------------ reading
     def _env(self, which):
-        return open_lmdb_readonly(os.path.join(self.root, f'{which}.lmdb'), **self.lmdb_kwargs)
+        """This process's environment of ``which`` (opened and checked at the first call of a process)."""
+        return self._readers[which].env()
+
+    def _txn(self, which):
+        """A read transaction whose ``get`` returns buffers into the map (valid until it ends)."""
+        return self._env(which).begin(write=False, buffers=True)
 
     def close(self):
         """Release this process's LMDB handles of this dir (e.g. before another reader opens it)."""
         for which in ('gt', 'lq'):
             close_lmdb(os.path.join(self.root, f'{which}.lmdb'))
+            self._readers[which].forget()
 
-    def _decode(self, which, key):
-        with self._env(which).begin(write=False) as txn:
-            buf = txn.get(key.encode('ascii'))
+    def _image(self, txn, which, key):
+        """The stored image ``key`` read in ``txn``. Raw codec: a read-only view of the map, valid only
+        while ``txn`` lives (copy what you keep); PNG: a decoded array of its own."""
+        buf = txn.get(key.encode('ascii'))
         if buf is None:
             raise KeyError(f'{self.root}/{which}.lmdb: entry {key!r} is missing; the distilled dir is damaged, '
                            f're-create it.')
         if self.codec == 'raw':  # uncompressed array: no decode (a crop is a slice of it)
-            from tripled_basicsr.data.distilled_format import decode_raw
-            self.tiles_decoded += 1
-            return decode_raw(buf)
-        img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
-        if img is None:
-            raise ValueError(f'{self.root}/{which}.lmdb: entry {key!r} cannot be decoded; re-create the dir.')
+            img = decode_raw(buf)
+        else:
+            img = cv2.imdecode(np.frombuffer(buf, np.uint8), cv2.IMREAD_COLOR)
+            if img is None:
+                raise ValueError(f'{self.root}/{which}.lmdb: entry {key!r} cannot be decoded; re-create the dir.')
         self.tiles_decoded += 1
         return img
 
     def image_shape(self, index, which='gt'):
-        return tuple(self.samples[index][f'{which}_shape'])
+        return self._shapes[which][index] or tuple(self.samples[index][f'{which}_shape'])
 
     def read_region(self, index, which, top, left, height, width):
         """Decode the region [top:top+height, left:left+width] of one stored image.
@@ -175,25 +194,29 @@ class TripleDDataset(data.Dataset):
             raise ValueError(f'Region ({top},{left},{height},{width}) outside {which} image {self.keys[index]} '
                              f'of size {w}x{h}.')
         key = self.keys[index]
-        if not self.tile_size:
-            region = self._decode(which, key)[top:top + height, left:left + width]
-            return region.copy() if self.codec == 'raw' else region  # raw: copy the crop only (writable)
-        t = self.tile_size if which == 'gt' else self.tile_size // self.scale
-        out = np.empty((height, width, 3), np.uint8)
-        for r in range(top // t, (top + height - 1) // t + 1):
-            for c in range(left // t, (left + width - 1) // t + 1):
-                tile = self._decode(which, tile_key(key, r, c))
-                y0, x0 = max(top, r * t), max(left, c * t)
-                y1, x1 = min(top + height, r * t + tile.shape[0]), min(left + width, c * t + tile.shape[1])
-                out[y0 - top:y1 - top, x0 - left:x1 - left] = tile[y0 - r * t:y1 - r * t, x0 - c * t:x1 - c * t]
+        with self._txn(which) as txn:
+            if not self.tile_size:
+                region = self._image(txn, which, key)[top:top + height, left:left + width]
+                # raw: copy the crop only, while the map is valid (writable for augment); PNG: a decoded array
+                return region.copy() if self.codec == 'raw' else region
+            t = self.tile_size if which == 'gt' else self.tile_size // self.scale
+            out = np.empty((height, width, 3), np.uint8)
+            for r in range(top // t, (top + height - 1) // t + 1):
+                for c in range(left // t, (left + width - 1) // t + 1):
+                    tile = self._image(txn, which, tile_key(key, r, c))
+                    y0, x0 = max(top, r * t), max(left, c * t)
+                    y1, x1 = min(top + height, r * t + tile.shape[0]), min(left + width, c * t + tile.shape[1])
+                    out[y0 - top:y1 - top, x0 - left:x1 - left] = tile[y0 - r * t:y1 - r * t,
+                                                                       x0 - c * t:x1 - c * t]
         return out
 
     def read_image(self, index, which='gt'):
         """Whole image (stitched from tiles when tiled) as HxWx3 uint8 BGR."""
         h, w = self.image_shape(index, which)[:2]
         if not self.tile_size:
-            img = self._decode(which, self.keys[index])
-            return img.copy() if self.codec == 'raw' else img
+            with self._txn(which) as txn:
+                img = self._image(txn, which, self.keys[index])
+                return img.copy() if self.codec == 'raw' else img
         return self.read_region(index, which, 0, 0, h, w)
 
     # ------------------------------------------------------------------ items
@@ -212,7 +235,12 @@ class TripleDDataset(data.Dataset):
             top, left = random.randint(0, h_lq - lq_size), random.randint(0, w_lq - lq_size)
             img_lq = self.read_region(index, 'lq', top, left, lq_size, lq_size)
             img_gt = self.read_region(index, 'gt', top * scale, left * scale, gt_size, gt_size)
-            img_gt, img_lq = augment([img_gt, img_lq], self.opt.get('use_hflip', False), self.opt.get('use_rot', False))
+            (img_gt, img_lq), (_, _, rot90) = augment([img_gt, img_lq], self.opt.get('use_hflip', False),
+                                                      self.opt.get('use_rot', False), return_status=True)
+            if rot90 and self.opt.get('color') != 'y':
+                # BasicSR rotates by a transposed view; converting that view to float reads it strided (3x the
+                # cost of the whole conversion at 256 px): transpose the uint8 patch itself (same pixels)
+                img_gt, img_lq = cv2.transpose(img_gt.transpose(1, 0, 2)), cv2.transpose(img_lq.transpose(1, 0, 2))
         else:
             img_gt, img_lq = self.read_image(index, 'gt'), self.read_image(index, 'lq')
         img_gt = img_gt.astype(np.float32) / 255.
@@ -227,7 +255,7 @@ class TripleDDataset(data.Dataset):
             normalize(img_gt, self.mean, self.std, inplace=True)
         return {
             'lq': img_lq, 'gt': img_gt, 'lq_path': key, 'gt_path': key, 'key': key, 'index': index,
-            'complexity': torch.tensor(self.complexity[index], dtype=torch.float32),
-            'uncertainty': torch.tensor(self.uncertainty[index], dtype=torch.float32),
+            'complexity': torch.scalar_tensor(float(self.complexity[index]), dtype=torch.float32),
+            'uncertainty': torch.scalar_tensor(float(self.uncertainty[index]), dtype=torch.float32),
             'stage': int(self.stage[index]), 'cluster': int(self.cluster[index]), 'task': self.task[index]
         }

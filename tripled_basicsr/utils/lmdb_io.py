@@ -12,6 +12,14 @@ Two rules of py-lmdb make a per-object ``lmdb.open`` fragile:
 fork or when the file on disk was replaced (an output rewritten with ``--overwrite``).
 :func:`is_lmdb` is the one test for "this path is a BasicSR LMDB".
 
+``open_lmdb_readonly`` resolves the path and stats ``data.mdb`` on every call (about 20 us), too
+much for a training reader that reads two values per sample. :class:`LmdbReader` is the hot-path
+form: a reader object (one per LMDB of a dataset) resolves, opens and checks the environment
+once per process (the first read after construction, after a fork into a DataLoader worker, or
+after ``close_lmdb``) and afterwards costs a pid compare and a dict lookup per read. It keeps
+reading the file it opened; ``close_lmdb`` (or another reader of the process seeing a replaced
+file) makes it open again. :func:`open_count` counts the opens of a file in this process.
+
 A file a user hands us is validated before use: LMDB memory-maps ``data.mdb``, so reading a
 page past the end of a truncated file (an interrupted copy, a full disk) kills the process
 with SIGBUS ("Bus error", exit 135) and no message. Every open therefore compares the file
@@ -24,6 +32,7 @@ Writers reserve address space for the map; :func:`map_error` turns a failed rese
 import os
 
 _ENVS = {}  # realpath -> (pid, (st_dev, st_ino) of data.mdb, env)
+_OPENS = {}  # (pid, realpath) -> environments opened (and checked) for that file by that process
 
 _READONLY_DEFAULTS = dict(readonly=True, lock=False, readahead=False, meminit=False)
 
@@ -120,7 +129,58 @@ def open_lmdb_readonly(path, **kwargs):
     kw.update(kwargs)
     env = _open_checked(real, kw)
     _ENVS[real] = (pid, file_id, env)
+    _OPENS[pid, real] = _OPENS.get((pid, real), 0) + 1
     return env
+
+
+def open_count(path):
+    """How many times this process opened (and checked) the environment of ``path`` for reading."""
+    return _OPENS.get((os.getpid(), os.path.realpath(os.fspath(path))), 0)
+
+
+class LmdbReader:
+    """Hot-path access to the process's shared read-only environment of one LMDB.
+
+    :meth:`env` returns the handle :func:`open_lmdb_readonly` gives (same sharing, same checks:
+    a truncated or damaged file raises :class:`DamagedLmdbError` naming it), but resolves the
+    path, stats the file and checks its size only when this process has no valid handle yet: on
+    the first call, in a forked child (a DataLoader worker opens its own) and after the handle
+    was closed or replaced (``close_lmdb``, or another reader that found the file replaced). In
+    between, a call is a pid compare and a dict lookup; a file replaced on disk is not noticed
+    until then (readers keep the map of the file they opened, which stays valid).
+
+    Pickling (DataLoader workers started with ``spawn``) and ``copy.deepcopy`` keep the path and
+    options only: the copy opens its own handle when first used.
+    """
+    __slots__ = ('path', 'kwargs', '_entry', '_real')
+
+    def __init__(self, path, **kwargs):
+        self.path = os.fspath(path)
+        self.kwargs = dict(kwargs)
+        self._entry = None  # this process's _ENVS entry (pid, file id, env) once resolved
+        self._real = None
+
+    def env(self):
+        entry = self._entry
+        if entry is not None and entry[0] == os.getpid() and _ENVS.get(self._real) is entry:
+            return entry[2]
+        env = open_lmdb_readonly(self.path, **self.kwargs)
+        self._real = os.path.realpath(self.path)
+        self._entry = _ENVS[self._real]
+        return env
+
+    def forget(self):
+        """Drop the cached handle (the next :meth:`env` resolves the path again)."""
+        self._entry = self._real = None
+
+    def __getstate__(self):
+        return {'path': self.path, 'kwargs': self.kwargs}
+
+    def __setstate__(self, state):
+        self.__init__(state['path'], **state['kwargs'])
+
+    def __repr__(self):
+        return f'LmdbReader({self.path!r})'
 
 
 def check_lmdb(path, **kwargs):
