@@ -419,8 +419,14 @@ def main(argv=None):
     cv2.setNumThreads(1)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()
 
-    work = args.workdir or tempfile.mkdtemp(prefix='loader_throughput_')
-    os.makedirs(work, exist_ok=True)
+    if args.workdir:  # a folder of ours (created, or reused when an earlier run made it), never a user's
+        from tripled_basicsr.utils.ownership import prepare_output_dir
+        try:
+            work = prepare_output_dir(args.workdir, tool='loader_throughput', reuse=True, layout=('data_*',))
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f'loader_throughput: error: --workdir: {exc}') from None
+    else:
+        work = tempfile.mkdtemp(prefix='loader_throughput_')
     rows = []
     t_start = time.time()
     try:
