@@ -63,7 +63,7 @@ def test_flags_override_the_recipe_consistently(tmp_path):
     assert tr['basicsr']['train']['scheduler']['periods'] == [60]  # one cosine period over the run
     assert tr['eval_every'] <= 60
     assert opt['seeds'] == [0, 1] and opt['ratios'] == [0.1] and opt['arms'] == ['full', 'random', 'tripled']
-    assert opt['random_crops']['crop_size'] is None  # follows the patch (study default)
+    assert opt['random_crops']['crop_size'] == 40  # follows the patch: 32 + 25 %
     assert 'crop_size' not in opt['distill']['source']  # and the distill arm with it
 
 

@@ -62,6 +62,10 @@ def test_time_to_reach_and_quality():
 def test_budget_rules():
     assert stats.crop_count(400 * 180 * 180, 0.01, 60) == 36
     assert stats.crop_count(100, 0.01, 60) == 1
+    # one rounding for every arm: 39.4 crops are 40 for the study's random crops and for the distiller
+    from tripled_basicsr.distill.crops import pixel_budget
+    total = int(39.4 * 96 * 96 / 0.01)
+    assert stats.crop_count(total, 0.01, 96) == pixel_budget({'ratio': 0.01}, total, 96, 10 ** 6) == 40
     # 3 images, batch 8: one epoch must still hold >= min_batches full batches (drop_last)
     assert stats.enlarge_ratio(3, 8, 1, 1) == 3 and 3 * 3 >= 8
     assert stats.enlarge_ratio(3, 8, 1, 50) * 3 >= 8 * 50
@@ -260,7 +264,7 @@ def test_study_dir_policy(tmp_path):
 def test_distill_and_train_options_are_fair(tmp_path):
     from tripled_basicsr.study.runner import Study
     opt = merge_options(_opt(tmp_path, arms=['full', 'random', 'tripled', 'calibrated', 'tripled_curriculum'],
-                             distill={'features': {'pretrained': False}},
+                             distill={'features': {'pretrained': False}}, random_crops={'crop_size': 20},
                              training={'iters': 10, 'batch_size': 4, 'gt_size': 16, 'basicsr': {'network_g': NET}}))
     study = Study(opt, log=lambda *a: None)
     runs = {r.id: r for r in study.runs}
@@ -295,7 +299,7 @@ def test_arm_sampler_overrides_and_task_sources(tmp_path):
                {'task': 'haze', 'dataroot_gt': '/h/gt', 'dataroot_lq': '/h/lq'}]
     defs = {'bal': {'base': 'tripled_curriculum', 'sampler': {'task_balance': True, 'stage2_start': 0},
                     'distill': {'sources': sources}}}
-    opt = merge_options(_opt(tmp_path, arms=['full', 'tripled_curriculum', 'bal'], arm_definitions=defs,
+    opt = merge_options(_opt(tmp_path, random_crops={'crop_size': 20}, arms=['full', 'tripled_curriculum', 'bal'], arm_definitions=defs,
                              distill={'features': {'pretrained': False}}))
     study = Study(opt, log=lambda *a: None)
     runs = {r.id: r for r in study.runs}
@@ -336,3 +340,19 @@ def test_refuses_a_run_whose_trainer_is_still_alive(tmp_path):
         fake.kill()
         fake.wait()
     assert not (tmp_path / 'study' / 'experiments').exists()
+
+
+def test_crop_size_auto_is_the_distillers(tmp_path):
+    """random_crops.crop_size: auto (the default) = what a stand-alone distill's crop_size: auto gives on
+    the pool, so the random-crops and tripled arms use the units a user gets; a bad value names the key."""
+    from tripled_basicsr.distill._testing import write_pairs
+    from tripled_basicsr.distill.crops import auto_crop_size
+    from tripled_basicsr.study.runner import Study, StudyError
+    write_pairs(str(tmp_path / 'pool'), num=4, size=200)
+    study = Study(merge_options(_opt(tmp_path)), log=lambda *a: None)
+    assert study.crop_size() == auto_crop_size([(200, 200)] * 4) == 64
+    small = tmp_path / 'small'
+    write_pairs(str(small / 'pool'), num=4, size=48)  # too small for crop units: training patch + 25 %
+    assert Study(merge_options(_opt(small)), log=lambda *a: None).crop_size() == 20
+    with pytest.raises(StudyError, match='random_crops.crop_size must be auto'):
+        merge_options(_opt(tmp_path, random_crops={'crop_size': 'big'}))

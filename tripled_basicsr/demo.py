@@ -138,9 +138,9 @@ def study_options(args, work):
         sched = ((tr.get('basicsr') or {}).get('train') or {}).get('scheduler') or {}
         if sched.get('periods') == [old_iters]:  # one cosine period over the whole run
             sched['periods'] = [args.iters]
-    if args.patch is not None:  # crops sized for the recipe's patch: back to the study default, gt_size + 25 %
+    if args.patch is not None:  # crops sized for the recipe's patch: gt_size + 25 %, as the recipe's own
         if (opt.get('random_crops') or {}).get('crop_size'):
-            opt['random_crops']['crop_size'] = None
+            opt['random_crops']['crop_size'] = args.patch + args.patch // 4
         if (opt['distill'].get('source') or {}).get('crop_size'):  # the distill arm then takes the same
             del opt['distill']['source']['crop_size']
     from tripled_basicsr.study import Study, check_study, merge_options

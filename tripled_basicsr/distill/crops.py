@@ -232,4 +232,5 @@ def pixel_budget(sel, total_pixels, crop, n_units):
                else 'lower source.crop_size or set selection.num')
         raise OptionError(f'selection.ratio {ratio:g} of the {total_pixels} source pixels is {units:.3g} '
                           f'{crop}x{crop} crop(s) < 1 crop: the subset would be empty. {fix[0].upper()}{fix[1:]}.')
-    return min(math.ceil(units - 1e-9), n_units)
+    from tripled_basicsr.distill.options import units_for
+    return min(units_for(ratio, total_pixels, crop * crop), n_units)

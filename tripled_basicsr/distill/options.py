@@ -323,6 +323,13 @@ def validate(opt):
     ck.boolean('report.scores_csv', r['scores_csv'])
 
 
+def units_for(ratio, total, unit=1):
+    """The one budget rule: ``ratio`` of ``total`` (pairs, or GT pixels with ``unit`` = pixels of a
+    crop) in whole units, rounded up (float slack: 0.01 * 3600 is 36, not 37). The distiller, the
+    study's random arms and the demo all count with it, so "the same budget" is the same number."""
+    return math.ceil(float(ratio) * float(total) / float(unit) - 1e-9)
+
+
 def resolve_budget(sel, total):
     """-> n from selection.num or ceil(ratio * N), with clear errors."""
     if sel.get('num') is not None:
@@ -335,7 +342,7 @@ def resolve_budget(sel, total):
         raise OptionError(f'selection.ratio {ratio:g} of {total} pairs is {ratio * total:.3g} < 1 pair: the subset '
                           f'would be empty. Raise the ratio to at least {ck.at_least(1 / total)} or set '
                           f'selection.num.')
-    return min(total, math.ceil(ratio * total - 1e-9))
+    return min(total, units_for(ratio, total))
 
 
 def _source_dependencies(src):

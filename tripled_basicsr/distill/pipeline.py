@@ -415,12 +415,12 @@ def _strata(opt, feats, n, progress, clusters=None):
     return k, labels
 
 
-def _scores(opt, feats, stats, k, labels, progress, device):
+def _scores(opt, feats, stats, k, labels, progress, device, difficulty=None):
     """Complexity c and uncertainty u in [0, 1] of one pool of items. -> (c, u, ctx)."""
     from tripled_basicsr.distill.registry import COMPLEXITY, UNCERTAINTY
     sel = opt['selection']
     ctx = {'seed': sel['seed'], 'labels': labels, 'clusters': k, 'kmeans_iters': sel['kmeans_iters'],
-           'progress': progress, 'device': str(device)}
+           'progress': progress, 'device': str(device), 'difficulty': difficulty}
     out = []
     for name, reg in (('complexity', COMPLEXITY), ('uncertainty', UNCERTAINTY)):
         arr = np.asarray(reg.call(opt[name], feats, stats, ctx), np.float64)
@@ -470,7 +470,8 @@ def scores(st):
             st.k, st.labels = _strata(opt, st.feats, st.n, st.progress)
     if not multi:
         with timed(st, 'scoring'):
-            st.c, st.u, st.ctx = _scores(opt, st.feats, st.stats, st.k, st.labels, st.progress, st.device)
+            st.c, st.u, st.ctx = _scores(opt, st.feats, st.stats, st.k, st.labels, st.progress, st.device,
+                                         _difficulty(st, st.valid))
         return
     st.labels = np.full(n_valid, -1, np.int64)
     st.c, st.u = np.full(n_valid, 0.5), np.full(n_valid, 0.5)
@@ -487,11 +488,24 @@ def scores(st):
         t1 = time.time()
         st.c[rows], st.u[rows], st.ctx['tasks'][t] = _scores(opt, st.feats[rows], {k: v[rows] for k, v in
                                                                                    st.stats.items()},
-                                                             k, labels, st.progress, st.device)
+                                                             k, labels, st.progress, st.device,
+                                                             _difficulty(st, st.valid[rows]))
         st.timings['kmeans'] += t1 - t0
         st.timings['scoring'] = st.timings.get('scoring', 0.0) + time.time() - t1
         st.labels[rows] = labels + st.k
         st.k += k
+
+
+def _difficulty(st, rows):
+    """A callable taps -> proxy difficulty of the source units ``rows`` (distill/difficulty.py),
+    computed (timed as 'difficulty') only when a strategy asks for it."""
+    def get(taps):
+        from tripled_basicsr.distill.difficulty import unit_difficulty
+        t = time.time()
+        d = unit_difficulty(st.source, rows, taps=taps, seed=st.opt['selection']['seed'], progress=st.progress)
+        st.timings['difficulty'] = st.timings.get('difficulty', 0.0) + time.time() - t
+        return d
+    return get
 
 
 # ---------------------------------------------------------------- selection

@@ -4,8 +4,8 @@
   assignments computed in chunks, on L2-normalised features.
 * ``cluster_quotas``: n split over clusters proportionally to their sizes (largest remainder).
 * ``gumbel_topk``: sampling without replacement with p_i ~ exp(s_i) via the Gumbel-top-k trick.
-* registered strategies ``kcenter`` (coverage, the default), ``tripled`` (the paper's stratified
-  draw), ``herding`` (kernel herding: MMD to the full set), ``facility`` (facility location),
+* registered strategies ``kcenter`` (coverage), ``importance`` (random units tilted by a proxy
+  model's difficulty), ``tripled`` (the paper's stratified draw), ``herding`` (kernel herding: MMD to the full set), ``facility`` (facility location),
   ``random``, ``top_complexity``.
 """
 import math
@@ -260,6 +260,35 @@ def select_kcenter(feats, c, u, n, ctx, chunk=65536):
     """
     _check_budget(n, feats.shape[0])
     return np.sort(_farthest_points(feats, n, np.random.default_rng([int(ctx.get('seed', 0)), 4]), chunk)), None
+
+
+@SELECTION.register('importance', checks={'power': lambda path, v: number(path, v, lo=0),
+                                           'trim': lambda path, v: number(path, v, lo=0, hi=0.5),
+                                           'taps': lambda path, v: integer(path, v, lo=1)})
+def select_importance(feats, c, u, n, ctx, power=1.0, trim=0.0, taps=7):
+    """Importance sampling by proxy difficulty: n units drawn without replacement with
+    p_i ~ d_i ** power, d_i the RMS residual of the pool's best linear restorer on unit i
+    (distill/difficulty.py). Random crops tilted towards what the task finds hard: coverage of
+    a random draw, more of the units where the test error lives. ``trim`` leaves out that share
+    of the hardest units first (outliers), never so many that fewer than n remain. Varies with
+    ``seed`` (each seed a different subset)."""
+    total = feats.shape[0]
+    _check_budget(n, total)
+    get = ctx.get('difficulty')
+    if get is None:
+        raise OptionError('selection.type importance needs the proxy difficulty of each unit, which the '
+                          'distiller computes; it cannot run on features alone.')
+    d = np.asarray(get(int(taps)), np.float64)
+    if d.shape != (total,) or not np.isfinite(d).all():
+        raise RuntimeError(f'proxy difficulty: expected {total} finite values, got shape {d.shape}.')
+    ctx['difficulty_values'] = d
+    pool = np.arange(total)
+    if trim > 0:
+        keep = max(n, total - int(math.floor(trim * total)))
+        pool = np.argsort(d, kind='stable')[:keep]
+    score = float(power) * np.log(np.maximum(d[pool], 1e-6))
+    rng = np.random.default_rng([int(ctx.get('seed', 0)), 5])
+    return np.sort(pool[gumbel_topk(score, n, rng)]), None
 
 
 def _gauss(x, c, sigma):

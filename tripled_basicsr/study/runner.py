@@ -46,7 +46,7 @@ DEFAULTS = {
     'seeds': [0, 1, 2],
     'arms': ['full', 'random', 'random_crops', 'tripled'],
     'arm_definitions': {},
-    'random_crops': {'crop_size': None},
+    'random_crops': {'crop_size': 'auto'},
     'distill': {},
     'training': {
         'iters': 1000,
@@ -111,6 +111,10 @@ def merge_options(user):
     for k in ('iters', 'batch_size', 'gt_size'):
         if not isinstance(tr[k], int) or tr[k] < 1:
             raise StudyError(f'training.{k} must be a positive integer; got {tr[k]!r}.')
+    c = opt['random_crops'].get('crop_size')
+    if c is not None and c != 'auto' and (isinstance(c, bool) or not isinstance(c, int) or c < 1):
+        raise StudyError(f'random_crops.crop_size must be auto (the distiller\'s own crop units on this pool) or a '
+                         f'positive integer (GT px); got {c!r}.')
     tr['eval_every'] = int(tr['eval_every'] or tr['iters'])
     if tr['eval_every'] < 1:
         raise StudyError('training.eval_every must be >= 1.')
@@ -339,11 +343,22 @@ class Study:
         return f'{self.opt["name"]}_{run.id}'
 
     def crop_size(self):
-        c = self.opt['random_crops'].get('crop_size')
-        if not c:  # room for the training patch to move: gt_size + 25 %
-            g = self.opt['training']['gt_size']
-            c = g + g // 4
-        return int(-(-int(c) // self.scale) * self.scale)
+        """GT side of the crop units (random_crops arm, and the tripled arm unless it sets its own).
+        ``auto`` (the default): what the distiller's ``source.crop_size: auto`` gives on this pool, so
+        the study measures the units a stand-alone distill uses; on a pool too small for crop units
+        (where the distiller takes whole images) the training patch + 25 %."""
+        if getattr(self, '_crop', None) is None:
+            c = self.opt['random_crops'].get('crop_size')
+            if c in (None, 'auto'):
+                from tripled_basicsr.distill.crops import auto_crop_size
+                from tripled_basicsr.study.subsets import gt_shapes, open_source
+                cache = self.path('source_shapes.json') if os.path.isdir(self.dir) else None
+                c = auto_crop_size(gt_shapes(open_source(self.opt['source']), cache), self.scale)
+            if not c:
+                g = self.opt['training']['gt_size']
+                c = g + g // 4
+            self._crop = int(-(-int(c) // self.scale) * self.scale)
+        return self._crop
 
     # ------------------------------------------------------------------ subsets
     def prepare(self, run):

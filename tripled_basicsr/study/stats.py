@@ -121,8 +121,10 @@ def time_to_quality(prep_s, arm_times, arm_values, full_times, full_values, star
 
 
 def crop_count(total_pixels, ratio, crop_size):
-    """Number of crop_size x crop_size GT crops holding ``ratio`` of the source pixels (>= 1)."""
-    return max(1, int(round(ratio * total_pixels / float(crop_size * crop_size))))
+    """Number of crop_size x crop_size GT crops holding ``ratio`` of the source pixels (>= 1), by the
+    distiller's rule (options.units_for: rounded up), so a random arm gets the distiller's count."""
+    from tripled_basicsr.distill.options import units_for
+    return max(1, units_for(ratio, total_pixels, crop_size * crop_size))
 
 
 def enlarge_ratio(num_samples, batch_size, world_size=1, min_batches=50):

@@ -1,0 +1,137 @@
+"""Proxy difficulty (distill/difficulty.py) and the `importance` selection built on it."""
+import os
+
+import cv2
+import numpy as np
+import pytest
+
+from tripled_basicsr.distill import selection  # noqa: F401  (registers the strategies)
+from tripled_basicsr.distill.checks import OptionError
+from tripled_basicsr.distill.difficulty import fit_proxy, neighbourhoods, residual, unit_difficulty
+from tripled_basicsr.distill.registry import SELECTION
+
+
+def _rng(seed=0):
+    return np.random.default_rng(seed)
+
+
+def test_neighbourhoods_match_filter2d():
+    x = _rng().uniform(0, 1, (9, 11, 3)).astype(np.float32)
+    k = _rng(1).normal(size=(3, 3)).astype(np.float32)
+    ys, xs = np.array([0, 4, 8]), np.array([0, 5, 10])  # corners use the reflect-101 border
+    rows = neighbourhoods(x, ys, xs, 3)  # (3 pixels * 3 channels, 9)
+    want = cv2.filter2D(x, -1, k, borderType=cv2.BORDER_REFLECT_101)[ys, xs].reshape(-1)
+    np.testing.assert_allclose(rows @ k.ravel(), want, atol=1e-5)
+
+
+def test_fit_recovers_a_linear_degradation_inverse():
+    """GT = k * LQ + b exactly: the fitted proxy is k, b and its residual vanishes."""
+    k = np.array([[0.0, 0.1, 0.0], [0.1, 0.6, 0.1], [0.0, 0.1, 0.0]], np.float32)
+    pairs = []
+    for s in range(4):
+        lq = _rng(s).uniform(0, 1, (40, 40, 3)).astype(np.float32)
+        gt = cv2.filter2D(lq, -1, k, borderType=cv2.BORDER_REFLECT_101) + 0.05
+        pairs.append(((gt * 255).astype(np.float64), (lq * 255).astype(np.float64)))
+    w = fit_proxy(pairs, 1, taps=3, ridge=1e-9)
+    np.testing.assert_allclose(w[:-1].reshape(3, 3), k, atol=1e-3)
+    assert abs(w[-1] - 0.05) < 1e-3
+    assert residual(*pairs[0], 1, w).max() < 1e-3
+
+
+def test_fit_refuses_an_even_filter():
+    with pytest.raises(ValueError, match='taps must be an odd'):
+        fit_proxy([], 1, taps=4)
+
+
+def _write(root, pairs):
+    from tripled_basicsr.data.paired_source import write_pair_folders
+    return write_pair_folders(root, ((f'img{i}', g, q) for i, (g, q) in enumerate(pairs)), ext='.png')
+
+
+def _half_textured(seed, size=64, sigma=15):
+    """Left half flat grey, right half fine texture; LQ = GT + Gaussian noise."""
+    rng = _rng(seed)
+    gt = np.full((size, size, 3), 128, np.float32)
+    gt[:, size // 2:] += rng.normal(0, 50, (size, size // 2, 1))
+    gt = np.clip(gt, 0, 255).astype(np.uint8)
+    lq = np.clip(gt + rng.normal(0, sigma, gt.shape), 0, 255).astype(np.uint8)
+    return gt, lq
+
+
+def _source(gt, lq, crop, scale=1):
+    from tripled_basicsr.distill.options import DEFAULTS
+    from tripled_basicsr.distill.pipeline import open_source
+    src = dict(DEFAULTS['source'], dataroot_gt=gt, dataroot_lq=lq, crop_size=crop, scale=scale)
+    return open_source({'source': src})[0]
+
+
+def test_textured_crops_are_harder_than_flat_ones(tmp_path):
+    gt, lq = _write(str(tmp_path), [_half_textured(s) for s in range(3)])
+    src = _source(gt, lq, 32)  # 2 x 2 crops per image: x = 0 flat, x = 32 textured
+    d = unit_difficulty(src)
+    flat = np.array([k.endswith('_x0') for k in src.keys])
+    assert len(d) == len(src) == 12
+    assert d[~flat].min() > d[flat].max() + 1  # noise alone (flat) vs noise + texture
+
+
+def test_crop_difficulty_pools_to_the_whole_image_one(tmp_path):
+    """Crops that tile an image: the RMS over their boxes is the image's own difficulty (x2 SR)."""
+    pairs = []
+    for s in range(2):
+        gt, _ = _half_textured(s)
+        pairs.append((gt, cv2.resize(gt, (32, 32), interpolation=cv2.INTER_AREA)))
+    gt, lq = _write(str(tmp_path), pairs)
+    whole = unit_difficulty(_source(gt, lq, 0, scale=2))
+    crops = unit_difficulty(_source(gt, lq, 32, scale=2))
+    np.testing.assert_allclose(np.sqrt((crops.reshape(2, 4) ** 2).mean(1)), whole, rtol=1e-5)
+
+
+def test_rows_limit_what_is_read(tmp_path):
+    gt, lq = _write(str(tmp_path), [_half_textured(s) for s in range(3)])
+    src = _source(gt, lq, 32)
+    first = unit_difficulty(src, rows=range(8))  # the units of images 0 and 1
+    os.remove(os.path.join(gt, 'img2.png'))  # units 8-11: never read when not asked for
+    np.testing.assert_array_equal(unit_difficulty(src, rows=range(8)), first)
+    with pytest.raises(Exception, match='img2'):
+        unit_difficulty(src, rows=[8])
+
+
+def _ctx(d, seed=0):
+    return {'seed': seed, 'difficulty': lambda taps: np.asarray(d, np.float64)}
+
+
+def _importance(d, n, seed=0, **kw):
+    feats = np.zeros((len(d), 2), np.float32)
+    c = u = np.zeros(len(d))
+    return SELECTION.call({'type': 'importance', **kw}, feats, c, u, n, _ctx(d, seed))[0]
+
+
+def test_importance_is_seeded_and_tilted():
+    d = np.r_[np.full(500, 1.0), np.full(500, 4.0)]
+    a, b = _importance(d, 100, seed=0), _importance(d, 100, seed=0)
+    np.testing.assert_array_equal(a, b)
+    assert len(np.unique(a)) == 100 and np.all(np.diff(a) > 0)
+    assert not np.array_equal(a, _importance(d, 100, seed=1))  # a seed is another subset
+    hard = lambda idx: np.mean(idx >= 500)  # noqa: E731
+    # p ~ d: the hard half is 4 / 5 of the draw (without replacement: a little less)
+    assert 0.7 < hard(_importance(d, 100, power=1.0)) < 0.9
+    assert 0.3 < hard(_importance(d, 100, power=0.0)) < 0.7  # power 0: uniform
+    assert hard(_importance(d, 100, power=2.0)) > 0.85
+
+
+def test_importance_trim_leaves_out_the_hardest():
+    d = np.arange(1, 101, dtype=np.float64)
+    picked = _importance(d, 20, trim=0.1, power=3.0)
+    assert picked.max() < 90  # the 10 hardest units are out
+    assert len(_importance(d, 95, trim=0.1)) == 95  # never fewer units left than asked for
+
+
+def test_importance_needs_the_distillers_difficulty():
+    feats = np.zeros((10, 2), np.float32)
+    with pytest.raises(OptionError, match='importance needs the proxy difficulty'):
+        SELECTION.call({'type': 'importance'}, feats, np.zeros(10), np.zeros(10), 3, {'seed': 0})
+
+
+def test_importance_option_checks():
+    with pytest.raises(OptionError, match='selection.trim'):
+        SELECTION.resolve({'type': 'importance', 'trim': 0.7})
