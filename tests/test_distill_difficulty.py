@@ -135,3 +135,47 @@ def test_importance_needs_the_distillers_difficulty():
 def test_importance_option_checks():
     with pytest.raises(OptionError, match='selection.trim'):
         SELECTION.resolve({'type': 'importance', 'trim': 0.7})
+
+
+def test_systematic_pps_inclusion_and_certainty():
+    from tripled_basicsr.distill.selection import systematic_pps
+    w = np.r_[np.ones(50), 4 * np.ones(50)]
+    counts = np.zeros(100)
+    for s in range(400):
+        p = systematic_pps(w, 10, _rng(s))
+        assert len(np.unique(p)) == 10
+        counts[p] += 1
+    np.testing.assert_allclose([counts[:50].mean() / 400, counts[50:].mean() / 400], [0.04, 0.16], atol=0.01)
+    p = systematic_pps(np.r_[np.ones(99), 1000.0], 10, _rng(0))  # one unit heavier than the step: taken once
+    assert 99 in p and len(np.unique(p)) == 10
+
+
+def test_systematic_importance_gives_every_stratum_its_share():
+    """Along k-means strata, a systematic draw gives each stratum its expected count +- 1 on every
+    seed (independent draws scatter); the subset still changes with the seed."""
+    d = np.ones(600)
+    labels = np.repeat(np.arange(3), 200)
+    feats = np.zeros((600, 2), np.float32)
+    for seed in range(5):
+        ctx = {**_ctx(d, seed), 'labels': labels}
+        picked = SELECTION.call({'type': 'importance', 'draw': 'systematic'}, feats, d, d, 30, ctx)[0]
+        assert len(np.unique(picked)) == 30
+        assert np.all(np.abs(np.bincount(labels[picked], minlength=3) - 10) <= 1)
+    one = SELECTION.call({'type': 'importance', 'draw': 'systematic'}, feats, d, d, 30, {**_ctx(d, 0), 'labels': labels})
+    two = SELECTION.call({'type': 'importance', 'draw': 'systematic'}, feats, d, d, 30, {**_ctx(d, 1), 'labels': labels})
+    assert not np.array_equal(one[0], two[0])
+    with pytest.raises(OptionError, match='selection.draw must be systematic or independent'):
+        SELECTION.resolve({'type': 'importance', 'draw': 'stratified'})
+
+
+def test_importance_candidates_spread_the_picks():
+    """candidates: k-center among a drawn candidate set: the picks are spread over the features,
+    and only candidates (never units outside the draw) can be picked."""
+    rng = _rng(0)
+    feats = np.r_[rng.normal(0, 0.01, (300, 2)), rng.normal(1, 0.01, (300, 2))].astype(np.float32)
+    d = np.ones(600)
+    c = np.zeros(600)
+    picked = SELECTION.call({'type': 'importance', 'candidates': 4.0}, feats, c, c, 2, _ctx(d, 3))[0]
+    assert (picked < 300).sum() == 1  # one from each of the two far-apart groups
+    base = SELECTION.call({'type': 'importance'}, feats, c, c, 8, _ctx(d, 3))[0]
+    assert len(base) == 8

@@ -178,7 +178,9 @@ def test_summary_table_from_records():
     inputs = {'val': {'psnr': 20.0, 'ssim': 0.5}}
 
     def rec(arm, kind, ratio, seed, p, curve):
+        subset = None if kind == 'full' else 'same' if kind == 'distill' else f'r{seed}'
         return {'run': f'{arm}{seed}', 'arm': arm, 'kind': kind, 'ratio': ratio, 'seed': seed, 'prep_s': 2.0,
+                'subset': subset,
                 'units': 4, 'images': 4, 'train_s': 20.0, 'final': {'val': {'psnr': p, 'ssim': 0.8}},
                 'curve': {'val': curve}}
     recs = [rec('full', 'full', None, s, 30.0 + 0.1 * s, [(10, 10.0, 28.0), (20, 20.0, 30.0 + 0.1 * s)])
@@ -197,7 +199,9 @@ def test_summary_table_from_records():
     assert tq['target'] == pytest.approx(29.0) and tq['arm_s'] == pytest.approx(22.0)
     assert tq['full_s'] == pytest.approx(10 + 10 * (29.0 - 28.0) / (30.1 - 28.0))
     md = markdown(s, {'name': 'x', 'description': 'd', 'protocols': {'val': 'p'}})
-    assert '| 1 % | tripled | 4 (4) | 29.00 ± 0.40 (n=3) | 89 % |' in md and '**better**' in md
+    # a deterministic selection (one subset for every seed) is labelled; random arms vary their subset
+    assert '| 1 % | tripled (one subset) | 4 (4) | 29.00 ± 0.40 (n=3) | 89 % |' in md and '**better**' in md
+    assert '| 1 % | random (varies) |' in md and '| all | full |' in md
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -262,10 +262,48 @@ def select_kcenter(feats, c, u, n, ctx, chunk=65536):
     return np.sort(_farthest_points(feats, n, np.random.default_rng([int(ctx.get('seed', 0)), 4]), chunk)), None
 
 
+def _draw(path, v):
+    if v not in ('systematic', 'independent'):
+        raise OptionError(f'{path} must be systematic or independent; got {v!r}.')
+    return v
+
+
+def systematic_pps(weights, n, rng):
+    """n distinct positions, inclusion probability ~ weight (capped at 1), by systematic sampling:
+    one uniform offset, then a step of W / n along the cumulative weights, in the given order.
+    Along an order that groups similar units, every group gets its expected share (give or take
+    one): a stratified draw with far less variance than n independent draws. A unit heavier than
+    the step is taken once and the rest of the budget re-spread over the others."""
+    w = np.asarray(weights, np.float64).copy()
+    total = len(w)
+    sure = np.zeros(total, bool)
+    while True:  # certainty units: weight >= W / (n - already sure)
+        left = n - int(sure.sum())
+        free = ~sure
+        if left <= 0:
+            break
+        big = free & (w * left >= w[free].sum())
+        if not big.any():
+            break
+        sure |= big
+    left = n - int(sure.sum())
+    out = np.flatnonzero(sure)[:n]
+    if left > 0:
+        idx = np.flatnonzero(~sure)
+        cum = np.cumsum(w[idx])
+        step = cum[-1] / left
+        points = (rng.uniform(0, step) + step * np.arange(left))
+        pos = np.minimum(np.searchsorted(cum, points, side='right'), len(idx) - 1)
+        out = np.concatenate([out, idx[pos]])
+    return out
+
+
 @SELECTION.register('importance', checks={'power': lambda path, v: number(path, v, lo=0),
                                            'trim': lambda path, v: number(path, v, lo=0, hi=0.5),
-                                           'taps': lambda path, v: integer(path, v, lo=1)})
-def select_importance(feats, c, u, n, ctx, power=1.0, trim=0.0, taps=7):
+                                           'taps': lambda path, v: integer(path, v, lo=1),
+                                           'draw': _draw,
+                                           'candidates': lambda path, v: number(path, v, lo=0)})
+def select_importance(feats, c, u, n, ctx, power=1.0, trim=0.0, taps=7, draw='independent', candidates=0.0):
     """Importance sampling by proxy difficulty: n units drawn without replacement with
     p_i ~ d_i ** power, d_i the RMS residual of the pool's best linear restorer on unit i
     (distill/difficulty.py). Random crops tilted towards what the task finds hard: coverage of
@@ -288,6 +326,19 @@ def select_importance(feats, c, u, n, ctx, power=1.0, trim=0.0, taps=7):
         pool = np.argsort(d, kind='stable')[:keep]
     score = float(power) * np.log(np.maximum(d[pool], 1e-6))
     rng = np.random.default_rng([int(ctx.get('seed', 0)), 5])
+    if candidates and candidates > 1 and n < len(pool):
+        # coverage of a typical draw: ceil(candidates * n) units drawn as above, then k-center on their
+        # features picks n of them (spread out, but never the pool's rare extremes a full k-center chases)
+        m = min(len(pool), int(math.ceil(candidates * n)))
+        cand = pool[gumbel_topk(score, m, rng)]
+        far = _farthest_points(np.asarray(feats[np.sort(cand)], np.float32), n, rng)
+        return np.sort(np.sort(cand)[far]), None
+    if draw == 'systematic':  # along (k-means stratum, difficulty): every stratum and difficulty band its share
+        labels = ctx.get('labels')
+        lab = np.zeros(total, np.int64) if labels is None else np.asarray(labels, np.int64)
+        order = np.lexsort((rng.random(len(pool)), d[pool], lab[pool]))  # equal difficulties: seeded order
+        picked = pool[order][systematic_pps(np.exp(score[order] - score.max()), n, rng)]
+        return np.sort(picked), None
     return np.sort(pool[gumbel_topk(score, n, rng)]), None
 
 

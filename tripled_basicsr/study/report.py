@@ -116,10 +116,31 @@ def collect(study):
             for lb, m in ev[str(it)].items():
                 curve.setdefault(lb, []).append((it, times.get(it), m['psnr']))
         out.append({'run': run.id, 'arm': run.arm_name, 'kind': run.arm['kind'], 'ratio': run.ratio, 'seed': run.seed,
+                    'subset': subset_id(study.path('subsets', run.id)) if run.arm['kind'] != 'full' else None,
                     'prep_s': (prep or {}).get('prep_s', 0.0), 'units': (prep or {}).get('units'),
                     'images': (prep or {}).get('images'), 'crops': bool((prep or {}).get('crops')), 'train_s': times.get(final), 'final': ev[str(final)],
                     'curve': curve})
     return out
+
+
+def subset_id(root):
+    """A fingerprint of the units a subset holds (its GT meta_info keys, sorted); None when gone."""
+    import hashlib
+    try:
+        with open(os.path.join(root, 'gt.lmdb', 'meta_info.txt'), encoding='utf-8') as f:
+            keys = sorted(line.split(' ', 1)[0] for line in f if line.strip())
+    except OSError:
+        return None
+    return hashlib.sha256('\n'.join(keys).encode()).hexdigest()[:16]
+
+
+def subsets_label(entry):
+    """'varies' when each seed trained on its own subset, 'one subset' when a deterministic
+    selection gave every seed the same units (its spread is training seeds only), '' when unknown."""
+    ids = entry.get('subset_ids') or []
+    if len(ids) < 2 or None in ids:
+        return ''
+    return 'one subset' if len(set(ids)) == 1 else 'varies'
 
 
 def summarize(records, inputs, arms, ratios, baseline='random', tq_set=None):
@@ -133,7 +154,9 @@ def summarize(records, inputs, arms, ratios, baseline='random', tq_set=None):
         entry = {'arm': arm, 'ratio': ratio, 'seeds': [r['seed'] for r in recs],
                  'units': mean_std([r['units'] for r in recs])[0], 'images': mean_std([r['images'] for r in recs])[0],
                  'crops': any(r.get('crops') for r in recs), 'prep_s': mean_std([r['prep_s'] for r in recs])[0],
-                 'train_s': mean_std([r['train_s'] for r in recs])[0], 'sets': {}}
+                 'train_s': mean_std([r['train_s'] for r in recs])[0], 'sets': {},
+                 'subset_ids': [r.get('subset') for r in recs]}
+        entry['subsets'] = subsets_label(entry)
         for lb in sets:
             vals = [r['final'][lb]['psnr'] for r in recs if lb in r['final']]
             m, s, n = mean_std(vals)
@@ -215,7 +238,9 @@ def markdown(summary, header):
     lines = [f'# Study: {header["name"]}', '', header['description'], '', 'Protocol:']
     lines += [f'* {lb}: {p}' for lb, p in header['protocols'].items()]
     lines += ['', 'PSNR in dB, mean ± std over seeds (n seeds); retention = (PSNR_arm - PSNR_input) / '
-              '(PSNR_full - PSNR_input).', '']
+              '(PSNR_full - PSNR_input). Each seed is the subset seed and the training seed; an arm marked '
+              '"one subset" selected the same units for every seed (a deterministic rule), so its spread is '
+              'that of training seeds only, while "varies" spreads over subsets and training.', '']
     lines.append('| ratio | arm | units (images) | ' + ' | '.join(f'{lb} PSNR | {lb} retention' for lb in sets) + ' |')
     lines.append('|---|---|---|' + '---|---|' * len(sets))
     lines.append('| - | input (LQ) | - | ' + ' | '.join(f'{summary["inputs"][lb]["psnr"]:.2f} | 0 %' for lb in sets)
@@ -227,7 +252,8 @@ def markdown(summary, header):
             ret = f'{e["retention"] * 100:.0f} %' if e['retention'] is not None else '-'
             cells.append(f'{_fmt(e["psnr_mean"], e["psnr_std"], e["n"])} (n={e["n"]}) | {ret}')
         units = f'{r["units"]:.0f} ({r["images"]:.0f})' if r['units'] is not None else '-'
-        lines.append(f'| {_pct(r["ratio"])} | {r["arm"]} | {units} | ' + ' | '.join(cells) + ' |')
+        arm = f'{r["arm"]} ({r["subsets"]})' if r.get('subsets') else r['arm']
+        lines.append(f'| {_pct(r["ratio"])} | {arm} | {units} | ' + ' | '.join(cells) + ' |')
     if summary['comparisons']:
         lines += ['', 'Paired differences over seeds (arm - reference, same seeds). A difference inside the '
                   'seed spread (|diff| <= the larger seed std of the two arms) or measured on fewer than 2 seeds '

@@ -260,7 +260,8 @@ def task_rows(name, results, arm, refs, full_arm):
                 if r is not None:
                     e = r['sets'].get(lb) or {}
                     arms[a] = {k: e.get(k) for k in ('psnr_mean', 'psnr_std', 'n', 'psnr', 'retention')}
-                    arms[a].update(units=r.get('units'), images=r.get('images'), seeds=r.get('seeds'))
+                    arms[a].update(units=r.get('units'), images=r.get('images'), seeds=r.get('seeds'),
+                                   subsets=r.get('subsets', ''))
             vs = {}
             for ref in refs:
                 c = comps.get((ratio, arm, ref, lb))
@@ -324,10 +325,14 @@ def markdown(summary):
                  f'{r["input_psnr"]:.2f}' if r['input_psnr'] is not None else '-', _cell(r['full'])]
         for a in [*refs, arm]:
             u = f' [{units[a]:.0f}]' if units[a] is not None else ''
-            cells.append(_cell(r['arms'].get(a)) + u)
+            one = ' (one subset)' if (r['arms'].get(a) or {}).get('subsets') == 'one subset' else ''
+            cells.append(_cell(r['arms'].get(a)) + u + one)
         cells += [_vs(r['vs'].get(ref)) for ref in refs]
         lines.append('| ' + ' | '.join(cells) + ' |')
-    lines += ['', '[n] after a PSNR: the units each run trained on (images, or crops for crop arms).', '',
+    lines += ['', '[n] after a PSNR: the units each run trained on (images, or crops for crop arms). "(one '
+              'subset)": a deterministic selection gave every seed the same units, so its spread is training seeds '
+              'only; the other arms draw a new subset per seed (subset seed = training seed, which the paired '
+              'differences pair on).', '',
               '## Verdicts', '', f'| task | ' + ' | '.join(f'{arm} vs {r}: better / tie / worse' for r in refs) + ' |',
               '|---|' + '---|' * len(refs)]
     for name, c in list(summary['per_task'].items()) + [('**all tasks**', summary['counts'])]:
