@@ -303,7 +303,7 @@ def systematic_pps(weights, n, rng):
                                            'taps': lambda path, v: integer(path, v, lo=1),
                                            'draw': _draw,
                                            'candidates': lambda path, v: number(path, v, lo=0)})
-def select_importance(feats, c, u, n, ctx, power=1.0, trim=0.0, taps=7, draw='independent', candidates=0.0):
+def select_importance(feats, c, u, n, ctx, power=1.0, trim=0.0, taps=7, draw='systematic', candidates=0.0):
     """Importance sampling by proxy difficulty: n units drawn without replacement with
     p_i ~ d_i ** power, d_i the RMS residual of the pool's best linear restorer on unit i
     (distill/difficulty.py). Random crops tilted towards what the task finds hard: coverage of
