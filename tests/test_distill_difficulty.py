@@ -179,3 +179,20 @@ def test_importance_candidates_spread_the_picks():
     assert (picked < 300).sum() == 1  # one from each of the two far-apart groups
     base = SELECTION.call({'type': 'importance'}, feats, c, c, 8, _ctx(d, 3))[0]
     assert len(base) == 8
+
+
+def test_count_quota_keeps_each_strata_share_and_tilts_inside():
+    """quota: count - a hard stratum does not take the budget of an easy one; inside a stratum
+    the harder units are still favoured."""
+    labels = np.repeat([0, 1], 300)
+    d = np.r_[np.linspace(1, 2, 300), np.linspace(10, 20, 300)]  # stratum 1 is ten times harder
+    feats = np.zeros((600, 2), np.float32)
+    sel = {'type': 'importance', 'draw': 'systematic'}
+    by_weight = SELECTION.call(sel, feats, d, d, 60, {**_ctx(d, 0), 'labels': labels})[0]
+    assert np.bincount(labels[by_weight])[0] < 10
+    hard_half = []
+    for seed in range(4):
+        picked = SELECTION.call({**sel, 'quota': 'count'}, feats, d, d, 60, {**_ctx(d, seed), 'labels': labels})[0]
+        assert np.all(np.abs(np.bincount(labels[picked]) - 30) <= 1)
+        hard_half.append(np.mean(picked[labels[picked] == 0] >= 150))
+    assert np.mean(hard_half) > 0.5

@@ -268,6 +268,12 @@ def _draw(path, v):
     return v
 
 
+def _quota(path, v):
+    if v not in ('weight', 'count'):
+        raise OptionError(f'{path} must be weight or count; got {v!r}.')
+    return v
+
+
 def systematic_pps(weights, n, rng):
     """n distinct positions, inclusion probability ~ weight (capped at 1), by systematic sampling:
     one uniform offset, then a step of W / n along the cumulative weights, in the given order.
@@ -302,8 +308,10 @@ def systematic_pps(weights, n, rng):
                                            'trim': lambda path, v: number(path, v, lo=0, hi=0.5),
                                            'taps': lambda path, v: integer(path, v, lo=1),
                                            'draw': _draw,
-                                           'candidates': lambda path, v: number(path, v, lo=0)})
-def select_importance(feats, c, u, n, ctx, power=1.0, trim=0.0, taps=7, draw='systematic', candidates=0.0):
+                                           'candidates': lambda path, v: number(path, v, lo=0),
+                                           'quota': _quota})
+def select_importance(feats, c, u, n, ctx, power=1.0, trim=0.0, taps=7, draw='systematic', candidates=0.0,
+                      quota='weight'):
     """Importance sampling by proxy difficulty: n units drawn without replacement with
     p_i ~ d_i ** power, d_i the RMS residual of the pool's best linear restorer on unit i
     (distill/difficulty.py). Random crops tilted towards what the task finds hard: coverage of
@@ -337,7 +345,13 @@ def select_importance(feats, c, u, n, ctx, power=1.0, trim=0.0, taps=7, draw='sy
         labels = ctx.get('labels')
         lab = np.zeros(total, np.int64) if labels is None else np.asarray(labels, np.int64)
         order = np.lexsort((rng.random(len(pool)), d[pool], lab[pool]))  # equal difficulties: seeded order
-        picked = pool[order][systematic_pps(np.exp(score[order] - score.max()), n, rng)]
+        w = np.exp(score[order] - score.max())
+        if quota == 'count':  # each stratum keeps its share of units; the tilt acts inside it only
+            lo = lab[pool][order]
+            size = np.bincount(lo).astype(np.float64)
+            mass = np.bincount(lo, weights=w)
+            w = w * (size / np.maximum(mass, 1e-300))[lo]
+        picked = pool[order][systematic_pps(w, n, rng)]
         return np.sort(picked), None
     return np.sort(pool[gumbel_topk(score, n, rng)]), None
 
