@@ -196,3 +196,22 @@ def test_count_quota_keeps_each_strata_share_and_tilts_inside():
         assert np.all(np.abs(np.bincount(labels[picked]) - 30) <= 1)
         hard_half.append(np.mean(picked[labels[picked] == 0] >= 150))
     assert np.mean(hard_half) > 0.5
+
+
+def test_systematic_default_draws_like_random_but_stratified():
+    """selection.type systematic (the default): every unit has the random inclusion probability n/N
+    whatever its difficulty, and every stratum gets its share +- 1 on every seed."""
+    rng = _rng(0)
+    labels = np.repeat(np.arange(4), [50, 100, 150, 100])
+    d = rng.uniform(1, 30, 400)
+    feats = np.zeros((400, 2), np.float32)
+    counts = np.zeros(400)
+    for seed in range(300):
+        picked = SELECTION.call({'type': 'systematic'}, feats, d, d, 40, {**_ctx(d, seed), 'labels': labels})[0]
+        assert len(np.unique(picked)) == 40
+        assert np.all(np.abs(np.bincount(labels[picked], minlength=4) - [5, 10, 15, 10]) <= 1)
+        counts[picked] += 1
+    freq = counts / 300
+    assert abs(freq.mean() - 0.1) < 1e-9
+    hard = d > np.median(d)
+    assert abs(freq[hard].mean() - freq[~hard].mean()) < 0.02  # no tilt

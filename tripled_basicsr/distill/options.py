@@ -58,9 +58,10 @@ DEFAULTS = {
     'complexity': {'type': 'vit_entropy'},
     'uncertainty': {'type': 'knn_rarity'},
     # with `sources:` also task_quota (TASK_QUOTA_DEFAULT; a single `source:` has no such key)
-    # importance (systematic draw by a proxy model's difficulty): the best worst case over the real-data task
-    # suite, where k-center tied or lost to random crops (docs/method.md, "Measurements"); each seed a subset
-    'selection': {'type': 'importance', 'ratio': 0.02, 'num': None, 'clusters': 'auto', 'seed': 0, 'kmeans_iters': 50},
+    # systematic: stratified random units (each unit n/N, every k-means stratum and difficulty band its share):
+    # the best worst case over the real-data task suite and the demo, where k-center and every difficulty
+    # tilt tied or lost to random crops somewhere (docs/method.md, "Measurements"); each seed a subset
+    'selection': {'type': 'systematic', 'ratio': 0.02, 'num': None, 'clusters': 'auto', 'seed': 0, 'kmeans_iters': 50},
     'curriculum': {'easy_quantile': 0.5},
     'calibration': {
         # off by default: no calibration variant beat the uncalibrated subset on the real-data study

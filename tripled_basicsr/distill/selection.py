@@ -356,6 +356,21 @@ def select_importance(feats, c, u, n, ctx, power=1.0, trim=0.0, taps=7, draw='sy
     return np.sort(pool[gumbel_topk(score, n, rng)]), None
 
 
+@SELECTION.register('systematic', checks={'power': lambda path, v: number(path, v, lo=0),
+                                           'trim': lambda path, v: number(path, v, lo=0, hi=0.5),
+                                           'taps': lambda path, v: integer(path, v, lo=1),
+                                           'quota': _quota})
+def select_systematic(feats, c, u, n, ctx, power=0.0, trim=0.0, taps=7, quota='weight'):
+    """Stratified random units (the default): the systematic draw of ``importance`` with no tilt.
+    Every unit has the inclusion probability of a random draw (n / N), so the subset is random
+    crops in expectation; but the draw walks the units ordered by k-means stratum and, inside a
+    stratum, by proxy difficulty, so every stratum and every difficulty band gets its share on
+    every seed: no seed over-samples the common flat patches or misses a kind of content.
+    ``power`` > 0 tilts it towards difficulty (``importance`` with ``draw: systematic``)."""
+    return select_importance(feats, c, u, n, ctx, power=power, trim=trim, taps=taps, draw='systematic',
+                             quota=quota)
+
+
 def _gauss(x, c, sigma):
     """Gaussian kernel matrix (B, K) between rows of x and c."""
     return np.exp(-_sq_dists(np.asarray(x, np.float32), np.asarray(c, np.float32)) / (2.0 * sigma * sigma))
