@@ -33,7 +33,7 @@ def make_data(root, num, size, fmt):
     import cv2
     import numpy as np
 
-    from tripled_basicsr.data.paired_source import write_pair_folders
+    from tripled_basicsr.data.pair_folders import write_pair_folders
     from tripled_basicsr.distill._testing import synthetic_image
     rng = np.random.default_rng(0)
     params = [cv2.IMWRITE_JPEG_QUALITY, 92] if fmt == 'jpg' else [cv2.IMWRITE_PNG_COMPRESSION, 1]
@@ -112,7 +112,8 @@ def crop_units(a):
     import cv2
     import numpy as np
 
-    from tripled_basicsr.data.paired_source import PairedSource, write_pair_folders
+    from tripled_basicsr.data.pair_folders import write_pair_folders
+    from tripled_basicsr.data.paired_source import PairedSource
     from tripled_basicsr.distill.crops import CropSource
     from tripled_basicsr.distill.features import EmbedInputs
     rng = np.random.default_rng(0)

@@ -26,7 +26,7 @@ import torch
 
 import tripled_basicsr
 from basicsr.data.paired_image_dataset import PairedImageDataset
-from tripled_basicsr.data.paired_source import write_pair_folders
+from tripled_basicsr.data.pair_folders import write_pair_folders
 from tripled_basicsr.data.tripled_dataset import TripleDDataset
 from tripled_basicsr.demo_data import generate_pairs
 from tripled_basicsr.pack import pack

@@ -10,7 +10,17 @@ import numpy as np
 import pytest
 
 import tripled_basicsr
-from tripled_basicsr.data.paired_source import write_pair_folders
+from tripled_basicsr.data.pair_folders import write_pair_folders
+
+
+@pytest.fixture(autouse=True)
+def _notes_on_stderr(monkeypatch):
+    """Our notes go to BasicSR's logger once a run in this process has set it up, else to stderr
+    (utils/log.py). Tests run many jobs in one process: each starts as a fresh command does."""
+    from tripled_basicsr.utils import log
+    monkeypatch.setattr(log, '_run_logger', lambda: None)
+    monkeypatch.setitem(log._state, 'quiet', False)
+
 
 tripled_basicsr.register()  # our components in BasicSR's registries (also without the autoload hook)
 

@@ -33,8 +33,13 @@ def test_recipes_exist():
 
 @pytest.mark.parametrize('path', ALL_OPTIONS, ids=lambda p: os.path.relpath(p, os.path.join(REPO, 'options')))
 def test_every_options_file_loads_safely(path):
+    """Our loader reads every shipped file as YAML's safe loader does (no Python tags, nothing lost),
+    and each file names its job."""
+    import yaml
     opt = load_yaml_safe(path)
-    assert isinstance(opt, dict) and opt
+    with open(path, encoding='utf-8') as f:
+        assert opt == yaml.load(f, Loader=yaml.SafeLoader)
+    assert isinstance(opt.get('name'), str) and opt['name'], f'{path}: no name'
 
 
 def parse(path, root, monkeypatch):

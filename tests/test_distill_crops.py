@@ -11,8 +11,8 @@ import pytest
 
 from tripled_basicsr.distill import run_distill
 from tripled_basicsr.distill._testing import tiny_options, write_pairs
-from tripled_basicsr.distill.checks import OptionError
 from tripled_basicsr.distill.crops import crop_grid
+from tripled_basicsr.options import OptionError
 
 
 def test_crop_grid_covers_the_image():

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from tripled_basicsr.distill import selection  # noqa: F401  (registers the strategies)
-from tripled_basicsr.distill.checks import OptionError
 from tripled_basicsr.distill.difficulty import fit_proxy, neighbourhoods, residual, unit_difficulty
 from tripled_basicsr.distill.registry import SELECTION
+from tripled_basicsr.options import OptionError
 
 
 def _rng(seed=0):
@@ -44,7 +44,7 @@ def test_fit_refuses_an_even_filter():
 
 
 def _write(root, pairs):
-    from tripled_basicsr.data.paired_source import write_pair_folders
+    from tripled_basicsr.data.pair_folders import write_pair_folders
     return write_pair_folders(root, ((f'img{i}', g, q) for i, (g, q) in enumerate(pairs)), ext='.png')
 
 

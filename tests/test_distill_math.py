@@ -5,9 +5,9 @@ import torch
 
 import tripled_basicsr
 from tripled_basicsr.distill import scoring, selection
-from tripled_basicsr.utils.distribution import mmd_numpy, mmd_rbf
-from tripled_basicsr.distill.checks import OptionError
 from tripled_basicsr.distill.registry import COMPLEXITY, SELECTION, UNCERTAINTY, StrategyRegistry
+from tripled_basicsr.options import OptionError
+from tripled_basicsr.utils.distribution import mmd_numpy, mmd_rbf
 
 tripled_basicsr.register()  # BasicSR registries (conftest does it too; explicit for running this file alone)
 
@@ -135,7 +135,22 @@ def test_baselines():
     top, _ = SELECTION.get('top_complexity')(x, c, c, 5, {})
     assert top.tolist() == list(range(len(x) - 5, len(x)))
     r1, _ = SELECTION.get('random')(x, c, c, 5, {'seed': 1})
-    assert len(np.unique(r1)) == 5
+    assert len(np.unique(r1)) == 5 and r1.min() >= 0 and r1.max() < len(x) and (np.diff(r1) > 0).all()
+    assert SELECTION.get('random')(x, c, c, 5, {'seed': 1})[0].tolist() == r1.tolist()  # the seed decides
+
+
+def test_random_selection_is_uniform():
+    """Every item is drawn with probability n / N: 4000 draws of 10 out of 40, each item's count
+    within 5 binomial standard deviations of 1000; and another seed gives another subset."""
+    x = np.zeros((40, 2), np.float32)
+    c = np.zeros(40)
+    counts = np.zeros(40)
+    for seed in range(4000):
+        counts[SELECTION.get('random')(x, c, c, 10, {'seed': seed})[0]] += 1
+    sd = np.sqrt(4000 * 0.25 * 0.75)
+    assert np.abs(counts - 1000).max() < 5 * sd, counts
+    assert SELECTION.get('random')(x, c, c, 10, {'seed': 0})[0].tolist() != \
+        SELECTION.get('random')(x, c, c, 10, {'seed': 1})[0].tolist()
 
 
 def test_curriculum_stages():

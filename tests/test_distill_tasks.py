@@ -11,9 +11,9 @@ import pytest
 
 from tripled_basicsr.distill import run_distill
 from tripled_basicsr.distill._testing import with_overrides, write_pairs
-from tripled_basicsr.distill.checks import OptionError
 from tripled_basicsr.distill.options import merge_options
 from tripled_basicsr.distill.tasks import allocate, check_task_quota, quota_shares, task_counts
+from tripled_basicsr.options import OptionError
 from tripled_basicsr.utils.io import tree_fingerprint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -310,7 +310,7 @@ def test_bad_task_options(tasks_data, tmp_path):
 
 
 def test_keys_and_pairs_must_be_unique_over_tasks(tmp_path):
-    from tripled_basicsr.data.paired_source import write_pair_folders
+    from tripled_basicsr.data.pair_folders import write_pair_folders
     rng = np.random.default_rng(0)
     img = [rng.integers(0, 255, (16, 16, 3), dtype=np.uint8) for _ in range(4)]
     a = write_pair_folders(str(tmp_path / 'a'), [('b_x', img[0], img[1]), ('y', img[2], img[3])])

@@ -16,7 +16,7 @@ import torch
 from tripled_basicsr.distill import run_distill
 from tripled_basicsr.distill.__main__ import main as distill_main
 from tripled_basicsr.distill._testing import tiny_options, write_pairs
-from tripled_basicsr.distill.checks import OptionError
+from tripled_basicsr.options import OptionError
 from tripled_basicsr.utils.io import tree_fingerprint
 
 
@@ -109,7 +109,7 @@ def test_strategy_defaults_come_from_the_signature():
 
 
 def test_registered_strategy_options_are_checked():
-    from tripled_basicsr.distill.checks import integer
+    from tripled_basicsr.options import integer
     from tripled_basicsr.distill.registry import StrategyRegistry
     reg = StrategyRegistry('complexity', positional=('feats', 'stats', 'ctx'))
 

@@ -20,8 +20,8 @@ import yaml
 from tripled_basicsr.data.paired_source import PairedSource, SourceError
 from tripled_basicsr.distill import run_distill
 from tripled_basicsr.distill._testing import tiny_options, write_pairs
-from tripled_basicsr.distill.checks import OptionError
 from tripled_basicsr.distill.features import WorkDirMismatch
+from tripled_basicsr.options import OptionError
 from tripled_basicsr.utils.io import tree_fingerprint
 
 

@@ -125,8 +125,12 @@ def _opt(tmp, **over):
 def test_options_errors_and_plan(tmp_path):
     with pytest.raises(StudyError, match=r'Unknown option training.iter. Did you mean iters\? See docs/study.md'):
         merge_options(_opt(tmp_path, training={'iter': 3, 'basicsr': {'network_g': NET}}))
-    with pytest.raises(StudyError, match=r'ratios: every ratio must be in \(0, 1\]'):
+    with pytest.raises(StudyError, match=r'ratios: every ratio must be in \(0, 1\]; ratios\[0\] must be a number'):
         merge_options(_opt(tmp_path, ratios=[0, 0.1]))
+    with pytest.raises(StudyError, match=r"ratios\[1\] must be a number; got '2%'"):
+        merge_options(_opt(tmp_path, ratios=[0.1, '2%'], training={'basicsr': {'network_g': NET}}))
+    # YAML 1.1 reads 1e-2 as text: accepted as the distiller accepts it
+    assert merge_options(_opt(tmp_path, ratios=['1e-2'], training={'basicsr': {'network_g': NET}}))['ratios'] == [0.01]
     with pytest.raises(StudyError, match='test_sets is empty'):
         merge_options(_opt(tmp_path, test_sets=[]))
     with pytest.raises(StudyError, match='network_g is required'):
@@ -214,7 +218,7 @@ def test_study_end_to_end_resume_and_skip(tmp_path):
     logs = []
     md = run_study(opt, log=logs.append)
     st = tmp_path / 'study'
-    assert '| all | full | 12 (12) |' in md and '| 25 % | random | 3 (3) |' in md and 'random_crops' in md
+    assert '| all | full | 12 (12) |' in md and '| 25 % | random (varies) | 3 (3) |' in md and 'random_crops' in md
     for f in ('table.md', 'results.csv', 'results.json', 'psnr_vs_iter.png', 'final_psnr.png', 'psnr_vs_ratio.png'):
         assert (st / 'report' / f).is_file()
     rows = (st / 'report' / 'results.csv').read_text().strip().splitlines()

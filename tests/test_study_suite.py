@@ -354,3 +354,14 @@ def test_cli_prepare_dispatch(capsys):
     assert suite.main(['prepare', '--list']) == 0
     out = capsys.readouterr().out
     assert 'sr4_t91bsd200: x4 bicubic super-resolution' in out and 'jbhuang0604/SelfExSR' in out
+
+
+def test_counts_leave_out_comparisons_without_paired_seeds():
+    """A reference arm that never ran (n = 0, no difference) is 'not compared', not a tie."""
+    from tripled_basicsr.study.suite import counts
+    rows = [{'vs': {'random': {'verdict': 'tie', 'n': 0, 'mean_diff': None},
+                    'random_crops': {'verdict': 'worse', 'n': 3, 'mean_diff': -0.1}}},
+            {'vs': {'random': None, 'random_crops': {'verdict': 'tie', 'n': 1, 'mean_diff': 0.2}}}]
+    assert counts(rows, ['random', 'random_crops']) == {
+        'random': {'better': 0, 'tie': 0, 'worse': 0, 'missing': 2},
+        'random_crops': {'better': 0, 'tie': 1, 'worse': 1, 'missing': 0}}

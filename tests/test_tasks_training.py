@@ -125,10 +125,10 @@ def test_resolve_task_quota():
 
 
 @pytest.mark.parametrize('option,match', [
-    ({'a': 0.5, 'b': 0.3, 'c': 0.1, 'zz': 0.1}, r"unknown task\(s\) \['zz'\]"),
+    ({'a': 0.5, 'b': 0.3, 'c': 0.1, 'zz': 0.1}, r"task_quota.zz: there is no task 'zz'; the tasks are a, b, c"),
     ({'a': 0.5, 'b': 0.3, 'c': 0.1}, 'sum to 0.9, not 1'),
-    ({'a': 1.2, 'b': -0.2, 'c': 0}, r'task_quota.b is -0.2; shares must be >= 0'),
-    ({'a': 0.5, 'b': 0.5}, r"no share to task\(s\) \['c'\]"),
+    ({'a': 1.2, 'b': -0.2, 'c': 0}, r'task_quota.b is -0.2: a share cannot be negative'),
+    ({'a': 0.5, 'b': 0.5}, r"no share to task\(s\) c: name every task"),
     ({'a': 'half', 'b': 0.5, 'c': 0}, 'must be a number'),
     ('balanced', 'equal, proportional or a mapping'),
 ])

@@ -43,11 +43,13 @@ import cv2
 import numpy as np
 
 from tripled_basicsr.data.paired_source import IMG_EXTENSIONS, _relative_files
-from tripled_basicsr.utils.img import to_bgr_uint8
-from tripled_basicsr.utils.cli import check_keys, run_command
+from tripled_basicsr.options import OptionError, check_keys
+from tripled_basicsr.utils.cli import run_command
 from tripled_basicsr.utils.device import resolve_device
+from tripled_basicsr.utils.img import to_bgr_uint8
 from tripled_basicsr.utils.io import load_yaml_safe
 from tripled_basicsr.utils.ownership import AtomicOutputDir
+
 
 # name -> task, grey, where to get it and how its folder looks
 KNOWN_SETS = {
@@ -96,13 +98,13 @@ OUTPUT_KEYS = ('path', 'overwrite')
 ON_UNPAIRED = ('error', 'skip')
 
 
-class BenchmarkError(ValueError):
+class BenchmarkError(OptionError):
     pass
 
 
 def _check(kind, path, v, **kw):
-    """The distiller's value checks (``tripled_basicsr.distill.checks``), as a BenchmarkError."""
-    from tripled_basicsr.distill import checks as ck
+    """The distiller's value checks (``tripled_basicsr.options``), as a BenchmarkError."""
+    from tripled_basicsr import options as ck
     try:
         return getattr(ck, kind)(path, v, **kw)
     except ck.OptionError as exc:
@@ -631,7 +633,7 @@ def run_benchmark(opt, path='<options>', log=print, check_output=None):
     if not specs:
         raise BenchmarkError(f'{path}: sets: is empty; list test sets (e.g. [Set5, Set14, BSD100, Urban100]).')
     models = model_specs(opt, path)
-    from tripled_basicsr.cost import input_channels
+    from tripled_basicsr.utils.netinfo import input_channels
     device = resolve_device(opt.get('device', 'auto'))
     tile = check_tile(opt.get('tile'))
     nr = {}

@@ -32,6 +32,7 @@ import time
 
 import yaml
 
+from tripled_basicsr.options import OptionError
 from tripled_basicsr.utils.io import load_yaml_safe
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -43,7 +44,7 @@ ARM_TITLES = {'full': 'full set', 'random': 'random subset', 'random_crops': 'ra
 VAL_SEED = 1000  # the held-out set is generated with another seed than the pool (seed 0)
 
 
-class DemoError(ValueError):
+class DemoError(OptionError):
     pass
 
 

@@ -66,6 +66,7 @@ from torch.utils.data.sampler import Sampler
 
 from tripled_basicsr.data.sampler_registry import SAMPLER_REGISTRY
 from tripled_basicsr.data.sampler_utils import JsonlTrace, all_gather_cat
+from tripled_basicsr.options import task_shares
 
 def _logger():
     from basicsr.utils import get_root_logger
@@ -154,25 +155,8 @@ def resolve_task_quota(option, task_names, counts, recorded=None):
     if not isinstance(option, dict):
         raise ValueError(f'{QUOTA_KEY} must be ~ (the distiller\'s quota), equal, proportional or a mapping '
                          f'{{task: share}}; got {option!r}.')
-    unknown = sorted(set(map(str, option)) - set(names))
-    if unknown:
-        raise ValueError(f'{QUOTA_KEY} names unknown task(s) {unknown}; the set\'s tasks are {names}.')
-    missing = [n for n in names if n not in option]
-    if missing:
-        raise ValueError(f'{QUOTA_KEY} gives no share to task(s) {missing}; name every task of {names} '
-                         f'(a share of 0 leaves a task out).')
-    q = []
-    for n in names:
-        v = option[n]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f'{QUOTA_KEY}.{n} must be a number; got {v!r}.')
-        if v < 0:
-            raise ValueError(f'{QUOTA_KEY}.{n} is {v}; shares must be >= 0.')
-        q.append(float(v))
-    q = np.array(q)
-    if abs(q.sum() - 1) > 1e-6:
-        hint = {n: round(float(v), 4) for n, v in zip(names, q / q.sum())} if q.sum() > 0 else 'equal'
-        raise ValueError(f'{QUOTA_KEY}: the shares sum to {q.sum():.6g}, not 1; rescale them (e.g. {hint}).')
+    shares = task_shares(QUOTA_KEY, option, names)
+    q = np.array([shares[str(n)] for n in names])
     return q / q.sum(), 'as given'
 
 

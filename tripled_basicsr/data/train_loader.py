@@ -113,12 +113,11 @@ def _describe(sampler):
 
 
 def _model_feeds_back(opt):
-    """Whether ``model_type`` feeds per-sample losses back (uses SamplerFeedbackMixin)."""
+    """Whether ``model_type`` feeds per-sample losses back (its class sets ``feeds_sampler``, as
+    SamplerFeedbackMixin does)."""
     from basicsr.utils.registry import MODEL_REGISTRY
-
-    from tripled_basicsr.models.sampler_feedback import SamplerFeedbackMixin
     try:
-        return issubclass(MODEL_REGISTRY.get(opt.get('model_type')), SamplerFeedbackMixin)
+        return bool(getattr(MODEL_REGISTRY.get(opt.get('model_type')), 'feeds_sampler', False))
     except KeyError:
         return False  # build_model reports the unknown model_type
 

@@ -5,8 +5,10 @@ import math
 import cv2
 import numpy as np
 
+from tripled_basicsr.options import OptionError
 
-class DemoDataError(ValueError):
+
+class DemoDataError(OptionError):
     """Invalid argument for the demo-data generator; the message names the option."""
 
 

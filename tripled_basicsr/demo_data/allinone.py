@@ -99,7 +99,7 @@ def write_allinone(out, sizes=DEFAULT_SIZES, val=8, size=64, seed=0, source='mix
         source (str): GT source, as ``python -m tripled_basicsr.demo_data --source``.
         overwrite (bool): replace an earlier output of this project (never another folder).
     """
-    from tripled_basicsr.data.paired_source import write_pair_folders
+    from tripled_basicsr.data.pair_folders import write_pair_folders
     sizes = parse_sizes(sizes)
     val = int_option('--val', val, 0)
     seed = int_option('--seed', seed, 0)

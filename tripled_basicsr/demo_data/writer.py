@@ -11,7 +11,7 @@ import os.path as osp
 import time
 
 from tripled_basicsr.data.distilled_format import _LmdbOut
-from tripled_basicsr.data.paired_source import write_pair_folders
+from tripled_basicsr.data.pair_folders import write_pair_folders
 from tripled_basicsr.demo_data.generate import iter_pairs
 from tripled_basicsr.demo_data.options import int_option, resolve
 from tripled_basicsr.demo_data.sources import require_photos

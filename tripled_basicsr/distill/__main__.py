@@ -13,10 +13,12 @@ def main(argv=None):
                                             'distribution-aware, curriculum-annotated LMDB subset.')
     p.add_argument('-opt', '--opt', required=True, help='YAML options (see docs/distill.md)')
     p.add_argument('--force-overwrite', action='store_true', help='same as output.overwrite: true')
-    p.add_argument('--quiet', action='store_true', help='no progress bars and no full report; the one-line summary '
-                                                         'is still printed')
+    p.add_argument('--quiet', action='store_true', help='no progress bars, notes or full report; warnings and the '
+                                                         'one-line summary are still printed')
     p.add_argument('--debug', action='store_true', help='show full tracebacks')
     args = p.parse_args(argv)
+    from tripled_basicsr.utils.log import set_quiet
+    set_quiet(args.quiet)
 
     from tripled_basicsr.distill import run_distill
     from tripled_basicsr.distill.report import one_line_summary

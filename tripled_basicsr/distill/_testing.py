@@ -31,7 +31,7 @@ def synthetic_image(rng, size, kind):
 
 def write_pairs(root, num=48, size=48, seed=0, sigma=10, scale=1, kinds=(0, 1, 2, 3), ext='.png'):
     """Write ``root/gt`` and ``root/lq`` (LQ = GT/scale + Gaussian noise). Returns (gt_dir, lq_dir)."""
-    from tripled_basicsr.data.paired_source import write_pair_folders
+    from tripled_basicsr.data.pair_folders import write_pair_folders
     rng = np.random.default_rng(seed)
 
     def pairs():

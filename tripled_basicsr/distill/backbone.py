@@ -15,6 +15,8 @@ import sys
 
 import torch
 
+from tripled_basicsr.utils.log import note
+
 
 class WeightsError(RuntimeError):
     pass
@@ -176,9 +178,8 @@ def resolve_auto_backbone(pretrained=True, checkpoint=None, hub_timeout=3.0):
         ok, why = _hub_reachable((probe.pretrained_cfg or {}).get('hf_hub_id') or f'timm/{AUTO_VIT}', hub_timeout)
         if ok:
             return AUTO_VIT
-    print(f'note: features.backbone auto -> {NAME} (hand-crafted restoration statistics): no pretrained '
-          f'{AUTO_VIT} weights ({why}). Set features.checkpoint or warm the Hugging Face cache to use the ViT.',
-          file=sys.stderr)
+    note(f'features.backbone auto -> {NAME} (hand-crafted restoration statistics): no pretrained '
+         f'{AUTO_VIT} weights ({why}). Set features.checkpoint or warm the Hugging Face cache to use the ViT.')
     return NAME
 
 
@@ -232,9 +233,9 @@ def build_backbone(name, pretrained=True, checkpoint=None, input_size=128, model
     else:
         model = create(False)
         weights = 'random-init'
-        print(f'note: features.backbone {name!r} with random weights (pretrained: false, no checkpoint): a random '
-              f'network\'s feature space is a poor guide for selection (docs/method.md, "Offline variants"); without '
-              f'weights, features.backbone: tripled_stats is the measured better choice.', file=sys.stderr)
+        note(f'features.backbone {name!r} with random weights (pretrained: false, no checkpoint): a random '
+             f'network\'s feature space is a poor guide for selection (docs/method.md, "Offline variants"); without '
+             f'weights, features.backbone: tripled_stats is the measured better choice.')
     model.eval().requires_grad_(False)
     model.tripled_weights = weights
     return model

@@ -217,13 +217,13 @@ class CropSource:
 def pixel_budget(sel, total_pixels, crop, n_units):
     """Units to pick for ``selection.ratio`` as a share of the source's GT pixels (crop units),
     or ``selection.num`` units. Raises OptionError naming the key."""
-    from tripled_basicsr.distill.checks import OptionError
+    from tripled_basicsr.options import OptionError
     if sel.get('num') is not None:
         n = int(sel['num'])
         if not 1 <= n <= n_units:
             raise OptionError(f'selection.num = {n} must be between 1 and the number of crops ({n_units}).')
         return n
-    from tripled_basicsr.distill.checks import at_least
+    from tripled_basicsr.options import at_least
     ratio = float(sel['ratio'])
     units = ratio * total_pixels / float(crop * crop)
     if units < 1 - 1e-9:  # as for whole images: a ratio whose budget is under one unit selects nothing

@@ -1,6 +1,6 @@
 """Options of ``python -m tripled_basicsr.distill``: defaults, merging, validation.
 
-Every key is documented in docs/distill.md. ``merge_options`` checks every key and value
+Every key is documented in docs/reference/distill.md (strategy keys: docs/distill.md). ``merge_options`` checks every key and value
 before any work starts: fixed sections against ``DEFAULTS``, the strategy sections
 (``complexity``, ``uncertainty``, ``selection``) against the registered strategy's
 signature (registry.py), so a typo fails in milliseconds, not after the feature stage.
@@ -9,9 +9,9 @@ import copy
 import math
 import os
 
+from tripled_basicsr import options as ck
 from tripled_basicsr.data.paired_source import check_filename_tmpl
-from tripled_basicsr.distill import checks as ck
-from tripled_basicsr.distill.checks import OptionError  # noqa: F401  (re-exported: the historical import path)
+from tripled_basicsr.options import OptionError  # noqa: F401  (re-exported: the historical import path)
 from tripled_basicsr.utils.lmdb_io import is_lmdb
 
 DEFAULTS = {
@@ -280,7 +280,7 @@ def validate(opt):
     if sel.get('num') is not None:
         sel['num'] = ck.integer('selection.num', sel['num'], lo=1)
     if sel.get('ratio') is not None:
-        sel['ratio'] = ck.number('selection.ratio', sel['ratio'], lo=0, hi=1, lo_open=True)
+        sel['ratio'] = ck.ratio('selection.ratio', sel['ratio'])
     sel['seed'] = ck.integer('selection.seed', sel['seed'])
     sel['clusters'] = _int_or('selection.clusters', sel['clusters'], ('auto',), 1)
     sel['kmeans_iters'] = ck.integer('selection.kmeans_iters', sel['kmeans_iters'], lo=1)

@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from tripled_basicsr.distill.checks import OptionError
+from tripled_basicsr.options import OptionError
 from tripled_basicsr.distill.options import (feature_dependencies, is_multi, merge_options, resolve_budget, scale_of,
                                              source_entries, work_dir_of)
+from tripled_basicsr.utils.log import note, warn
 
 
 @dataclass
@@ -280,8 +281,8 @@ def _as_crops(src, s, p, shapes=None):
         except ValueError as exc:
             raise OptionError(str(exc) if p == 'source' else f'{p}: {exc}') from exc
         if src.small_images:
-            print(f'note: {len(src.small_images)} source image(s) smaller than {p}.crop_size {s["crop_size"]} '
-                  f'give no crop (first: {src.small_images[0]!r}).', file=sys.stderr)
+            note(f'{len(src.small_images)} source image(s) smaller than {p}.crop_size {s["crop_size"]} '
+                 f'give no crop (first: {src.small_images[0]!r}).')
     return src
 
 
@@ -296,7 +297,7 @@ def _resolve_auto_crop(entries, pairs):
         s['crop_size'] = crop
     if int(os.environ.get('RANK', 0)) == 0:
         what = f'{crop}-px crops' if crop else 'whole images (median short side under 96 px)'
-        print(f'note: source.crop_size auto -> {what} as selection units.', file=sys.stderr)
+        note(f'source.crop_size auto -> {what} as selection units.')
     return shapes
 
 
@@ -378,8 +379,8 @@ def setup_features(st):
         store = FeatureStore(st.work, n_total, v, dim, deps)
         changed = stale_rows(st.source, store.open('r+'), st.progress)
         if changed:
-            print(f'note: {len(changed)} source pair(s) changed since their features were computed (first: '
-                  f'{changed[0]!r}); embedding them again.', file=sys.stderr)
+            note(f'{len(changed)} source pair(s) changed since their features were computed (first: '
+                 f'{changed[0]!r}); embedding them again.')
         return store, changed
 
     res = _on_rank0(create, st.rank, st.world)
@@ -459,7 +460,8 @@ def scores(st):
         st.task_rows = {t: np.flatnonzero(tix == j) for j, t in enumerate(source.tasks)}
 
     with timed(st, 'kmeans'):
-        if opt['features']['backbone'] == 'tripled_stats':  # statistics in different units: z-score first
+        from tripled_basicsr.distill import handcrafted
+        if opt['features']['backbone'] == handcrafted.NAME:  # statistics in different units: z-score first
             from tripled_basicsr.distill.handcrafted import standardized_features
             st.feats = standardized_features(store.feat, len(st.kinds), st.views_per_kind)[st.valid]
         else:
@@ -604,8 +606,8 @@ def calibrate(st):
     rep['improved'] = not (worse or no_gain)
     rep['applied'] = True
     if no_gain:
-        print('note: calibration found no transform that brings the subset closer to the source (MMD '
-              f'{rep["mmd_before"]:.5g}); writing the subset uncalibrated.', file=sys.stderr)
+        note('calibration found no transform that brings the subset closer to the source (MMD '
+             f'{rep["mmd_before"]:.5g}); writing the subset uncalibrated.')
         cal, rep['applied'] = None, False
     elif worse:
         msg = (f'Calibration moved the subset away from the source: MMD {rep["mmd_before"]:.5g} before, '
@@ -617,7 +619,7 @@ def calibrate(st):
                                    'calibration.keep_best: true, or calibration.enabled: false; or try a lower '
                                    'lr / more iters.')
         if copt['on_worse'] == 'skip':
-            print(f'warning: {msg} Writing the uncalibrated subset (on_worse: skip).', file=sys.stderr)
+            warn(f'{msg} Writing the uncalibrated subset (on_worse: skip).')
             cal, rep['applied'] = None, False
     st.cal, st.cal_report = cal, rep
 

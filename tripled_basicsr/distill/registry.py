@@ -19,7 +19,7 @@ an error with close matches, a value must have the type of the default, and ``ch
 given at registration validate values further. Add your own with::
 
     from tripled_basicsr.distill.registry import COMPLEXITY
-    from tripled_basicsr.distill.checks import number
+    from tripled_basicsr.options import number
 
     @COMPLEXITY.register('my_score', checks={'scale': lambda path, v: number(path, v, lo=0)})
     def my_score(feats, stats, ctx, scale=1.0):
@@ -27,7 +27,7 @@ given at registration validate values further. Add your own with::
 """
 import inspect
 
-from tripled_basicsr.distill.checks import OptionError, like_default, unknown_key
+from tripled_basicsr.options import OptionError, like_default, unknown_key
 
 
 class StrategyRegistry:
@@ -110,7 +110,7 @@ class StrategyRegistry:
                 continue
             if k not in params:
                 allowed = sorted(set(params) | set(self.shared) | {'type'})
-                raise unknown_key(f'{self.kind}.', k, allowed,
+                raise unknown_key(f'{self.kind}.', k, allowed, 'docs/distill.md',
                                   f' {self.kind} type {name!r} takes: {", ".join(allowed)}.')
         for k, default in params.items():
             v = section.get(k, default)

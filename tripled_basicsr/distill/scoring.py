@@ -6,8 +6,8 @@ Pure functions over arrays; the registered strategies at the bottom are what the
 import numpy as np
 import torch
 
-from tripled_basicsr.distill.checks import choice, integer, number
 from tripled_basicsr.distill.registry import COMPLEXITY, UNCERTAINTY
+from tripled_basicsr.options import choice, integer, number
 from tripled_basicsr.utils.device import resolve_device
 
 STAT_NAMES = ('entropy', 'gradient', 'token_var')

@@ -12,8 +12,8 @@ import math
 
 import numpy as np
 
-from tripled_basicsr.distill.checks import OptionError, integer, number
 from tripled_basicsr.distill.registry import SELECTION
+from tripled_basicsr.options import OptionError, integer, number
 
 
 def auto_clusters(n, lo=2, hi=256):

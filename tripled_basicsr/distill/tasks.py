@@ -9,13 +9,12 @@ selection inside each task (pipeline.scores / pipeline.select).
 The quota maths are pure functions (``quota_shares``, ``allocate``, ``task_counts``) so they
 are tested on numbers; every error names the option and says what to do.
 """
-import math
 import re
 
 import numpy as np
 
-from tripled_basicsr.distill.checks import OptionError, number
-from tripled_basicsr.models.task_eval import MEAN_NAME
+from tripled_basicsr.options import OptionError, task_shares
+from tripled_basicsr.utils.tasknames import MEAN_NAME
 
 # a task name becomes a key prefix (LMDB keys: ASCII, no dot, no path separator) and a label
 # in logs and TensorBoard tags
@@ -48,25 +47,7 @@ def check_task_quota(value, tasks):
     if not isinstance(value, dict) or not value:
         raise OptionError(f'{path} must be proportional, equal or a mapping {{task: share}} naming every task; '
                           f'got {value!r}.')
-    out = {}
-    for name, share in value.items():
-        if name not in tasks:
-            raise OptionError(f'{path}.{name}: there is no task {name!r}; the tasks (sources[*].task) are '
-                              f'{", ".join(tasks)}. Fix the name or remove it.')
-        share = number(f'{path}.{name}', share)  # YAML's 1e-1 (no dot) is a string: accepted as a number
-        if not math.isfinite(share):
-            raise OptionError(f'{path}.{name} must be a finite number >= 0 (its share of the subset); got {share!r}.')
-        if share < 0:
-            raise OptionError(f'{path}.{name} is {share}: a share cannot be negative (0 leaves the task out).')
-        out[name] = float(share)
-    missing = [t for t in tasks if t not in out]
-    if missing:
-        raise OptionError(f'{path} gives no share to task(s) {", ".join(missing)}: name every task (0 leaves a task '
-                          f'out), or use proportional / equal.')
-    total = sum(out.values())
-    if abs(total - 1.0) > SUM_TOLERANCE:
-        raise OptionError(f'{path}: the shares sum to {total:.6g}, not 1; scale them so they sum to 1.')
-    return out
+    return task_shares(path, value, tasks, SUM_TOLERANCE)
 
 
 def quota_shares(task_quota, sizes):

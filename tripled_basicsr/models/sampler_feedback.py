@@ -50,6 +50,7 @@ class SamplerFeedbackMixin:
     """Mix into any BasicSR model class, before the BaseModel subclass:
     ``class M(SamplerFeedbackMixin, SRModel)``."""
 
+    feeds_sampler = True  # read by data/train_loader.py, which must not import models
     sampler = None
     sample_index = None
 

@@ -45,6 +45,7 @@ from tripled_basicsr.utils.io import file_sha256
 
 from tripled_basicsr.models.sampler_feedback import SamplerFeedbackMixin
 from tripled_basicsr.models.task_eval import PerTaskValidationMixin
+from tripled_basicsr.options import OptionError
 
 TEACHERS = ('teacher_a', 'teacher_b')
 # loss key -> (log name, side): side None = output-level term
@@ -61,7 +62,7 @@ ADAPTERS = ('conv1x1', 'none')
 STATE_VERSION = 1
 
 
-class SLKDConfigError(ValueError):
+class SLKDConfigError(OptionError):
     """A bad SLKD option, teacher file or tap; the message names the key and what to do."""
 
 
@@ -455,7 +456,7 @@ class SLKDModel(PerTaskValidationMixin, SamplerFeedbackMixin, SRModel):
 
     def _build_taps_and_adapters(self):
         """Hook the taps, run one probe forward of each network, check scales and tap shapes, build adapters."""
-        from tripled_basicsr.cost import input_channels
+        from tripled_basicsr.utils.netinfo import input_channels
         student = self.get_bare_model(self.net_g)
         hooks = {'student': {}, 'teacher_a': {}, 'teacher_b': {}}
         for side, s in self.slkd['sides'].items():

@@ -22,7 +22,8 @@ Mix it into a model before the BaseModel subclass: ``class M(PerTaskValidationMi
 """
 from collections import OrderedDict
 
-MEAN_NAME = 'mean'  # the mean over tasks: reserved as a task name
+from tripled_basicsr.utils.tasknames import MEAN_NAME
+
 TB_PREFIX = 'metrics_task'
 
 

@@ -16,6 +16,8 @@ baseline next to ``random``).
 """
 import copy
 
+from tripled_basicsr.options import OptionError
+
 KINDS = ('full', 'random', 'random_crops', 'distill')
 
 PRESETS = {
@@ -38,7 +40,7 @@ PRESETS = {
 _KEYS = {'kind', 'base', 'distill', 'curriculum', 'sampler', 'basicsr', 'seeds', 'description'}
 
 
-class ArmError(ValueError):
+class ArmError(OptionError):
     pass
 
 

@@ -30,9 +30,9 @@ import subprocess
 import sys
 import time
 
+from tripled_basicsr.options import OptionError, ratio, unknown_key
 from tripled_basicsr.study.arms import deep_merge, resolve_arm
 from tripled_basicsr.study.stats import enlarge_ratio
-from tripled_basicsr.utils.cli import unknown_key
 from tripled_basicsr.utils.io import read_json, write_json_atomic
 
 DOC = 'docs/study.md'
@@ -71,7 +71,7 @@ DEFAULTS = {
 }
 
 
-class StudyError(ValueError):
+class StudyError(OptionError):
     pass
 
 
@@ -100,10 +100,10 @@ def merge_options(user):
         if src.get(k):
             src[k] = os.path.abspath(os.path.expanduser(src[k]))
     ratios = opt['ratios'] if isinstance(opt['ratios'], list) else [opt['ratios']]
-    for r in ratios:
-        if not isinstance(r, (int, float)) or not 0 < float(r) <= 1:
-            raise StudyError(f'ratios: every ratio must be in (0, 1]; got {r!r}.')
-    opt['ratios'] = [float(r) for r in ratios]
+    try:
+        opt['ratios'] = [ratio(f'ratios[{i}]', r) for i, r in enumerate(ratios)]
+    except OptionError as e:
+        raise StudyError(f'ratios: every ratio must be in (0, 1]; {e}') from None
     seeds = opt['seeds'] if isinstance(opt['seeds'], list) else list(range(int(opt['seeds'])))
     if not seeds or not all(isinstance(s, int) for s in seeds):
         raise StudyError(f'seeds: a list of integers or a count; got {opt["seeds"]!r}.')
@@ -196,7 +196,7 @@ def check_study(study):
         if arm['kind'] == 'distill':
             from tripled_basicsr.distill.options import merge_options as distill_options
             try:
-                distill_options(study.distill_options(run, study.path('subsets', run.id)))
+                distill_options(study.distill_options(run, study.path('subsets', run.id), check_only=True))
             except ValueError as exc:
                 origin = _distill_key_origin(opt, name, str(exc))
                 where = f'{origin} (arm {name})' if origin else \
@@ -406,7 +406,9 @@ class Study:
         if err is not None:
             raise StudyError(f'could not delete the subset {root} to rebuild it: {err}. Delete it yourself.')
 
-    def distill_options(self, run, root):
+    def distill_options(self, run, root, check_only=False):
+        """The distiller's options of a distill run. ``check_only``: for the option check before
+        anything runs, which must not read the pool (the crop size stays ``auto`` there)."""
         src = self.opt['source']
         base = deep_merge(self.opt['distill'], run.arm['distill'])
         over = {'name': f'{self.opt["name"]}_{run.id}', 'output': {'path': root, 'overwrite': False},
@@ -415,7 +417,7 @@ class Study:
             over['source'] = {k: src[k] for k in ('dataroot_gt', 'dataroot_lq', 'filename_tmpl', 'meta_info_file',
                                                   'io_backend', 'scale')}
             if 'crop_size' not in (base.get('source') or {}):  # crop units of the random-crops arm's size
-                over['source']['crop_size'] = self.crop_size()
+                over['source']['crop_size'] = 'auto' if check_only else self.crop_size()
         opt = deep_merge(base, over)
         feat = {'source': opt.get('sources') or opt['source'], 'features': opt.get('features', {})}
         opt['work_dir'] = self.path('distill_work', _hash(feat))
@@ -442,8 +444,8 @@ class Study:
             if rc != 0:
                 raise StudyError(f'run {run.id}: distillation failed (exit {rc}): {log_error(log, start)}\n'
                                  f'(full log: {log})')
-            with open(os.path.join(root, 'tripled_meta.json'), encoding='utf-8') as f:
-                meta = json.load(f)
+            from tripled_basicsr.data.distilled_format import read_meta
+            meta = read_meta(root)
             n = len(meta['samples'])
             feat_s = float(((meta.get('summary') or {}).get('timings') or {}).get('features', 0.0))
             # the feature pass is shared by every distill run of the study; charge each run its full

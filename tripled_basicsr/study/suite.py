@@ -26,13 +26,15 @@ import os
 import subprocess
 import sys
 
+from tripled_basicsr.options import OptionError
+
 DOC = 'docs/study.md ("Task suite")'
 DEFAULTS = {'name': 'suite', 'suite_dir': None, 'tasks': [], 'arm': 'tripled', 'references': ['random', 'random_crops'],
             'full_arm': 'full', 'require_defaults': True}
 TASK_KEYS = ('name', 'opt', 'description')
 
 
-class SuiteError(ValueError):
+class SuiteError(OptionError):
     pass
 
 
@@ -40,7 +42,7 @@ class SuiteError(ValueError):
 def load_suite(path):
     """The suite options (checked), with every task's options file resolved against the suite
     file's folder. -> dict (name, suite_dir (absolute), tasks: [{name, opt, description}], ...)."""
-    from tripled_basicsr.utils.cli import check_keys
+    from tripled_basicsr.options import check_keys
     from tripled_basicsr.utils.io import load_yaml_safe
     user = load_yaml_safe(path)
     if not isinstance(user, dict):
@@ -279,7 +281,8 @@ def counts(rows, refs):
     for ref in refs:
         c = {'better': 0, 'tie': 0, 'worse': 0, 'missing': 0}
         for r in rows:
-            v = (r['vs'].get(ref) or {}).get('verdict')
+            cmp = r['vs'].get(ref) or {}
+            v = cmp.get('verdict') if cmp.get('n') and cmp.get('mean_diff') is not None else None  # no paired seed
             c[v if v in c else 'missing'] += 1
         out[ref] = c
     return out

@@ -5,7 +5,7 @@ import numpy as np
 def to_bgr_uint8(img, name='image'):
     """Bring a decoded image to what BasicSR trains on: HxWx3 uint8 BGR.
 
-    Conversion rules (documented in the README):
+    Conversion rules (documented in docs/reference/dataset.md):
       * grayscale (HxW or HxWx1) -> the gray value replicated in 3 channels, as
         BasicSR's ``imfrombytes`` (cv2.IMREAD_COLOR) does;
       * BGRA (4 channels) -> alpha dropped, colour channels kept unchanged (no

@@ -1,4 +1,4 @@
-"""Option value checks of the distiller, in one place: each names the option key, says
+"""Option value checks of every command, in one place: each names the option key, says
 what is allowed and what it got, and returns the value in canonical type.
 
 YAML 1.1 (PyYAML) reads ``1e-3`` (no dot) as a string; numeric options therefore accept a
@@ -55,6 +55,12 @@ def number(path, v, lo=None, hi=None, lo_open=False, hi_open=False):
     return _in_range(path, x, v, 'a number', lo, hi, lo_open, hi_open)
 
 
+def ratio(path, v):
+    """A share of a pool in (0, 1] -> float (the distiller's ``selection.ratio`` and the study's
+    ``ratios``; YAML 1.1's ``1e-2``, read as text, is accepted like 0.01)."""
+    return number(path, v, lo=0, hi=1, lo_open=True)
+
+
 def integer(path, v, lo=None, hi=None):
     """A whole number -> int (1.0 is accepted, 1.5 is not)."""
     x = _as_number(path, v, 'an integer')
@@ -103,10 +109,20 @@ def mapping(path, v):
     return v
 
 
-def unknown_key(path, key, allowed, extra=''):
-    """The error for an option key that does not exist, with close matches (utils.cli's wording)."""
-    from tripled_basicsr.utils.cli import unknown_key as _unknown
-    return _unknown(path, key, allowed, 'docs/distill.md', extra, OptionError)
+def unknown_key(path, key, allowed, doc='docs/reference/distill.md', extra='', error=OptionError):
+    """The error for an option key that does not exist, with the close matches (difflib): one
+    wording for every command. ``path``: the section it is in, with a trailing dot (``'tile.'``;
+    ``''`` at the top); ``doc``: where every key is listed."""
+    close = difflib.get_close_matches(str(key), [str(a) for a in allowed], n=3)
+    hint = f' Did you mean {", ".join(close)}?' if close else ''
+    return error(f'Unknown option {path}{key}.{hint}{extra} See {doc} for every key.')
+
+
+def check_keys(section, allowed, path, doc, error=OptionError):
+    """Raise ``unknown_key`` for the first key of the mapping ``section`` not in ``allowed``."""
+    for k in section or {}:
+        if k not in allowed:
+            raise unknown_key(path, k, list(allowed), doc, error=error)
 
 
 def like_default(path, v, default):
@@ -126,3 +142,32 @@ def like_default(path, v, default):
             raise OptionError(f'{path} must be a list; {_got(v)}.')
         return list(v)
     return v
+
+
+def task_shares(path, value, tasks, tolerance=1e-6):
+    """A quota {task: share} -> {task: float}: every task of ``tasks`` named, no other name,
+    shares finite and >= 0 (0 leaves a task out) summing to 1 within ``tolerance``. The one
+    check of the distiller's ``selection.task_quota`` and the sampler's ``task_quota``."""
+    if not isinstance(value, dict) or not value:
+        raise OptionError(f'{path} must be a mapping {{task: share}} naming every task; got {value!r}.')
+    tasks = [str(t) for t in tasks]
+    out = {}
+    for name, share in value.items():
+        if str(name) not in tasks:
+            raise OptionError(f'{path}.{name}: there is no task {name!r}; the tasks are {", ".join(tasks)}. '
+                              f'Fix the name or remove it.')
+        share = number(f'{path}.{name}', share)  # YAML's 1e-1 (no dot) is a string: accepted as a number
+        if not math.isfinite(share):
+            raise OptionError(f'{path}.{name} must be a finite number >= 0 (its share); got {share!r}.')
+        if share < 0:
+            raise OptionError(f'{path}.{name} is {share:g}: a share cannot be negative (0 leaves the task out).')
+        out[str(name)] = float(share)
+    missing = [t for t in tasks if t not in out]
+    if missing:
+        raise OptionError(f'{path} gives no share to task(s) {", ".join(missing)}: name every task (0 leaves a task '
+                          f'out).')
+    total = sum(out.values())
+    if abs(total - 1.0) > tolerance:
+        hint = {t: round(v / total, 4) for t, v in out.items()} if total > 0 else 'equal'
+        raise OptionError(f'{path}: the shares sum to {total:.6g}, not 1; scale them so they sum to 1 (e.g. {hint}).')
+    return out
