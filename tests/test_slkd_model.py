@@ -6,8 +6,9 @@ import pytest
 import torch
 
 import tripled_basicsr
+from tripled_basicsr.archs.slkd_adapters_arch import SLKDAdapters
 from tripled_basicsr.archs.unet_arch import TripleDUNet
-from tripled_basicsr.models.slkd_model import (SLKDAdapters, SLKDConfigError, check_tap_pair, clean_input, dict_diff,
+from tripled_basicsr.models.slkd_model import (SLKDConfigError, check_tap_pair, clean_input, dict_diff,
                                                first_mismatched_keys, resume_iter)
 from tripled_basicsr.utils.io import file_sha256
 

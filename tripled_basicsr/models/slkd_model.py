@@ -298,29 +298,6 @@ class TapRecorder:
         self.handles = []
 
 
-class SLKDAdapters(nn.Module):
-    """Scale-conversion modules: one 1x1 conv per student tap (to the teacher's width), then a
-    bilinear resize to the teacher's size where they differ. Trained with the student, never exported.
-
-    forward(feats, sizes): lists (one per pair) of student features (B, Cs, H, W) and teacher
-    (H, W) sizes -> list of (B, Ct, Ht, Wt)."""
-
-    def __init__(self, channels, kind='conv1x1'):
-        super().__init__()
-        self.kind = kind
-        self.convs = nn.ModuleList(
-            nn.Conv2d(cs, ct, 1) if kind == 'conv1x1' else nn.Identity() for cs, ct in channels)
-
-    def forward(self, feats, sizes):
-        out = []
-        for conv, f, size in zip(self.convs, feats, sizes):
-            f = conv(f)
-            if tuple(f.shape[-2:]) != tuple(size):
-                f = F.interpolate(f, size=tuple(size), mode='bilinear', align_corners=False)
-            out.append(f)
-        return out
-
-
 # ----------------------------------------------------------------------------- model
 @MODEL_REGISTRY.register()
 class SLKDModel(PerTaskValidationMixin, SamplerFeedbackMixin, SRModel):
@@ -515,7 +492,8 @@ class SLKDModel(PerTaskValidationMixin, SamplerFeedbackMixin, SRModel):
                 channels.append((ss[1], ts[1]))
         self.adapters = None
         if channels:
-            self.adapters = self.model_to_device(SLKDAdapters(channels, self.slkd['adapter']))
+            self.adapters = self.model_to_device(build_network({'type': 'SLKDAdapters', 'channels': channels,
+                                                                'kind': self.slkd['adapter']}))
             self.adapters.train()
             n = sum(q.numel() for q in self.adapters.parameters())
             get_root_logger().info(f'SLKD adapters ({self.slkd["adapter"]}): {len(channels)} tap pair(s), {n} params '
