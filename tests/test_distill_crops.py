@@ -137,7 +137,7 @@ def test_auto_crop_size_rule():
     assert auto_crop_size([]) is None
 
 
-def test_defaults_are_crops_statistics_and_systematic_offline(tmp_path, monkeypatch, capsys):
+def test_defaults_are_crops_statistics_and_importance_offline(tmp_path, monkeypatch, capsys):
     from tripled_basicsr.distill.backbone import AUTO_VIT, resolve_auto_backbone
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')  # no weights to be had: auto falls back without waiting for a hub
     gt, lq = write_pairs(str(tmp_path / 'src'), num=6, size=144, seed=3, sigma=5)
@@ -153,8 +153,9 @@ def test_defaults_are_crops_statistics_and_systematic_offline(tmp_path, monkeypa
         meta = json.load(f)
     used = meta['provenance']['options']
     assert used['source']['crop_size'] == 48 and used['features']['backbone'] == 'tripled_stats'
-    assert used['selection']['type'] == 'systematic' and used['calibration']['enabled'] is False
-    assert used['selection']['power'] == 0.0 and meta['summary']['timings']['difficulty'] > 0
+    assert used['selection']['type'] == 'importance' and used['calibration']['enabled'] is False
+    assert used['selection']['power'] == 1.0 and used['selection']['quota'] == 'count'
+    assert meta['summary']['timings']['difficulty'] > 0
     n = math.ceil(0.1 * 6 * 144 * 144 / 48 ** 2)  # the budget is a share of the pixels
     assert len(meta['samples']) == n and all(len(s['box']) == 4 and s['box'][2] == 48 for s in meta['samples'])
     assert sorted(os.listdir(gt)) == before

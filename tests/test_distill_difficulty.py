@@ -188,11 +188,11 @@ def test_count_quota_keeps_each_strata_share_and_tilts_inside():
     d = np.r_[np.linspace(1, 2, 300), np.linspace(10, 20, 300)]  # stratum 1 is ten times harder
     feats = np.zeros((600, 2), np.float32)
     sel = {'type': 'importance', 'draw': 'systematic'}
-    by_weight = SELECTION.call(sel, feats, d, d, 60, {**_ctx(d, 0), 'labels': labels})[0]
+    by_weight = SELECTION.call({**sel, 'quota': 'weight'}, feats, d, d, 60, {**_ctx(d, 0), 'labels': labels})[0]
     assert np.bincount(labels[by_weight])[0] < 10
     hard_half = []
     for seed in range(4):
-        picked = SELECTION.call({**sel, 'quota': 'count'}, feats, d, d, 60, {**_ctx(d, seed), 'labels': labels})[0]
+        picked = SELECTION.call(sel, feats, d, d, 60, {**_ctx(d, seed), 'labels': labels})[0]  # count: the default
         assert np.all(np.abs(np.bincount(labels[picked]) - 30) <= 1)
         hard_half.append(np.mean(picked[labels[picked] == 0] >= 150))
     assert np.mean(hard_half) > 0.5

@@ -127,14 +127,14 @@ def test_shipped_option_files_are_valid(tmp_path):
         opt = load_yaml_safe(os.path.join(root, 'options', name))
         opt['source']['dataroot_gt'] = opt['source']['dataroot_lq'] = str(tmp_path)  # existence not needed here
         merged = merge_options(opt)
-        assert merged['selection']['type'] == 'systematic' and merged['output']['path']
+        assert merged['selection']['type'] == 'importance' and merged['output']['path']
         assert merged['source']['crop_size'] >= 48 and merged['calibration']['enabled'] is False
 
 
 @pytest.mark.slow
 def test_defaults_under_torchrun_equal_one_process(tmp_path, monkeypatch):
     """The default options (crop_size auto, backbone auto resolved on rank 0 and shared,
-    systematic, codec auto) under torchrun with 2 gloo ranks give the single-process subset."""
+    importance, codec auto) under torchrun with 2 gloo ranks give the single-process subset."""
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     gt, lq = write_pairs(str(tmp_path / 'src'), num=8, size=144, seed=4, sigma=5)
     from tripled_basicsr.distill import run_distill

@@ -92,8 +92,9 @@ def test_strategy_defaults_come_from_the_signature():
     from tripled_basicsr.distill.options import merge_options
     base = {'source': {'dataroot_gt': 'g', 'dataroot_lq': 'l'}, 'output': {'path': 'o'}}
     opt = merge_options(base)
-    assert opt['selection'] == {'type': 'systematic', 'ratio': 0.02, 'num': None, 'seed': 0, 'clusters': 'auto',
-                                'kmeans_iters': 50, 'power': 0.0, 'trim': 0.0, 'taps': 7, 'quota': 'weight'}
+    assert opt['selection'] == {'type': 'importance', 'ratio': 0.02, 'num': None, 'seed': 0, 'clusters': 'auto',
+                                'kmeans_iters': 50, 'power': 1.0, 'trim': 0.0, 'taps': 7, 'draw': 'systematic',
+                                'candidates': 0.0, 'quota': 'count'}
     assert opt['source']['crop_size'] == 'auto' and opt['features']['backbone'] == 'auto'
     assert opt['calibration']['enabled'] is False
     opt = merge_options({**base, 'selection': {'type': 'tripled'}})

@@ -58,10 +58,10 @@ DEFAULTS = {
     'complexity': {'type': 'vit_entropy'},
     'uncertainty': {'type': 'knn_rarity'},
     # with `sources:` also task_quota (TASK_QUOTA_DEFAULT; a single `source:` has no such key)
-    # systematic: stratified random units (each unit n/N, every k-means stratum and difficulty band its share):
-    # the best worst case over the real-data task suite and the demo, where k-center and every difficulty
-    # tilt tied or lost to random crops somewhere (docs/method.md, "Measurements"); each seed a subset
-    'selection': {'type': 'systematic', 'ratio': 0.02, 'num': None, 'clusters': 'auto', 'seed': 0, 'kmeans_iters': 50},
+    # importance (power 1, systematic draw, quota count): each k-means stratum keeps its unit share, units
+    # inside it drawn ~ proxy difficulty; the best worst case over the task suite and the demo, where
+    # k-center, the untilted draw and the weight-quota tilt each lost somewhere (docs/method.md); each seed a subset
+    'selection': {'type': 'importance', 'ratio': 0.02, 'num': None, 'clusters': 'auto', 'seed': 0, 'kmeans_iters': 50},
     'curriculum': {'easy_quantile': 0.5},
     'calibration': {
         # off by default: no calibration variant beat the uncalibrated subset on the real-data study

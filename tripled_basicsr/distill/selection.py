@@ -311,13 +311,15 @@ def systematic_pps(weights, n, rng):
                                            'candidates': lambda path, v: number(path, v, lo=0),
                                            'quota': _quota})
 def select_importance(feats, c, u, n, ctx, power=1.0, trim=0.0, taps=7, draw='systematic', candidates=0.0,
-                      quota='weight'):
+                      quota='count'):
     """Importance sampling by proxy difficulty: n units drawn without replacement with
     p_i ~ d_i ** power, d_i the RMS residual of the pool's best linear restorer on unit i
     (distill/difficulty.py). Random crops tilted towards what the task finds hard: coverage of
-    a random draw, more of the units where the test error lives. ``trim`` leaves out that share
-    of the hardest units first (outliers), never so many that fewer than n remain. Varies with
-    ``seed`` (each seed a different subset)."""
+    a random draw, more of the units where the test error lives. The default (``draw:
+    systematic``, ``quota: count``) keeps each k-means stratum's share of units and tilts only
+    inside it, which kept the tilt from loading the budget onto one kind of content. ``trim``
+    leaves out that share of the hardest units first (outliers), never so many that fewer than
+    n remain. Varies with ``seed`` (each seed a different subset)."""
     total = feats.shape[0]
     _check_budget(n, total)
     get = ctx.get('difficulty')
@@ -361,12 +363,12 @@ def select_importance(feats, c, u, n, ctx, power=1.0, trim=0.0, taps=7, draw='sy
                                            'taps': lambda path, v: integer(path, v, lo=1),
                                            'quota': _quota})
 def select_systematic(feats, c, u, n, ctx, power=0.0, trim=0.0, taps=7, quota='weight'):
-    """Stratified random units (the default): the systematic draw of ``importance`` with no tilt.
+    """Stratified random units: the systematic draw of ``importance`` with no tilt.
     Every unit has the inclusion probability of a random draw (n / N), so the subset is random
     crops in expectation; but the draw walks the units ordered by k-means stratum and, inside a
     stratum, by proxy difficulty, so every stratum and every difficulty band gets its share on
     every seed: no seed over-samples the common flat patches or misses a kind of content.
-    ``power`` > 0 tilts it towards difficulty (``importance`` with ``draw: systematic``)."""
+    ``power`` > 0 tilts it towards difficulty (``importance`` with ``quota: weight``)."""
     return select_importance(feats, c, u, n, ctx, power=power, trim=trim, taps=taps, draw='systematic',
                              quota=quota)
 
