@@ -1,7 +1,7 @@
 """The main job on embedded data: full set vs a random subset of the same size vs random
 crops of the same pixel budget vs the TripleD subset, several seeds.
 
-    python -m tripled_basicsr.demo [--workdir demo_run] [--overwrite] [--seeds 3] [--iters 300]
+    python -m tripled_basicsr.demo [--workdir demo_run] [--overwrite] [--seeds 5] [--iters 300]
                                    [--ratio 0.05] [--arms full,random,random_crops,tripled]
 
 Runs on a CPU in about 10 minutes with data generated from images that ship with installed
@@ -284,7 +284,7 @@ def build_parser():
     p.add_argument('--size', type=_positive_int('--size'), default=128, help='image side in px (128)')
     p.add_argument('--ratio', type=_ratio, default=None, help='subset share of the pool (recipe: 0.05 -> 20 pairs)')
     p.add_argument('--seeds', type=_positive_int('--seeds'), default=None,
-                   help='number of seeds per arm, 0..N-1 (recipe: 3)')
+                   help='number of seeds per arm, 0..N-1 (recipe: 5)')
     p.add_argument('--iters', type=_positive_int('--iters'), default=None,
                    help='optimiser steps per run, every arm (recipe: 300)')
     p.add_argument('--batch', type=_positive_int('--batch'), default=None, help='batch size (recipe: 8)')
