@@ -135,6 +135,10 @@ def test_importance_needs_the_distillers_difficulty():
 def test_importance_option_checks():
     with pytest.raises(OptionError, match='selection.trim'):
         SELECTION.resolve({'type': 'importance', 'trim': 0.7})
+    for kind in ('importance', 'systematic'):  # an even filter fails when the options are read, not after features
+        with pytest.raises(OptionError, match='selection.taps must be an odd integer'):
+            SELECTION.resolve({'type': kind, 'taps': 4})
+    assert SELECTION.resolve({'type': 'systematic', 'taps': 5})['taps'] == 5
 
 
 def test_systematic_pps_inclusion_and_certainty():

@@ -274,6 +274,20 @@ def _quota(path, v):
     return v
 
 
+def _taps(path, v):
+    v = integer(path, v, lo=1)
+    if v % 2 == 0:
+        raise OptionError(f'{path} must be an odd integer (the proxy filter is centred on its pixel); got {v}.')
+    return v
+
+
+# the keys `importance` and `systematic` share (checked when the options are read, before any work)
+_TILT_CHECKS = {'power': lambda path, v: number(path, v, lo=0),
+                'trim': lambda path, v: number(path, v, lo=0, hi=0.5),
+                'taps': _taps,
+                'quota': _quota}
+
+
 def systematic_pps(weights, n, rng):
     """n distinct positions, inclusion probability ~ weight (capped at 1), by systematic sampling:
     one uniform offset, then a step of W / n along the cumulative weights, in the given order.
@@ -304,12 +318,8 @@ def systematic_pps(weights, n, rng):
     return out
 
 
-@SELECTION.register('importance', checks={'power': lambda path, v: number(path, v, lo=0),
-                                           'trim': lambda path, v: number(path, v, lo=0, hi=0.5),
-                                           'taps': lambda path, v: integer(path, v, lo=1),
-                                           'draw': _draw,
-                                           'candidates': lambda path, v: number(path, v, lo=0),
-                                           'quota': _quota})
+@SELECTION.register('importance', checks={**_TILT_CHECKS, 'draw': _draw,
+                                           'candidates': lambda path, v: number(path, v, lo=0)})
 def select_importance(feats, c, u, n, ctx, power=1.0, trim=0.0, taps=7, draw='systematic', candidates=0.0,
                       quota='count'):
     """Importance sampling by proxy difficulty: n units drawn without replacement with
@@ -358,10 +368,7 @@ def select_importance(feats, c, u, n, ctx, power=1.0, trim=0.0, taps=7, draw='sy
     return np.sort(pool[gumbel_topk(score, n, rng)]), None
 
 
-@SELECTION.register('systematic', checks={'power': lambda path, v: number(path, v, lo=0),
-                                           'trim': lambda path, v: number(path, v, lo=0, hi=0.5),
-                                           'taps': lambda path, v: integer(path, v, lo=1),
-                                           'quota': _quota})
+@SELECTION.register('systematic', checks=_TILT_CHECKS)
 def select_systematic(feats, c, u, n, ctx, power=0.0, trim=0.0, taps=7, quota='weight'):
     """Stratified random units: the systematic draw of ``importance`` with no tilt.
     Every unit has the inclusion probability of a random draw (n / N), so the subset is random
