@@ -21,7 +21,6 @@ import re
 import stat
 import string
 import struct
-import sys
 import threading
 import warnings
 
@@ -30,6 +29,7 @@ import numpy as np
 
 from tripled_basicsr.utils.img import to_bgr_uint8
 from tripled_basicsr.utils.lmdb_io import is_lmdb, open_lmdb_readonly
+from tripled_basicsr.utils.log import warn
 
 # source.max_pixels default: 16384 x 16384 = 2**28 pixels per image (an 8K frame, 7680 x 4320, is 33 M);
 # OpenCV itself refuses to decode more than CV_IO_MAX_IMAGE_PIXELS (2**30 by default)
@@ -393,7 +393,7 @@ class PairedSource:
             if rel.lower().endswith(IMG_EXTENSIONS):
                 path = os.path.join(root, rel)
                 kind = _file_kind(path)
-                print(f'warning: {path} is {kind}, not a regular file: left out of the source.', file=sys.stderr)
+                warn(f'{path} is {kind}, not a regular file: left out of the source.')
                 self.skipped.append({label: path, 'reason': f'not a regular file ({kind})'})
         return names
 

@@ -10,12 +10,12 @@ an image is decoded once for all its consecutive crops (a one-image cache per pr
 """
 import math
 import os
-import sys
 
 import cv2
 import numpy as np
 
 from tripled_basicsr.data.paired_source import check_pair_shapes
+from tripled_basicsr.utils.log import warn
 
 
 def crop_grid(h, w, crop, step):
@@ -93,8 +93,8 @@ class CropSource:
                         for i, hw in enumerate(shapes) if hw is None]
             self.skipped += left_out
             if left_out and int(os.environ.get('RANK', 0)) == 0:
-                print(f'warning: {len(left_out)} source pair(s) left out before the feature stage (on_error: skip), '
-                      f'none of their crops is used; first: {left_out[0]["reason"]}', file=sys.stderr)
+                warn(f'{len(left_out)} source pair(s) left out before the feature stage (on_error: skip), '
+                     f'none of their crops is used; first: {left_out[0]["reason"]}')
         shapes = [hw or (0, 0) for hw in shapes]
         self.total_pixels = int(sum(h * w for h, w in shapes))
         img, tops, lefts = [], [], []
