@@ -8,7 +8,8 @@ Modules: ``options`` (defaults, validation), ``checks`` (value checks), ``regist
 (strategies and their signature-checked options), ``backbone`` (timm model + offline-safe
 weights), ``features`` (decode, embed, resumable memmap store, sharding), ``scoring``
 (complexity/uncertainty strategies), ``selection`` (k-means strata, quotas, Gumbel top-k,
-baselines), ``calibration``, ``report``, ``pipeline`` (``run_distill`` and its stages).
+baselines), ``calibration``, ``report``, ``dist`` (rank helpers), ``stages`` (one module a
+stage), ``pipeline`` (``run_distill``: the stages in order).
 
 Importing this package does not import BasicSR; only the calibration stage does (through
 ``tripled_basicsr.register()``), because the calibrator is a registered BasicSR arch.

@@ -4,7 +4,7 @@ An all-in-one user has one paired set per degradation (rain, haze, noise, ...), 
 different sizes. The distiller lists them as one ``MultiSource`` (unit keys prefixed
 ``<task>_``, ``task_of(i)``), splits the subset size over the tasks by
 ``selection.task_quota`` (``task_counts``, largest remainder) and then runs the usual
-selection inside each task (pipeline.scores / pipeline.select).
+selection inside each task (stages/scores.py, stages/select.py).
 
 The quota maths are pure functions (``quota_shares``, ``allocate``, ``task_counts``) so they
 are tested on numbers; every error names the option and says what to do.
