@@ -96,6 +96,47 @@ def test_rows_limit_what_is_read(tmp_path):
         unit_difficulty(src, rows=[8])
 
 
+def test_each_image_is_decoded_once_and_workers_change_nothing(tmp_path):
+    """The pairs decoded for the fit are scored from memory (a small pool: one decode per image);
+    without that cache, or in decode workers, the values are the same to the bit."""
+    gt, lq = _write(str(tmp_path), [_half_textured(s) for s in range(5)])
+    src = _source(gt, lq, 32)
+    reads = []
+    read_pair = src.base.read_pair
+    src.base.read_pair = lambda i: reads.append(i) or read_pair(i)
+    cached = unit_difficulty(src, fit_images=3)
+    assert sorted(reads) == list(range(5))
+    reads.clear()
+    uncached = unit_difficulty(src, fit_images=3, cache_bytes=0)
+    assert len(reads) == 5 + 3
+    src.base.read_pair = read_pair
+    in_workers = unit_difficulty(src, fit_images=3, workers=2)
+    np.testing.assert_array_equal(cached, uncached)
+    np.testing.assert_array_equal(cached, in_workers)
+    assert np.isfinite(cached).all() and len(cached) == 20
+
+
+def test_worker_order_gives_each_worker_one_contiguous_run():
+    from tripled_basicsr.distill.features import assign_batches, worker_order
+    for n in range(0, 12):
+        for workers in (1, 2, 3, 4):
+            order = worker_order(n, workers)
+            assert sorted(order) == list(range(n))
+            for w in range(workers):
+                got = order[w::workers]  # what round-robin hands worker w
+                assert got == list(range(got[0], got[0] + len(got))) if got else True
+    # ranks: contiguous blocks of batches, every index once, the same batches for any world size
+    remaining = np.arange(3, 40)
+    for world in (1, 2, 3):
+        parts = [assign_batches(remaining, 4, world, r, 2) for r in range(world)]
+        assert len({rounds for _, rounds in parts}) == 1 and all(len(b) <= parts[0][1] for b, _ in parts)
+        batches = [b.tolist() for got, _ in parts for b in got]
+        assert sorted(batches) == [remaining[s:s + 4].tolist() for s in range(0, 37, 4)]
+        for got, _ in parts:
+            firsts = sorted(b[0] for b in got)
+            assert firsts == list(range(firsts[0], firsts[0] + 4 * len(firsts), 4)) if firsts else True
+
+
 def _ctx(d, seed=0):
     return {'seed': seed, 'difficulty': lambda taps: np.asarray(d, np.float64)}
 

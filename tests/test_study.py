@@ -57,6 +57,13 @@ def test_time_to_reach_and_quality():
     assert r['speedup'] == pytest.approx(0.6)
     r = stats.time_to_quality(0.0, [10], [29.0], [10, 20], [26.0, 28.0])
     assert r['full_s'] is None and r['speedup'] is None and r['full_total_s'] == 20
+    # to the full pool's final 28.0 minus 0.1 dB: the arm (27.9 at 20 s) gets there at 19.5 s + 5 s
+    # preparation, full training at 14.75 s; an arm that stays below is "never" (None), not its last time
+    r = stats.time_to_full_quality(5.0, [10, 20], [26.0, 27.9], [10, 20], [26.0, 28.0])
+    assert r['full_target'] == pytest.approx(27.9) and r['to_full_arm_s'] == pytest.approx(25.0)
+    assert r['to_full_full_s'] == pytest.approx(19.5) and r['to_full_speedup'] == pytest.approx(19.5 / 25.0)
+    r = stats.time_to_full_quality(5.0, [10, 20], [26.0, 27.8], [10, 20], [26.0, 28.0], start_value=20.0)
+    assert r['to_full_arm_s'] is None and r['to_full_speedup'] is None and r['to_full_full_s'] == pytest.approx(19.5)
 
 
 def test_budget_rules():
@@ -202,6 +209,9 @@ def test_summary_table_from_records():
     tq, = [t for t in s['time_to_quality'] if t['arm'] == 'tripled']
     assert tq['target'] == pytest.approx(29.0) and tq['arm_s'] == pytest.approx(22.0)
     assert tq['full_s'] == pytest.approx(10 + 10 * (29.0 - 28.0) / (30.1 - 28.0))
+    # full - 0.1 dB = 30.0: tripled (mean 29.0) never gets there; full at 10 + 10 * 2 / 2.1 s
+    assert tq['full_target'] == pytest.approx(30.0) and tq['to_full_arm_s'] is None
+    assert tq['to_full_full_s'] == pytest.approx(10 + 10 * 2.0 / 2.1)
     md = markdown(s, {'name': 'x', 'description': 'd', 'protocols': {'val': 'p'}})
     # a deterministic selection (one subset for every seed) is labelled; random arms vary their subset
     assert '| 1 % | tripled (one subset) | 4 (4) | 29.00 ± 0.40 (n=3) | 89 % |' in md and '**better**' in md

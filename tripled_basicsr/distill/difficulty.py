@@ -13,6 +13,8 @@ A unit's difficulty is the RMS of that residual over its GT box (0-255 scale).
 """
 import numpy as np
 
+from tripled_basicsr.utils.log import note
+
 DEFAULT_TAPS = 7
 FIT_IMAGES = 64          # images sampled for the fit
 FIT_PIXELS = 4096        # pixels sampled per fitted image
@@ -98,10 +100,53 @@ def _images(part):
     return part, {i: [(i, None)] for i in range(len(part))}
 
 
-def unit_difficulty(source, rows=None, taps=DEFAULT_TAPS, seed=0, fit_images=FIT_IMAGES, progress=False):
+class _Residuals:
+    """Dataset over images: item j -> (image index, unit ids, RMS residual of each unit's box)."""
+
+    def __init__(self, base, images, boxes, scale, w):
+        self.base, self.images, self.boxes, self.scale, self.w = base, images, boxes, scale, w
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, j):
+        i = self.images[j]
+        return i, box_rms(residual(*self.base.read_pair(i), self.scale, self.w), self.boxes[i])
+
+
+def box_rms(r2, boxes):
+    """Squared-residual map, [(unit, box or None)] -> (unit ids, RMS over each box (whole map for None))."""
+    units = np.array([u for u, _ in boxes], np.int64)
+    vals = np.array([float(np.sqrt((r2 if b is None else r2[b[0]:b[0] + b[2], b[1]:b[1] + b[3]]).mean()))
+                     for _, b in boxes])
+    return units, vals
+
+
+def _residual_rows(base, images, boxes, scale, w, workers):
+    """Yields (unit ids, values) of ``images``, decoded and scored in ``workers`` processes (0: here)."""
+    ds = _Residuals(base, images, boxes, scale, w)
+    if workers <= 0 or len(images) < 2:
+        for j in range(len(ds)):
+            yield ds[j][1]
+        return
+    import torch
+
+    from tripled_basicsr.distill.features import worker_order
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, sampler=worker_order(len(ds), workers),
+                                         num_workers=min(workers, len(images)), prefetch_factor=2)
+    for _, rows in loader:
+        yield rows
+
+
+def unit_difficulty(source, rows=None, taps=DEFAULT_TAPS, seed=0, fit_images=FIT_IMAGES, progress=False, workers=0,
+                    cache_bytes=1 << 30):
     """RMS proxy residual (0-255) of each unit of ``source`` (whole images or crop units, one
     task or several: each task gets its own proxy) -> (len(rows),) float64 for the unit
-    indices ``rows`` (default: every unit). Units outside ``rows`` are never read."""
+    indices ``rows`` (default: every unit). Units outside ``rows`` are never read.
+
+    Each image is decoded once for all its units, in ``workers`` decode processes (0: in this
+    one); the pairs decoded for the fit (up to ``cache_bytes`` of them) are scored from memory,
+    so a small pool is decoded once in all."""
     n = len(source)
     rows = np.arange(n) if rows is None else np.asarray(rows, np.int64)
     wanted = np.zeros(n, bool)
@@ -115,16 +160,27 @@ def unit_difficulty(source, rows=None, taps=DEFAULT_TAPS, seed=0, fit_images=FIT
             continue
         rng = np.random.default_rng([int(seed), 12])
         fit = sorted(rng.choice(images, min(fit_images, len(images)), replace=False).tolist())
-        w = fit_proxy((base.read_pair(i) for i in fit), part.scale, taps, seed=seed)
-        for j, i in enumerate(images):
-            gt, lq = base.read_pair(i)
-            r2 = residual(gt, lq, part.scale, w)
-            for u, b in boxes[i]:
-                if b is None:
-                    out[off + u] = float(np.sqrt(r2.mean()))
-                else:
-                    t, x, h, wd = b
-                    out[off + u] = float(np.sqrt(r2[t:t + h, x:x + wd].mean()))
-            if progress and (j + 1) % 200 == 0:
-                print(f'  difficulty: {j + 1}/{len(images)} images', flush=True)
+        kept, used = {}, 0
+
+        def fit_pairs():
+            nonlocal used
+            for i in fit:
+                pair = base.read_pair(i)
+                size = pair[0].nbytes + pair[1].nbytes
+                if used + size <= cache_bytes:
+                    kept[i], used = pair, used + size
+                yield pair
+
+        w = fit_proxy(fit_pairs(), part.scale, taps, seed=seed)
+        for i, pair in kept.items():
+            units, vals = box_rms(residual(*pair, part.scale, w), boxes[i])
+            out[off + units] = vals
+        todo = [i for i in images if i not in kept]
+        kept.clear()
+        done = 0
+        for units, vals in _residual_rows(base, todo, boxes, part.scale, w, int(workers)):
+            out[off + units] = vals
+            done += 1
+            if progress and done % 200 == 0:
+                note(f'difficulty: {done}/{len(todo)} images')
     return out[rows]

@@ -18,11 +18,12 @@ A pair whose file changed since its row was computed (same name, new content) is
 re-embedded on the next run (``stale_rows``), so a resume never mixes stale features in.
 
 Rows are flushed before the done-mask that marks them, so after a kill (Ctrl-C, SIGKILL)
-a restart embeds exactly the pairs not yet marked. Work is split in rounds of
-``world_size`` batches of ``batch_size`` consecutive remaining indices; rank r embeds the
-r-th batch of each round and results are gathered (``all_gather_object``) to rank 0, which
-writes them. A single process runs the same loop with world_size 1, and batch
-composition does not depend on the world size.
+a restart embeds exactly the pairs not yet marked. The remaining indices are cut into batches
+of ``batch_size`` consecutive indices; rank r embeds the r-th contiguous block of them (crops of
+one image stay on one rank and one decode worker: ``assign_batches``), one batch per round, and
+each round's results are gathered (``all_gather_object``) to rank 0, which writes them. A single
+process runs the same loop with world_size 1, and batch composition does not depend on the
+world size.
 """
 import hashlib
 import json
@@ -485,10 +486,26 @@ class FeatureStore:
 
 
 # ---------------------------------------------------------------- extraction
-def _round_batches(remaining, batch_size, world):
+def assign_batches(remaining, batch_size, world, rank, workers):
+    """This rank's batches of ``remaining`` (consecutive indices, ``batch_size`` each), in the
+    order its DataLoader should see them, and the number of gather rounds.
+
+    Rank r takes the r-th contiguous block of batches, and inside a rank the order interleaves
+    ``workers`` balanced contiguous runs (the longer ones first), so the DataLoader's round-robin
+    (position p -> worker p % workers) hands each worker one run. Crop units of an image are
+    consecutive, so each image is decoded by one process, not by every rank and worker that
+    draws one of its batches. Batch composition does not depend on the world size."""
     chunks = [remaining[s:s + batch_size] for s in range(0, len(remaining), batch_size)]
     rounds = -(-len(chunks) // world) if chunks else 0
-    return chunks, rounds
+    block = chunks[rank * rounds:(rank + 1) * rounds]
+    return [block[j] for j in worker_order(len(block), workers)], rounds
+
+
+def worker_order(n, workers):
+    """Positions 0..n-1 ordered so that DataLoader's round-robin (position p -> worker p % workers)
+    hands each worker one balanced contiguous run, the longer runs first."""
+    runs = np.array_split(np.arange(n), max(1, int(workers)))
+    return [int(r[i]) for i in range(max(map(len, runs), default=0)) for r in runs if i < len(r)]
 
 
 def extract_features(source, store, model, fopt, on_error='raise', rank=0, world=1, progress=True,
@@ -534,12 +551,11 @@ def extract_features(source, store, model, fopt, on_error='raise', rank=0, world
         remaining = obj[0]
     total_done = store.n - len(remaining)
     bs = int(fopt['batch_size'])
-    chunks, rounds = _round_batches(remaining, bs, world)
-    mine = [chunks[r * world + rank] if r * world + rank < len(chunks) else np.zeros(0, np.int64)
-            for r in range(rounds)]
+    workers = int(fopt['num_workers'])
+    mine, rounds = assign_batches(remaining, bs, world, rank, workers)
+    mine += [np.zeros(0, np.int64)] * (rounds - len(mine))  # a rank with fewer batches still gathers
     ds = EmbedInputs(source, kinds, fopt['input_size'], fopt['local_views'], fopt['decode_size'], fopt['seed'])
     nonempty = [c.tolist() for c in mine if len(c)]
-    workers = int(fopt['num_workers'])
     loader = torch.utils.data.DataLoader(ds, batch_sampler=nonempty, num_workers=workers, collate_fn=_collate,
                                          pin_memory=device.type == 'cuda',
                                          prefetch_factor=4 if workers else None, persistent_workers=False)

@@ -120,6 +120,20 @@ def time_to_quality(prep_s, arm_times, arm_values, full_times, full_values, star
             'speedup': (full_s / arm_s) if (full_s and arm_s > 0) else None}
 
 
+def time_to_full_quality(prep_s, arm_times, arm_values, full_times, full_values, start_value=None, margin=0.1):
+    """Wall time for an arm to reach the full pool's final quality minus ``margin`` dB
+    (preparation + training until its curve first gets there, interpolated between
+    checkpoints), beside the full-pool training's own time to that value. ``arm_s`` is None when
+    the arm never gets there in the iterations it trained; ``speedup`` = full_s / arm_s."""
+    target = float(full_values[-1]) - margin
+    start = (0.0, start_value) if start_value is not None else None
+    arm_train = time_to_reach(arm_times, arm_values, target, start)
+    full_s = time_to_reach(full_times, full_values, target, start)
+    arm_s = None if arm_train is None else float(prep_s) + arm_train
+    return {'full_target': target, 'to_full_arm_s': arm_s, 'to_full_full_s': full_s,
+            'to_full_speedup': (full_s / arm_s) if (arm_s and full_s is not None) else None}
+
+
 def crop_count(total_pixels, ratio, crop_size):
     """Number of crop_size x crop_size GT crops holding ``ratio`` of the source pixels (>= 1), by the
     distiller's rule (options.units_for: rounded up), so a random arm gets the distiller's count."""

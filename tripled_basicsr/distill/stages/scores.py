@@ -52,11 +52,13 @@ def _scores(opt, feats, stats, k, labels, progress, device, difficulty=None):
 
 def _difficulty(run, source, rows):
     """A callable taps -> proxy difficulty of the source units ``rows`` (distill/difficulty.py),
-    computed (timed as 'difficulty') only when a strategy asks for it."""
+    computed (timed as 'difficulty') only when a strategy asks for it, in the feature stage's
+    decode workers (features.num_workers)."""
     def get(taps):
         from tripled_basicsr.distill.difficulty import unit_difficulty
         t = time.time()
-        d = unit_difficulty(source, rows, taps=taps, seed=run.opt['selection']['seed'], progress=run.progress)
+        d = unit_difficulty(source, rows, taps=taps, seed=run.opt['selection']['seed'], progress=run.progress,
+                            workers=int(run.opt['features']['num_workers']))
         run.timings['difficulty'] = run.timings.get('difficulty', 0.0) + time.time() - t
         return d
     return get
