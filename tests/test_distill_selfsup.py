@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from tripled_basicsr.distill._testing import tiny_options, write_pairs
-from tripled_basicsr.distill.selfsup import main, nt_xent, random_view, train_selfsup
+from tripled_basicsr.distill.selfsup import SelfsupOptions, main, nt_xent, random_view, train_selfsup
 
-TINY = dict(arch='test_convnext', input_size=32, crop=24, iters=3, batch=4, images_per_step=2, log=lambda *a: None)
+TINY = SelfsupOptions(arch='test_convnext', input_size=32, crop=24, iters=3, batch=4, images_per_step=2)
 
 
 def test_nt_xent_value():
@@ -38,7 +38,7 @@ def test_trained_checkpoint_loads_into_the_distiller(tmp_path):
     from tripled_basicsr.distill.backbone import build_backbone
     gt, lq = write_pairs(str(tmp_path / 'src'), num=8, size=48, seed=1)
     ck = str(tmp_path / 'ss.pth')
-    rec = train_selfsup(gt, ck, **TINY)
+    rec = train_selfsup(gt, ck, TINY)
     assert rec['arch'] == 'test_convnext' and rec['crop'] == 24 and rec['iters'] == 3
     assert np.isfinite(rec['final_loss']) and rec['chance_loss'] == pytest.approx(math.log(7))
     saved = torch.load(ck, map_location='cpu', weights_only=True)
@@ -52,7 +52,7 @@ def test_trained_checkpoint_loads_into_the_distiller(tmp_path):
     assert s['features']['weights'] == f'checkpoint:{ck}' and s['n'] == 2
     # same seed, same data: the same weights
     ck2 = str(tmp_path / 'ss2.pth')
-    train_selfsup(gt, ck2, **TINY)
+    train_selfsup(gt, ck2, TINY)
     again = torch.load(ck2, map_location='cpu', weights_only=True)['state_dict']
     assert all(torch.equal(v, again[k]) for k, v in saved['state_dict'].items())
 

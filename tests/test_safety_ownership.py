@@ -175,7 +175,7 @@ def test_claim_dir_rules(tmp_path):
 
 # ----------------------------------------------------------------------------- hole 3: selfsup --out
 def test_hole3_selfsup_out_never_replaces_a_source_image_or_a_users_file(tmp_path, capsys):
-    from tripled_basicsr.distill.selfsup import is_selfsup_checkpoint, main, train_selfsup
+    from tripled_basicsr.distill.selfsup import SelfsupOptions, is_selfsup_checkpoint, main, train_selfsup
     gt, _ = write_pairs(str(tmp_path / 'src'), num=6, size=48, seed=1)
     before = _tree(tmp_path / 'src')
     image = os.path.join(gt, sorted(os.listdir(gt))[0])
@@ -189,13 +189,13 @@ def test_hole3_selfsup_out_never_replaces_a_source_image_or_a_users_file(tmp_pat
     torch.save({'state_dict': {}}, foreign)  # a real checkpoint, but not one of ours
     assert not is_selfsup_checkpoint(str(foreign))
     with pytest.raises(OutputExistsError, match='never replaced'):
-        train_selfsup(gt, str(foreign), overwrite=True, iters=2)
+        train_selfsup(gt, str(foreign), SelfsupOptions(iters=2), overwrite=True)
     assert _tree(tmp_path / 'src') == before and user.read_bytes() == b'not a checkpoint of ours'
     ours = str(tmp_path / 'ss.pth')
-    kw = dict(arch='test_convnext', input_size=32, crop=24, iters=2, batch=4, images_per_step=2, log=lambda *a: None)
-    train_selfsup(gt, ours, **kw)
+    tiny = SelfsupOptions(arch='test_convnext', input_size=32, crop=24, iters=2, batch=4, images_per_step=2)
+    train_selfsup(gt, ours, tiny)
     assert is_selfsup_checkpoint(ours)
-    train_selfsup(gt, ours, overwrite=True, **kw)  # our own checkpoint: replaced
+    train_selfsup(gt, ours, tiny, overwrite=True)  # our own checkpoint: replaced
     assert is_selfsup_checkpoint(ours)
 
 

@@ -58,9 +58,93 @@ def _stamp_of(src):
     return lambda key: [stat(src.source_path(index[key], w)) for w in ('gt', 'lq')] if key in index else None
 
 
-def pack(gt, lq, out, scale=1, tile_size=0, filename_tmpl='{}', meta_info=None, compress_level=1, overwrite=False,
+def _identity(gt, lq, filename_tmpl, meta_info):
+    """What identifies the run: a partial output of an earlier run is continued only when all of it is equal."""
+    return {'gt': os.path.abspath(os.path.expanduser(gt)), 'lq': os.path.abspath(os.path.expanduser(lq)),
+            'filename_tmpl': filename_tmpl or '{}',
+            'meta_info': os.path.abspath(os.path.expanduser(meta_info)) if meta_info else None}
+
+
+def _open_source(gt, lq, filename_tmpl, meta_info, scale, on_error):
+    """The PairedSource to pack; an unpaired file's error names ``--on-error skip``."""
+    from tripled_basicsr.data.paired_source import PairedSource, SourceError
+    if os.path.realpath(gt) == os.path.realpath(lq):
+        # legitimate (a clean->clean teacher, an identity check), but more often a typo
+        _logger().warning(
+            'pack: --gt and --lq are the same (%s): every pair will be an image and itself. Intended for a '
+            'clean->clean teacher; otherwise pass the LQ folder as --lq.', os.path.abspath(gt))
+    try:
+        return PairedSource(gt, lq, filename_tmpl=filename_tmpl, meta_info_file=meta_info, scale=scale,
+                            on_missing=on_error)
+    except SourceError as exc:
+        if on_error == 'raise' and re.search(r'has no (LQ|GT)\b', str(exc)):
+            raise SourceError(f'{exc} (Or pass --on-error skip to leave unpaired files out.)') from exc
+        raise
+
+
+def _check_resumed(w, src):
+    """An interrupted run being continued must list no pair the source lost; says what it keeps."""
+    from tripled_basicsr.data.paired_source import SourceError
+    done, n = w.resumed_keys, len(src)
+    gone = sorted(done - set(src.keys))
+    if gone:
+        raise SourceError(f'{w.out}: the interrupted run being continued wrote pairs that the source no '
+                          f'longer lists ({", ".join(map(repr, gone[:3]))}{" ..." if len(gone) > 3 else ""}); '
+                          f'the source changed since. Pass --restart to start over.')
+    if done:
+        _logger().warning('pack: continuing an interrupted run: %d of %d pairs were written already (kept '
+                          'in %s); reading the other %d.', len(done), n, w.resumed_from,
+                          n - len(done))
+    for e in src.skipped:
+        _logger().warning('pack: skipped %s: %s', e.get('gt_path') or e.get('lq_path'), e['reason'])
+
+
+def _read_pair(src, i, w, on_error):
+    """Pair ``i`` of ``src`` as (GT, LQ); None when it cannot be read and ``on_error`` is skip
+    (then recorded as skipped in ``w``)."""
+    from tripled_basicsr.data.paired_source import SourceError
+    from tripled_basicsr.utils.lmdb_io import DamagedLmdbError
+    key, n = src.keys[i], len(src)
+    gt_path, lq_path = src.source_path(i, 'gt'), src.source_path(i, 'lq')
+    try:
+        return src.read_pair(i)
+    except DamagedLmdbError:
+        raise  # the whole source is damaged, not this pair
+    except Exception as exc:  # noqa: BLE001 - unreadable, truncated, corrupt, wrong size
+        where = f'pair {i + 1} of {n} (key {key!r}; GT {gt_path}, LQ {lq_path})'
+        if on_error == 'raise':
+            raise SourceError(f'Cannot read {where}: {exc} Fix or replace that file (or remove the '
+                              f'pair from the source), or pass --on-error skip to leave unreadable '
+                              f'pairs out.') from exc
+        _logger().warning('pack: skipped %s: %s', where, exc)
+        w.skip(key, f'{type(exc).__name__}: {exc}', gt_path=gt_path, lq_path=lq_path)
+        return None
+
+
+def _copy_pairs(src, w, on_error, progress):
+    """Every pair of ``src`` not written yet into the entered writer ``w``. -> bytes decoded."""
+    hook = _signal_hook()
+    nbytes, n, done = 0, len(src), w.resumed_keys
+    with tqdm(total=n, initial=len(done), desc='pack', unit='pair', disable=not progress) as bar:
+        for i in range(n):
+            if hook and i == hook[0]:
+                os.kill(os.getpid(), hook[1])
+            key = src.keys[i]
+            if key in done:
+                continue
+            pair = _read_pair(src, i, w, on_error)
+            if pair is not None:
+                g, q = pair
+                nbytes += g.nbytes + q.nbytes
+                w.add(key, g, q, gt_path=src.source_path(i, 'gt'), lq_path=src.source_path(i, 'lq'))
+            bar.update()
+    return nbytes
+
+
+def pack(gt, lq, out, *, scale=1, tile_size=0, filename_tmpl='{}', meta_info=None, compress_level=1, overwrite=False,
          progress=True, on_error='raise', restart=False):
-    """Pack all pairs of a source into ``out``. Returns the summary dict.
+    """Pack all pairs of a source into ``out``. Returns the summary dict. The parameters are
+    the command's flags (``main``), one to one; all but the three paths by keyword.
 
     ``on_error``: 'raise' (default) stops at the first pair that cannot be read (unreadable,
     truncated or corrupt file, LQ not GT / scale) with an error naming it; 'skip' leaves such
@@ -70,76 +154,24 @@ def pack(gt, lq, out, scale=1, tile_size=0, filename_tmpl='{}', meta_info=None, 
     from there (other options are refused unless ``restart``, which starts over).
     """
     from tripled_basicsr.data.distilled_format import DistilledWriter
-    from tripled_basicsr.data.paired_source import PairedSource, SourceError
-    from tripled_basicsr.utils.lmdb_io import DamagedLmdbError
+    from tripled_basicsr.data.paired_source import SourceError, check_filename_tmpl
     if on_error not in ('raise', 'skip'):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
     t0 = time.time()
-    from tripled_basicsr.data.paired_source import check_filename_tmpl
     check_filename_tmpl(filename_tmpl or '{}', '--filename-tmpl')  # named as the option, before any work
     sources = {'--gt': gt, '--lq': lq, '--meta-info': meta_info}
-    # what identifies the run: a partial output of an earlier run is continued only when all of it is equal
-    identity = {'gt': os.path.abspath(os.path.expanduser(gt)), 'lq': os.path.abspath(os.path.expanduser(lq)),
-                'filename_tmpl': filename_tmpl or '{}',
-                'meta_info': os.path.abspath(os.path.expanduser(meta_info)) if meta_info else None}
     # the output policy runs first: a bad --out fails before the source is even listed
     writer = DistilledWriter(out, scale=scale, tile_size=tile_size, compress_level=compress_level, overwrite=overwrite,
-                             tool='pack', sources=sources, resume=identity, restart=restart)
-    if os.path.realpath(gt) == os.path.realpath(lq):
-        # legitimate (a clean->clean teacher, an identity check), but more often a typo
-        _logger().warning(
-            'pack: --gt and --lq are the same (%s): every pair will be an image and itself. Intended for a '
-            'clean->clean teacher; otherwise pass the LQ folder as --lq.', os.path.abspath(gt))
-    try:
-        src = PairedSource(gt, lq, filename_tmpl=filename_tmpl, meta_info_file=meta_info, scale=scale,
-                           on_missing=on_error)
-    except SourceError as exc:
-        if on_error == 'raise' and re.search(r'has no (LQ|GT)\b', str(exc)):
-            raise SourceError(f'{exc} (Or pass --on-error skip to leave unpaired files out.)') from exc
-        raise
+                             tool='pack', sources=sources, resume=_identity(gt, lq, filename_tmpl, meta_info),
+                             restart=restart)
+    src = _open_source(gt, lq, filename_tmpl, meta_info, scale, on_error)
     writer.provenance = {'source': src.describe(), 'on_error': on_error}
     writer.stamp_of = _stamp_of(src)  # a pair changed since an interrupted run wrote it is read again
-    hook = _signal_hook()
-    nbytes, n = 0, len(src)
+    n = len(src)
     try:
         with writer as w:
-            done = w.resumed_keys
-            gone = sorted(done - set(src.keys))
-            if gone:
-                raise SourceError(f'{w.out}: the interrupted run being continued wrote pairs that the source no '
-                                  f'longer lists ({", ".join(map(repr, gone[:3]))}{" ..." if len(gone) > 3 else ""}); '
-                                  f'the source changed since. Pass --restart to start over.')
-            if done:
-                _logger().warning('pack: continuing an interrupted run: %d of %d pairs were written already (kept '
-                                  'in %s); reading the other %d.', len(done), n, w.resumed_from,
-                                  n - len(done))
-            for e in src.skipped:
-                _logger().warning('pack: skipped %s: %s', e.get('gt_path') or e.get('lq_path'), e['reason'])
-            with tqdm(total=n, initial=len(done), desc='pack', unit='pair', disable=not progress) as bar:
-                for i in range(n):
-                    if hook and i == hook[0]:
-                        os.kill(os.getpid(), hook[1])
-                    key = src.keys[i]
-                    if key in done:
-                        continue
-                    gt_path, lq_path = src.source_path(i, 'gt'), src.source_path(i, 'lq')
-                    try:
-                        g, q = src.read_pair(i)
-                    except DamagedLmdbError:
-                        raise  # the whole source is damaged, not this pair
-                    except Exception as exc:  # noqa: BLE001 - unreadable, truncated, corrupt, wrong size
-                        where = f'pair {i + 1} of {n} (key {key!r}; GT {gt_path}, LQ {lq_path})'
-                        if on_error == 'raise':
-                            raise SourceError(f'Cannot read {where}: {exc} Fix or replace that file (or remove the '
-                                              f'pair from the source), or pass --on-error skip to leave unreadable '
-                                              f'pairs out.') from exc
-                        _logger().warning('pack: skipped %s: %s', where, exc)
-                        w.skip(key, f'{type(exc).__name__}: {exc}', gt_path=gt_path, lq_path=lq_path)
-                        bar.update()
-                        continue
-                    nbytes += g.nbytes + q.nbytes
-                    w.add(key, g, q, gt_path=gt_path, lq_path=lq_path)
-                    bar.update()
+            _check_resumed(w, src)
+            nbytes = _copy_pairs(src, w, on_error, progress)
             if not w.samples:
                 raise SourceError(f'Every one of the {n} pairs was skipped (unreadable); nothing to pack. See the '
                                   f'warnings above.')
@@ -185,9 +217,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     out = os.path.abspath(args.out)
     try:
-        s = pack(args.gt, args.lq, args.out, args.scale, args.tile_size, args.filename_tmpl, args.meta_info,
-                 args.compress_level, args.overwrite, progress=not args.quiet, on_error=args.on_error,
-                 restart=args.restart)
+        s = pack(args.gt, args.lq, args.out, scale=args.scale, tile_size=args.tile_size,
+                 filename_tmpl=args.filename_tmpl, meta_info=args.meta_info, compress_level=args.compress_level,
+                 overwrite=args.overwrite, progress=not args.quiet, on_error=args.on_error, restart=args.restart)
     except KeyboardInterrupt as exc:
         kept = getattr(exc, 'tripled_partial', None)
         if kept:

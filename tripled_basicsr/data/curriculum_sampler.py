@@ -53,8 +53,8 @@ each task's slots by Gumbel top-k over the within-task distribution
 stage-1 pool of that task, so "easy" means easy for that task), then shuffles the slots so
 every rank's slice mixes tasks. A task without stage-1 samples is drawn from all its
 samples in stage 1 (logged). The maths is in the pure functions
-:func:`resolve_task_quota`, :func:`systematic_task_slots`, :func:`within_task_probabilities`
-and :func:`draw_within_tasks`.
+``resolve_task_quota``, ``systematic_task_slots``, ``within_task_probabilities`` and
+``draw_within_tasks`` of task_balance.py; the option checks are in curriculum_options.py.
 """
 import hashlib
 import math
@@ -64,35 +64,17 @@ import numpy as np
 import torch
 from torch.utils.data.sampler import Sampler
 
+from tripled_basicsr.data.curriculum_options import DEFAULTS, read_options, resolve_iteration, settings  # noqa: F401
 from tripled_basicsr.data.sampler_registry import SAMPLER_REGISTRY
 from tripled_basicsr.data.sampler_utils import JsonlTrace, all_gather_cat
-from tripled_basicsr.options import task_shares
+from tripled_basicsr.data.task_balance import (QUOTA_KEY, draw_within_tasks, resolve_task_quota,  # noqa: F401
+                                               same_quota, systematic_task_slots, task_labels,
+                                               within_task_probabilities)
+
 
 def _logger():
     from basicsr.utils import get_root_logger
     return get_root_logger()
-
-
-def resolve_iteration(value, total_iter, key):
-    """Option value -> absolute iteration count.
-
-    A float in [0, 1] is a fraction of ``total_iter``; an int (or an integral float > 1) is
-    an absolute count. Values below 0 or beyond ``total_iter`` are errors.
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f'datasets.train.sampler.{key} must be a number (fraction <= 1.0 of train.total_iter, or '
-                        f'an iteration count); got {value!r}.')
-    if value < 0:
-        raise ValueError(f'datasets.train.sampler.{key} is {value}; it must be >= 0.')
-    if isinstance(value, float) and value <= 1.0:
-        return int(round(value * total_iter))
-    if float(value) != int(value):
-        raise ValueError(f'datasets.train.sampler.{key} is {value}: a value above 1 is an iteration count and must '
-                         f'be a whole number.')
-    if int(value) > total_iter:
-        raise ValueError(f'datasets.train.sampler.{key} is {int(value)}, beyond train.total_iter ({total_iter}). '
-                         f'Use a fraction (e.g. 0.5) or an iteration <= total_iter.')
-    return int(value)
 
 
 def dataset_fingerprint(dataset):
@@ -111,104 +93,6 @@ def _dense_rank01(x):
     return inv.astype(np.float64) / (len(u) - 1)
 
 
-DEFAULTS = dict(curriculum=True, stage2_start=0.5, ramp=0, complexity_weight=0.5, uncertainty_weight=1.0, temperature=1.0,
-                online_uncertainty=True, ema=0.9, online_mix=0.5, floor=0.05, feedback_delay='auto', seed=None,
-                trace_file=None, sample_weights=True, task_balance=False, task_quota=None)
-
-QUOTA_KEY = 'datasets.train.sampler.task_quota'
-
-
-# ---------------------------------------------------------------------- task balance (pure maths)
-def task_labels(dataset):
-    """``(task_names, task_index (N,) int64)`` when every sample of ``dataset`` has a task label,
-    else None (single-task or packed sets, or partly labelled ones)."""
-    task = getattr(dataset, 'task', None)
-    if task is None or len(task) != len(dataset) or any(not t for t in task):
-        return None
-    names = sorted(set(str(t) for t in task))
-    lookup = {t: i for i, t in enumerate(names)}
-    return names, np.array([lookup[str(t)] for t in task], dtype=np.int64)
-
-
-def resolve_task_quota(option, task_names, counts, recorded=None):
-    """The ``task_quota`` option -> ``(shares (T,) aligned with task_names, summing to 1, how)``.
-
-    ``option``: None (the quota the distiller recorded, ``recorded`` = {task: share}; equal
-    when there is none or it does not name exactly these tasks), ``'equal'``,
-    ``'proportional'`` (to ``counts``, the samples per task in the set) or {task: share}
-    naming every task, shares >= 0 summing to 1 (0 leaves a task out).
-    """
-    names = list(task_names)
-    t = len(names)
-    counts = np.asarray(counts, dtype=np.float64)
-    if option is None:
-        if recorded and set(recorded) == set(names):
-            q = np.array([float(recorded[n]) for n in names])
-            if np.isfinite(q).all() and (q >= 0).all() and q.sum() > 0:
-                return q / q.sum(), 'recorded by the distiller'
-        why = 'the set records no quota' if not recorded else 'the recorded quota does not name exactly these tasks'
-        return np.full(t, 1.0 / t), f'equal ({why})'
-    if option == 'equal':
-        return np.full(t, 1.0 / t), 'equal'
-    if option == 'proportional':
-        return counts / counts.sum(), 'proportional to the samples per task'
-    if not isinstance(option, dict):
-        raise ValueError(f'{QUOTA_KEY} must be ~ (the distiller\'s quota), equal, proportional or a mapping '
-                         f'{{task: share}}; got {option!r}.')
-    shares = task_shares(QUOTA_KEY, option, names)
-    q = np.array([shares[str(n)] for n in names])
-    return q / q.sum(), 'as given'
-
-
-def systematic_task_slots(quota, g, u):
-    """Task index (G,) of each slot of a global batch, ascending: systematic sampling of the
-    quota with offset ``u`` in [0, 1). Task ``t`` gets ``floor(G q_t)`` or ``ceil(G q_t)``
-    slots, ``G q_t`` on average over ``u``; a task with share 0 gets none."""
-    cum = np.cumsum(np.asarray(quota, dtype=np.float64))
-    cum[-1] = 1.0  # rounding: every position lands on a task
-    pos = (float(u) + np.arange(int(g))) / int(g)
-    return np.searchsorted(cum, pos, side='right').astype(np.int64)
-
-
-def within_task_probabilities(p1, p2, beta, task_index, n_tasks):
-    """``(1 - beta) * p1|t + beta * p2|t`` per sample, each part normalised inside its task
-    (``p1``: non-negative stage-1 weights, zero outside the stage-1 pools; ``p2``: stage-2
-    probabilities). Every task's block sums to 1: a task whose part is all zero (no stage-1
-    sample, or weights that underflow) is uniform over its samples in that part."""
-    size = np.bincount(task_index, minlength=n_tasks).astype(np.float64)
-
-    def per_task(p):
-        tot = np.bincount(task_index, weights=p, minlength=n_tasks)
-        empty = (tot <= 0)[task_index]
-        return np.where(empty, 1.0 / np.maximum(size, 1)[task_index], p / np.where(tot > 0, tot, 1.0)[task_index])
-    q = np.zeros(len(task_index))
-    if beta < 1:
-        q += (1 - beta) * per_task(np.asarray(p1, dtype=np.float64))
-    if beta > 0:
-        q += beta * per_task(np.asarray(p2, dtype=np.float64))
-    return q
-
-
-def draw_within_tasks(q, task_index, slots, rng):
-    """Fill each slot with a sample of the slot's task: Gumbel top-k over the within-task
-    probabilities ``q`` (without replacement while the task has enough samples with q > 0,
-    with replacement beyond), then shuffle the slots. Returns (G,) indices."""
-    q = np.asarray(q, dtype=np.float64)
-    keys = np.full(len(q), -np.inf)
-    gumbel = rng.gumbel(size=len(q))
-    pos = q > 0
-    keys[pos] = np.log(q[pos]) + gumbel[pos]
-    out = np.empty(len(slots), dtype=np.int64)
-    for t in np.unique(slots):
-        where = np.flatnonzero(slots == t)
-        members = np.flatnonzero((task_index == t) & pos)
-        c = len(where)
-        if c <= len(members):
-            top = members[np.argsort(-keys[members], kind='stable')[:c]]
-        else:
-            top = rng.choice(members, size=c, replace=True, p=q[members] / q[members].sum())
-        out[where] = top
-    return out[rng.permutation(len(out))]
 
 
 @SAMPLER_REGISTRY.register()
@@ -229,16 +113,7 @@ class TripleDCurriculumSampler(Sampler):
 
     def __init__(self, dataset, num_replicas=1, rank=0, batch_size=1, total_iter=1, seed=0, enlarge_ratio=1,
                  prefetch_depth=0, **options):
-        unknown = set(options) - set(DEFAULTS) - {'type'}
-        if unknown:
-            raise KeyError(f'datasets.train.sampler: unknown option(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}.')
-        o = dict(DEFAULTS)
-        o.update({k: v for k, v in options.items() if k != 'type'})
-        if not isinstance(o['curriculum'], bool):
-            raise TypeError(f'datasets.train.sampler.curriculum must be true or false; got {o["curriculum"]!r}.')
-        if not o['curriculum']:  # uniform draws (times sample weights; task balance still applies)
-            o.update(stage2_start=0, ramp=0, complexity_weight=0.0, uncertainty_weight=0.0, online_uncertainty=False)
-        self.options = o
+        o = self.options = read_options(options)
         self.dataset = dataset
         self.num_replicas, self.rank = int(num_replicas), int(rank)
         self.batch_size = int(batch_size)
@@ -247,37 +122,28 @@ class TripleDCurriculumSampler(Sampler):
         self.seed = int(o['seed'] if o['seed'] is not None else seed)
         self.enlarge_ratio = enlarge_ratio
         self._check_dataset(dataset)
-        n = self.num_samples = len(dataset)
-        self.stage2_start = resolve_iteration(o['stage2_start'], self.total_iter, 'stage2_start')
+        self.num_samples = len(dataset)
+        s = settings(o, self.total_iter, prefetch_depth)
+        self.stage2_start, self.ramp, self.feedback_delay = s['stage2_start'], s['ramp'], s['feedback_delay']
+        self.a, self.b, self.temperature, self.floor = s['a'], s['b'], s['temperature'], s['floor']
+        self.ema_decay, self.online, self.online_mix = s['ema_decay'], s['online'], s['online_mix']
         if self.stage2_start == self.total_iter and self.stage2_start > 0:
             _logger().warning(f'datasets.train.sampler.stage2_start = train.total_iter ({self.total_iter}): '
                               f'training never reaches curriculum stage 2.')
-        self.ramp = resolve_iteration(o['ramp'], self.total_iter, 'ramp')
-        self.a, self.b = float(o['complexity_weight']), float(o['uncertainty_weight'])
-        self.temperature = float(o['temperature'])
-        if self.temperature <= 0:
-            raise ValueError(f'datasets.train.sampler.temperature must be > 0; got {self.temperature}.')
-        self.floor = float(o['floor'])
-        if not 0 <= self.floor <= 1:
-            raise ValueError(f'datasets.train.sampler.floor must be in [0, 1]; got {self.floor}.')
-        self.ema_decay = float(o['ema'])
-        if not 0 <= self.ema_decay < 1:
-            raise ValueError(f'datasets.train.sampler.ema must be in [0, 1); got {self.ema_decay}.')
-        self.online = bool(o['online_uncertainty'])
-        self.online_mix = float(o['online_mix'])
-        if not 0 <= self.online_mix <= 1:
-            raise ValueError(f'datasets.train.sampler.online_mix must be in [0, 1]; got {self.online_mix}.')
-        delay = o['feedback_delay']
-        self.feedback_delay = int(prefetch_depth) if delay in (None, 'auto') else int(delay)
-        if self.feedback_delay < 0:
-            raise ValueError(f'datasets.train.sampler.feedback_delay must be >= 0 or auto; got {delay}.')
         self.trace_file = o['trace_file']
+        root = self.dataroot = getattr(dataset, 'root', '?')
+        self._setup_scores(dataset, root)
+        self.weight = self._sample_weights(dataset, o['sample_weights'], root)
+        self._setup_tasks(dataset, o, self.stage, root)
+        self.fingerprint = dataset_fingerprint(dataset)
+        self._reset_progress()
 
-        stage = np.asarray(dataset.stage, dtype=np.int64)
-        self.stage = stage
+    def _setup_scores(self, dataset, root):
+        """Stages, the stage-1 pool, complexity and offline uncertainty (NaN: unknown) of the set."""
+        n = self.num_samples
+        stage = self.stage = np.asarray(dataset.stage, dtype=np.int64)
         self.complexity = np.asarray(dataset.complexity, dtype=np.float64)
         u = np.asarray(dataset.uncertainty, dtype=np.float64)
-        root = getattr(dataset, 'root', '?')
         if self.stage2_start > 0:
             if (stage == 0).any():
                 raise ValueError(f'{root}: {int((stage == 0).sum())} of {n} samples have no curriculum stage, so '
@@ -300,19 +166,22 @@ class TripleDCurriculumSampler(Sampler):
             _logger().info('TripleDCurriculumSampler: unknown offline uncertainty counts as 0.5 until the sample '
                            'has a training loss.')
         self.complexity = np.nan_to_num(self.complexity, nan=0.5)
+        self.u_offline = np.nan_to_num(u, nan=0.5)
+
+    def _sample_weights(self, dataset, use, root):
+        """Per-sample draw weights of the set (``weight`` in tripled_meta.json), mean 1; all 1 unless ``use``."""
+        n = self.num_samples
         w = np.asarray(getattr(dataset, 'weight', np.ones(n)), dtype=np.float64)
-        if not o['sample_weights']:
+        if not use:
             w = np.ones(n)
         if w.shape != (n,) or not np.isfinite(w).all() or (w <= 0).any():
             raise ValueError(f'{root}: per-sample weights must be finite and > 0 (tripled_meta.json `weight`); '
                              f're-distill the set or set datasets.train.sampler.sample_weights: false.')
-        self.weight = w / w.mean()
-        self.u_offline = np.nan_to_num(u, nan=0.5)
-        self._setup_tasks(dataset, o, stage, root)
-        self.fingerprint = dataset_fingerprint(dataset)
-        self.dataroot = root
+        return w / w.mean()
 
-        # progress
+    def _reset_progress(self):
+        """No step drawn or trained on yet, no loss feedback."""
+        n = self.num_samples
         self.epoch = 0
         self._committed = 0  # first step of the next epoch iterator (end of the last finished one)
         self._consumed = 0  # steps known to be trained on (from update() / resume)
@@ -613,7 +482,7 @@ class TripleDCurriculumSampler(Sampler):
         # states written before task balance existed have neither key (and drew without it)
         saved = (bool(state.get('task_balance', False)), state.get('task_quota'))
         mine = (self.task_balance, self._quota_dict())
-        if saved[0] != mine[0] or (saved[0] and not _same_quota(saved[1], mine[1])):
+        if saved[0] != mine[0] or (saved[0] and not same_quota(saved[1], mine[1])):
             _logger().warning(f'TripleDCurriculumSampler: {source} was drawn with task_balance {saved[0]} (quota '
                               f'{saved[1]}), the options now say task_balance {mine[0]} (quota {mine[1]}); the draws '
                               f'from here differ from those of the original run.')
@@ -623,9 +492,3 @@ class TripleDCurriculumSampler(Sampler):
         self._trace.write({'pid': os.getpid(), 'rank': self.rank, 'step': int(step),
                            'stage_blend': self.stage_blend(step), 'global': [int(i) for i in drawn],
                            'local': [int(i) for i in local]})
-
-
-def _same_quota(a, b):
-    if a is None or b is None:
-        return a is b
-    return set(a) == set(b) and all(abs(float(a[k]) - float(b[k])) < 1e-9 for k in a)

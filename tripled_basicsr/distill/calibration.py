@@ -57,6 +57,50 @@ def psnr(a, b):
     return float((10 * torch.log10(1.0 / mse)).clamp_max(100).mean())
 
 
+class _Fit:
+    """One calibrator fit: the frozen backbone, the full-set bank, the subset views and the
+    calibrator, with the two things done to them (the training loss, the evaluation)."""
+
+    def __init__(self, backbone, gt_views, target_views, bank, copt, device):
+        from tripled_basicsr.distill.backbone import normalization
+        from tripled_basicsr.utils.distribution import median_bandwidth
+        self.device = torch.device(device)
+        self.backbone = backbone.to(self.device).eval()
+        self.mean, self.std = normalization(self.backbone)
+        self.cal = build_calibrator(copt.get('network')).to(self.device)
+        self.bank = bank.float()
+        self.bw = median_bandwidth(self.bank)
+        self.bank_dev = self.bank.to(self.device)
+        self.gt_views, self.target_views, self.copt = gt_views, target_views, copt
+
+    def mmd_of(self, views):
+        """MMD of the views' features to the bank."""
+        from tripled_basicsr.utils.distribution import mmd_rbf
+        return float(mmd_rbf(embed_all(self.backbone, views, self.mean, self.std, self.device), self.bank, self.bw))
+
+    def evaluate(self):
+        """MMD of the whole calibrated subset to the bank. -> (mmd, calibrated GT views)."""
+        self.cal.eval()
+        out, out_gt = apply_batched(self.cal, self.gt_views, self.target_views, self.device)
+        self.cal.train()
+        return self.mmd_of(out), out_gt
+
+    def loss(self, idx, bidx):
+        """Feature-distribution loss (MMD + KL; FeatureDistributionLoss's maths, without BasicSR's
+        loss registry) of the calibrated views ``idx`` against bank rows ``bidx``, plus the L2
+        fidelity term."""
+        from tripled_basicsr.utils.distribution import feature_distribution_loss
+        copt, dev = self.copt, self.device
+        gt = self.gt_views[idx].to(dev)
+        coeffs = self.cal.predict(gt)
+        out_gt = self.cal.apply(gt, coeffs)
+        out = out_gt if self.target_views is self.gt_views else self.cal.apply(self.target_views[idx].to(dev), coeffs)
+        feats = _embed_norm(self.backbone, out, self.mean, self.std)
+        dist_loss = feature_distribution_loss(feats, self.bank_dev[bidx], float(copt['mmd_weight']),
+                                              float(copt['kl_weight']), self.bw)
+        return dist_loss + float(copt['fidelity_weight']) * F.mse_loss(out_gt, gt)
+
+
 def train_calibrator(backbone, gt_views, target_views, bank, copt, device='cpu', seed=0, progress=True):
     """Fit a calibrator; never raises for a worse result (the caller decides).
 
@@ -72,65 +116,37 @@ def train_calibrator(backbone, gt_views, target_views, bank, copt, device='cpu',
     Returns:
         (calibrator in eval mode on CPU, report dict with mmd_before, mmd_after, best_iter, psnr_views, ...)
     """
+    import copy
+
     from tqdm import tqdm
-
-    from tripled_basicsr.distill.backbone import normalization
-    from tripled_basicsr.utils.distribution import feature_distribution_loss, median_bandwidth, mmd_rbf
-
     t0 = time.time()
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
-    device = torch.device(device)
-    backbone = backbone.to(device).eval()
-    mean, std = normalization(backbone)
-    cal = build_calibrator(copt.get('network')).to(device)
-    bank = bank.float()
-    bw = median_bandwidth(bank)
-
-    def loss_fn(pred, target):  # FeatureDistributionLoss's maths, without BasicSR's loss registry
-        return feature_distribution_loss(pred, target, float(copt['mmd_weight']), float(copt['kl_weight']), bw)
-
-    bank_dev = bank.to(device)
-    before_feats = embed_all(backbone, target_views, mean, std, device)
-    mmd_before = float(mmd_rbf(before_feats, bank, bw))
+    fit = _Fit(backbone, gt_views, target_views, bank, copt, device)
+    cal, n_bank = fit.cal, fit.bank.shape[0]
+    mmd_before = fit.mmd_of(target_views)
     optim = torch.optim.Adam(cal.parameters(), lr=float(copt['lr']))
     n = gt_views.shape[0]
     bs = min(int(copt['batch_size']), n)
-    bank_bs = min(int(copt.get('bank_batch', 1024)), bank.shape[0])
+    bank_bs = min(int(copt.get('bank_batch', 1024)), n_bank)
     iters = int(copt['iters'])
     sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda i: 0.5 * (1 + math.cos(math.pi * i / max(iters, 1))))
-    same = target_views is gt_views
     losses = []
     keep_best = bool(copt.get('keep_best', True))
     eval_every = int(copt.get('eval_every') or max(1, iters // 5))
-
-    def evaluate():
-        cal.eval()
-        out, out_gt = apply_batched(cal, gt_views, target_views, device)
-        cal.train()
-        return float(mmd_rbf(embed_all(backbone, out, mean, std, device), bank, bw)), out_gt
-
-    import copy
     best = (mmd_before, copy.deepcopy(cal.state_dict()), 0)  # the identity is a candidate too
     bar = tqdm(range(iters), desc='calibration', unit='it', disable=not progress, dynamic_ncols=True)
     for it in bar:
         idx = torch.randperm(n, generator=g)[:bs]
-        bidx = torch.randperm(bank.shape[0], generator=g)[:bank_bs]
-        gt = gt_views[idx].to(device)
-        coeffs = cal.predict(gt)
-        out_gt = cal.apply(gt, coeffs)
-        out = out_gt if same else cal.apply(target_views[idx].to(device), coeffs)
-        feats = _embed_norm(backbone, out, mean, std)
-        dist_loss = loss_fn(feats, bank_dev[bidx])
-        fid = F.mse_loss(out_gt, gt)
-        loss = dist_loss + float(copt['fidelity_weight']) * fid
+        bidx = torch.randperm(n_bank, generator=g)[:bank_bs]
+        loss = fit.loss(idx, bidx)
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
         sched.step()
         losses.append(float(loss.detach()))
         if keep_best and ((it + 1) % eval_every == 0 or it + 1 == iters):
-            m, _ = evaluate()
+            m, _ = fit.evaluate()
             if m < best[0]:
                 best = (m, copy.deepcopy(cal.state_dict()), it + 1)
             bar.set_postfix(loss=f'{losses[-1]:.4g}', mmd=f'{m:.4g}', best=f'{best[0]:.4g}')
@@ -140,11 +156,11 @@ def train_calibrator(backbone, gt_views, target_views, bank, copt, device='cpu',
     if keep_best:
         cal.load_state_dict(best[1])
     cal.eval()
-    mmd_after, out_gt = evaluate()
+    mmd_after, out_gt = fit.evaluate()
     cal.eval()
-    report = {'mmd_before': mmd_before, 'mmd_after': mmd_after, 'bandwidth': bw, 'iters': iters,
+    report = {'mmd_before': mmd_before, 'mmd_after': mmd_after, 'bandwidth': fit.bw, 'iters': iters,
               'best_iter': best[2] if keep_best else iters, 'keep_best': keep_best,
-              'images': int(n), 'bank_size': int(bank.shape[0]), 'psnr_views': psnr(out_gt, gt_views),
+              'images': int(n), 'bank_size': int(n_bank), 'psnr_views': psnr(out_gt, gt_views),
               'loss_first': losses[0] if losses else None, 'loss_last': losses[-1] if losses else None,
               'seconds': time.time() - t0}
     return cal.cpu().eval(), report

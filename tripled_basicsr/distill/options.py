@@ -236,17 +236,7 @@ def _int_or(path, v, words, lo):
     return v if v in words else ck.integer(path, v, lo=lo)
 
 
-def validate(opt):
-    """Value checks of the fixed sections (types, ranges, choices, combinations); normalises in place."""
-    opt['name'] = ck.string('name', opt['name'])
-    opt['work_dir'] = ck.string('work_dir', opt['work_dir'], allow_none=True)
-    out, f, sel = opt['output'], opt['features'], opt['selection']
-    if is_multi(opt):
-        _validate_sources(opt['sources'])
-    else:
-        _validate_source(opt['source'], 'source')
-        if 'task_quota' in sel:
-            raise OptionError('selection.task_quota applies to several tasks (sources:); with one source: remove it.')
+def _validate_output(out):
     if not out.get('path'):
         raise OptionError('output.path is required (the distilled dir to create).')
     ck.string('output.path', out['path'])
@@ -255,6 +245,8 @@ def validate(opt):
     ck.boolean('output.overwrite', out['overwrite'])
     ck.choice('output.codec', out['codec'], ('auto', 'png', 'raw'))
 
+
+def _validate_features(f):
     ck.string('features.backbone', f['backbone'])
     ck.boolean('features.pretrained', f['pretrained'])
     ck.string('features.checkpoint', f['checkpoint'], allow_none=True)
@@ -275,6 +267,9 @@ def validate(opt):
     f['seed'] = ck.integer('features.seed', f['seed'])
     f['hub_timeout'] = ck.number('features.hub_timeout', f['hub_timeout'], lo=0, lo_open=True)
 
+
+def _validate_selection(sel, opt):
+    """The fixed keys of ``selection`` (the strategy's own keys are checked by its registry)."""
     if sel.get('num') is None and sel.get('ratio') is None:
         raise OptionError('selection: set ratio (fraction of pairs) or num (number of pairs).')
     if sel.get('num') is not None:
@@ -289,10 +284,8 @@ def validate(opt):
         sel['task_quota'] = check_task_quota(sel.get('task_quota', TASK_QUOTA_DEFAULT),
                                              [s['task'] for s in opt['sources']])
 
-    cq = opt['curriculum']
-    cq['easy_quantile'] = ck.number('curriculum.easy_quantile', cq['easy_quantile'], lo=0, hi=1, lo_open=True)
 
-    c = opt['calibration']
+def _validate_calibration(c):
     ck.boolean('calibration.enabled', c['enabled'])
     ck.choice('calibration.mode', c['mode'], ('weights', 'pixels'))
     wr = c['weight_range']
@@ -317,11 +310,31 @@ def validate(opt):
         c['eval_every'] = ck.integer('calibration.eval_every', c['eval_every'], lo=1)
     ck.choice('calibration.on_worse', c['on_worse'], ('raise', 'keep', 'skip'))
 
-    r = opt['report']
+
+def _validate_report(r):
     r['mmd_samples'] = ck.integer('report.mmd_samples', r['mmd_samples'], lo=2)
     r['random_repeats'] = ck.integer('report.random_repeats', r['random_repeats'], lo=1)
     ck.boolean('report.plot', r['plot'])
     ck.boolean('report.scores_csv', r['scores_csv'])
+
+
+def validate(opt):
+    """Value checks of the fixed sections (types, ranges, choices, combinations); normalises in place."""
+    opt['name'] = ck.string('name', opt['name'])
+    opt['work_dir'] = ck.string('work_dir', opt['work_dir'], allow_none=True)
+    if is_multi(opt):
+        _validate_sources(opt['sources'])
+    else:
+        _validate_source(opt['source'], 'source')
+        if 'task_quota' in opt['selection']:
+            raise OptionError('selection.task_quota applies to several tasks (sources:); with one source: remove it.')
+    _validate_output(opt['output'])
+    _validate_features(opt['features'])
+    _validate_selection(opt['selection'], opt)
+    cq = opt['curriculum']
+    cq['easy_quantile'] = ck.number('curriculum.easy_quantile', cq['easy_quantile'], lo=0, hi=1, lo_open=True)
+    _validate_calibration(opt['calibration'])
+    _validate_report(opt['report'])
 
 
 def units_for(ratio, total, unit=1):

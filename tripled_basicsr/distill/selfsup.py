@@ -23,14 +23,36 @@ import math
 import os
 import sys
 import time
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-DEFAULTS = {'arch': 'test_convnext', 'input_size': 64, 'crop': 'auto', 'iters': 600, 'batch': 64, 'lr': 2e-3,
-            'temperature': 0.2, 'images_per_step': 16, 'seed': 0}
+@dataclass
+class SelfsupOptions:
+    """What the training does (the command's flags of the same names)."""
+    arch: str = 'test_convnext'  # timm model name
+    input_size: int = 64  # view side in px
+    crop: object = 'auto'  # region side in GT px, or 'auto' (the distiller's crop_size: auto rule)
+    iters: int = 600
+    batch: int = 64  # regions per step (two views each)
+    lr: float = 2e-3
+    temperature: float = 0.2  # NT-Xent temperature
+    images_per_step: int = 16  # GT images decoded per step
+    seed: int = 0
+
+    def check(self):
+        for name, v, lo in (('--iters', self.iters, 1), ('--batch', self.batch, 2),
+                            ('--input-size', self.input_size, 16), ('--images-per-step', self.images_per_step, 1)):
+            if int(v) < lo:
+                raise ValueError(f'{name} must be at least {lo}, got {v}.')
+        if not float(self.temperature) > 0 or not float(self.lr) > 0:
+            raise ValueError('--temperature and --lr must be positive.')
+
+
+DEFAULTS = asdict(SelfsupOptions())
 
 
 def nt_xent(z1, z2, temperature):
@@ -109,63 +131,67 @@ def is_selfsup_checkpoint(path):
     return isinstance(ckpt, dict) and isinstance(ckpt.get('tripled_selfsup'), dict)
 
 
-def train_selfsup(gt, out, arch='test_convnext', input_size=64, crop='auto', iters=600, batch=64, lr=2e-3,
-                  temperature=0.2, images_per_step=16, seed=0, overwrite=False, log=print):
-    """Train ``arch`` on the GT images under ``gt`` (folder or BasicSR LMDB) and write its
-    state_dict to ``out`` (atomically). Returns the ``tripled_selfsup`` record."""
-    import timm
-
-    from tripled_basicsr.data.paired_source import PairedSource
-    from tripled_basicsr.distill.backbone import check_model_name, normalization
-    from tripled_basicsr.distill.crops import image_shapes
-    from tripled_basicsr.utils.ownership import check_file_output
-    out = check_file_output(out, {'--gt': gt}, '--out', overwrite, is_selfsup_checkpoint, 'self-supervised checkpoint',
-                            example=f'{arch}.pth')
-    for name, v, lo in (('--iters', iters, 1), ('--batch', batch, 2), ('--input-size', input_size, 16),
-                        ('--images-per-step', images_per_step, 1)):
-        if int(v) < lo:
-            raise ValueError(f'{name} must be at least {lo}, got {v}.')
-    if not float(temperature) > 0 or not float(lr) > 0:
-        raise ValueError('--temperature and --lr must be positive.')
-    check_model_name(arch)
-    source = PairedSource(gt, gt)  # GT only: paired with itself, so folders and LMDBs read alike
-    shapes = image_shapes(source)  # headers only, read once
-    crop = resolve_crop(shapes, crop)
-    rng = np.random.default_rng(int(seed))
-    torch.manual_seed(int(seed))
-    sampler = RegionSampler(source, shapes, crop, rng)
-    model = timm.create_model(arch, pretrained=False, num_classes=0)
-    d = model.num_features
-    head = torch.nn.Sequential(torch.nn.Linear(d, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64))
+def _contrastive_loop(model, head, sampler, o, log):
+    """``o.iters`` NT-Xent steps of ``model`` + projection ``head`` on two views of each sampled
+    region. -> (EMA of the loss, seconds)."""
+    from tripled_basicsr.distill.backbone import normalization
     mean, std = normalization(model)
     params = list(model.parameters()) + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=float(lr), weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * k / int(iters))))
+    opt = torch.optim.AdamW(params, lr=float(o.lr), weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda k: 0.5 * (1 + math.cos(math.pi * k / int(o.iters))))
     model.train()
     head.train()
-    t0, ema = time.time(), None
-    log(f'selfsup: {arch} on {len(sampler.usable)} GT images of {gt}, {crop}-px regions, {input_size}-px views, '
-        f'{iters} iterations of batch {batch}')
-    for it in range(1, int(iters) + 1):
-        regions = sampler.regions(int(batch), int(images_per_step))
-        v1 = to_input([random_view(r, int(input_size), rng) for r in regions], mean, std)
-        v2 = to_input([random_view(r, int(input_size), rng) for r in regions], mean, std)
-        loss = nt_xent(head(model(v1)), head(model(v2)), float(temperature))
+    t0, ema, rng = time.time(), None, sampler.rng
+    for it in range(1, int(o.iters) + 1):
+        regions = sampler.regions(int(o.batch), int(o.images_per_step))
+        v1 = to_input([random_view(r, int(o.input_size), rng) for r in regions], mean, std)
+        v2 = to_input([random_view(r, int(o.input_size), rng) for r in regions], mean, std)
+        loss = nt_xent(head(model(v1)), head(model(v2)), float(o.temperature))
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
-        if it % max(1, int(iters) // 10) == 0 or it == int(iters):
-            log(f'  iter {it}/{iters}  loss {ema:.3f}  ({time.time() - t0:.0f} s)')
-    record = {'arch': arch, 'input_size': int(input_size), 'crop': int(crop), 'iters': int(iters),
-              'batch': int(batch), 'seed': int(seed), 'final_loss': float(ema), 'chance_loss': math.log(2 * batch - 1),
-              'source': source.dataroot_gt, 'seconds': round(time.time() - t0, 1)}
+        if it % max(1, int(o.iters) // 10) == 0 or it == int(o.iters):
+            log(f'  iter {it}/{o.iters}  loss {ema:.3f}  ({time.time() - t0:.0f} s)')
+    return ema, time.time() - t0
+
+
+def train_selfsup(gt, out, opts=None, overwrite=False, log=print):
+    """Train ``opts.arch`` (a SelfsupOptions; default: its defaults) on the GT images under ``gt``
+    (folder or BasicSR LMDB) and write its state_dict to ``out`` (atomically). Returns the
+    ``tripled_selfsup`` record."""
+    import timm
+
+    from tripled_basicsr.data.paired_source import PairedSource
+    from tripled_basicsr.distill.backbone import check_model_name
+    from tripled_basicsr.distill.crops import image_shapes
+    from tripled_basicsr.utils.ownership import check_file_output
+    o = opts or SelfsupOptions()
+    out = check_file_output(out, {'--gt': gt}, '--out', overwrite, is_selfsup_checkpoint, 'self-supervised checkpoint',
+                            example=f'{o.arch}.pth')
+    o.check()
+    check_model_name(o.arch)
+    source = PairedSource(gt, gt)  # GT only: paired with itself, so folders and LMDBs read alike
+    shapes = image_shapes(source)  # headers only, read once
+    crop = resolve_crop(shapes, o.crop)
+    rng = np.random.default_rng(int(o.seed))
+    torch.manual_seed(int(o.seed))
+    sampler = RegionSampler(source, shapes, crop, rng)
+    model = timm.create_model(o.arch, pretrained=False, num_classes=0)
+    d = model.num_features
+    head = torch.nn.Sequential(torch.nn.Linear(d, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64))
+    log(f'selfsup: {o.arch} on {len(sampler.usable)} GT images of {gt}, {crop}-px regions, {o.input_size}-px views, '
+        f'{o.iters} iterations of batch {o.batch}')
+    ema, seconds = _contrastive_loop(model, head, sampler, o, log)
+    record = {'arch': o.arch, 'input_size': int(o.input_size), 'crop': int(crop), 'iters': int(o.iters),
+              'batch': int(o.batch), 'seed': int(o.seed), 'final_loss': float(ema),
+              'chance_loss': math.log(2 * o.batch - 1), 'source': source.dataroot_gt, 'seconds': round(seconds, 1)}
     tmp = f'{out}.tmp{os.getpid()}'
     torch.save({'state_dict': model.eval().state_dict(), 'tripled_selfsup': record}, tmp)
     os.replace(tmp, out)
     log(f'selfsup: wrote {out} (loss {ema:.3f}, chance {record["chance_loss"]:.3f}); distil with features: '
-        f'{{backbone: {arch}, checkpoint: {out}, input_size: {input_size}}}')
+        f'{{backbone: {o.arch}, checkpoint: {out}, input_size: {o.input_size}}}')
     return record
 
 
@@ -190,8 +216,8 @@ def main(argv=None):
     from tripled_basicsr.utils.cli import run_command
 
     def body():
-        train_selfsup(a.gt, a.out, a.arch, a.input_size, a.crop, a.iters, a.batch, a.lr, a.temperature,
-                      a.images_per_step, a.seed, a.overwrite)
+        opts = SelfsupOptions(**{k: getattr(a, k) for k in DEFAULTS})
+        train_selfsup(a.gt, a.out, opts, a.overwrite)
 
     return run_command('selfsup', body, a.debug, (ValueError, OSError))  # SourceError is a ValueError
 

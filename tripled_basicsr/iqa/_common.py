@@ -147,44 +147,13 @@ def to_luma255(img, *, argname='img', data_range=None, soft=False, dtype=None, c
     if check_range is None:
         check_range = not soft
     if isinstance(img, np.ndarray):
-        if img.dtype == np.uint8:
-            default_range = 255.0
-        elif _is_float_dtype(img.dtype):
-            default_range = 255.0
-        else:
-            raise TypeError(f'{argname}: numpy dtype {img.dtype} is not supported; pass uint8 (0..255) or float '
-                            f'(0..255, BasicSR metric convention). For uint16 images convert first, e.g. '
-                            f'(img / 257).round().astype(np.uint8) or img.astype(np.float64) / 257')
-        if img.ndim == 2:
-            arr = img[None, None]
-        elif img.ndim == 3 and img.shape[2] in (1, 3):
-            arr = img.transpose(2, 0, 1)[None]
-            if img.shape[2] == 3:
-                arr = arr[:, ::-1]  # BGR -> RGB
-        else:
-            raise ValueError(f'{argname}: expected a numpy image of shape (H, W), (H, W, 1) or (H, W, 3) in BGR '
-                             f'order, got shape {img.shape}. Use input_order="CHW" for channel-first arrays')
-        if dtype is None:
-            dtype = torch.float64
-        x = torch.from_numpy(np.ascontiguousarray(arr)).to(dtype)
+        x, default_range = _numpy_batch(img, argname, dtype or torch.float64)
     elif isinstance(img, torch.Tensor):
-        if not img.is_floating_point():
-            raise TypeError(f'{argname}: expected a floating point tensor with values in [0, data_range], got dtype '
-                            f'{img.dtype}; convert with img.float() / 255 for 8-bit data')
-        if img.ndim != 4:
-            raise ValueError(f'{argname}: expected a tensor of shape (B, C, H, W) with C = 3 (RGB) or 1 (luma), got '
-                             f'shape {tuple(img.shape)}; add a batch dimension with img[None] for a single image')
-        if img.shape[1] not in (1, 3):
-            raise ValueError(f'{argname}: expected 3 (RGB) or 1 (luma) channels, got {img.shape[1]} (shape '
-                             f'{tuple(img.shape)}). For feature maps use brisque_feature_maps / piqe_feature_maps')
-        default_range = 1.0
-        if dtype is None:
-            dtype = torch.float64 if not soft else (img.dtype if img.dtype in (torch.float32, torch.float64) else
-                                                   torch.float32)
-        x = img.to(dtype)
+        x, default_range = _tensor_batch(img, argname, dtype, soft)
     else:
         raise TypeError(f'{argname}: expected a torch.Tensor (B, C, H, W) or a numpy image (H, W[, C]), got '
                         f'{type(img).__name__}')
+    dtype = x.dtype
     if x.numel() == 0:
         raise ValueError(f'{argname}: the image is empty (shape {tuple(img.shape)})')
     if data_range is None:
@@ -192,13 +161,7 @@ def to_luma255(img, *, argname='img', data_range=None, soft=False, dtype=None, c
     if isinstance(data_range, bool) or not (isinstance(data_range, (int, float)) and data_range > 0):
         raise ValueError(f'data_range must be a positive number (the value of white), got {data_range!r}')
     if check_range:
-        lo, hi = (float(v) for v in torch.aminmax(x))
-        if lo != lo or hi != hi or abs(lo) == float('inf') or abs(hi) == float('inf'):
-            _raise_non_finite(argname)
-        if lo < -0.01 * data_range or hi > 1.01 * data_range:
-            raise ValueError(f'{argname}: values span [{lo:.4g}, {hi:.4g}] but data_range={data_range:g}; clamp '
-                             f'the image to [0, {data_range:g}] or pass the right data_range (e.g. 255 for 0..255 '
-                             f'tensors)')
+        _check_range(x, argname, data_range)
     scale = 255.0 / data_range
     if x.shape[1] == 3:
         x = x[:, 0:1] * (LUMA_WEIGHTS[0] * scale) + x[:, 1:2] * (LUMA_WEIGHTS[1] * scale) + x[:, 2:3] * (
@@ -208,6 +171,53 @@ def to_luma255(img, *, argname='img', data_range=None, soft=False, dtype=None, c
     if not check_range and not bool(torch.isfinite(x).all()):  # NaN/inf propagate through the weighted sum
         _raise_non_finite(argname)
     return x, dtype
+
+
+def _numpy_batch(img, argname, dtype):
+    """A numpy image (H, W[, C]), BGR, uint8 or float -> ((1, C, H, W) RGB tensor in ``dtype``, default data_range)."""
+    if img.dtype != np.uint8 and not _is_float_dtype(img.dtype):
+        raise TypeError(f'{argname}: numpy dtype {img.dtype} is not supported; pass uint8 (0..255) or float '
+                        f'(0..255, BasicSR metric convention). For uint16 images convert first, e.g. '
+                        f'(img / 257).round().astype(np.uint8) or img.astype(np.float64) / 257')
+    if img.ndim == 2:
+        arr = img[None, None]
+    elif img.ndim == 3 and img.shape[2] in (1, 3):
+        arr = img.transpose(2, 0, 1)[None]
+        if img.shape[2] == 3:
+            arr = arr[:, ::-1]  # BGR -> RGB
+    else:
+        raise ValueError(f'{argname}: expected a numpy image of shape (H, W), (H, W, 1) or (H, W, 3) in BGR '
+                         f'order, got shape {img.shape}. Use input_order="CHW" for channel-first arrays')
+    return torch.from_numpy(np.ascontiguousarray(arr)).to(dtype), 255.0
+
+
+def _tensor_batch(img, argname, dtype, soft):
+    """A float tensor (B, 3|1, H, W) -> (the tensor in ``dtype`` (default: float64, soft mode: the
+    input's float dtype), default data_range 1)."""
+    if not img.is_floating_point():
+        raise TypeError(f'{argname}: expected a floating point tensor with values in [0, data_range], got dtype '
+                        f'{img.dtype}; convert with img.float() / 255 for 8-bit data')
+    if img.ndim != 4:
+        raise ValueError(f'{argname}: expected a tensor of shape (B, C, H, W) with C = 3 (RGB) or 1 (luma), got '
+                         f'shape {tuple(img.shape)}; add a batch dimension with img[None] for a single image')
+    if img.shape[1] not in (1, 3):
+        raise ValueError(f'{argname}: expected 3 (RGB) or 1 (luma) channels, got {img.shape[1]} (shape '
+                         f'{tuple(img.shape)}). For feature maps use brisque_feature_maps / piqe_feature_maps')
+    if dtype is None:
+        dtype = torch.float64 if not soft else (img.dtype if img.dtype in (torch.float32, torch.float64) else
+                                               torch.float32)
+    return img.to(dtype), 1.0
+
+
+def _check_range(x, argname, data_range):
+    """Finite values in [0, data_range] (1 % slack)."""
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    if lo != lo or hi != hi or abs(lo) == float('inf') or abs(hi) == float('inf'):
+        _raise_non_finite(argname)
+    if lo < -0.01 * data_range or hi > 1.01 * data_range:
+        raise ValueError(f'{argname}: values span [{lo:.4g}, {hi:.4g}] but data_range={data_range:g}; clamp '
+                         f'the image to [0, {data_range:g}] or pass the right data_range (e.g. 255 for 0..255 '
+                         f'tensors)')
 
 
 def _raise_non_finite(argname):

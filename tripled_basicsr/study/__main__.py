@@ -23,11 +23,9 @@ def _shard(text):
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def main(argv=None):
+def _parser(worker):
     p = argparse.ArgumentParser(prog='python -m tripled_basicsr.study',
                                 description='Subset study: full vs random vs random crops vs TripleD (docs/study.md).')
-    argv = sys.argv[1:] if argv is None else list(argv)
-    worker = any(a.split('=')[0] == '--worker' for a in argv)  # internal: the options come on stdin
     p.add_argument('-opt', required=not worker, help='study YAML (options/study_*.yml)')
     p.add_argument('--report-only', action='store_true', help='only rebuild the report from finished runs')
     p.add_argument('--plan', action='store_true', help='list the runs (of --shard) and exit')
@@ -42,16 +40,17 @@ def main(argv=None):
                    help='CPU threads per run (default with --jobs/--shard: 1; otherwise the environment\'s)')
     p.add_argument('--worker', metavar='RUN', help=argparse.SUPPRESS)  # internal: one run, options on stdin
     p.add_argument('--debug', action='store_true', help='full tracebacks')
-    args = p.parse_args(argv)
-    if args.restart and args.shard:
-        p.error('--restart with --shard would delete the runs of the other shards: restart once without --shard '
-                '(or delete the study dir), then start the shards')
+    return p
+
+
+def _signals_and_threads(args, parallel):
+    """SIGTERM (and SIGHUP for parallel runs) stop the trainers too; the thread count for runs
+    trained in this process. -> threads per run (None: the environment's)."""
     import signal
 
     def _term(signum, frame):  # `kill PID` stops the trainer subprocess too (see Study.train)
         raise SystemExit(143)
     signal.signal(signal.SIGTERM, _term)
-    parallel = args.jobs > 1 or args.shard is not None
     if parallel and not (args.plan or args.report_only):  # a closed terminal stops the workers too (own sessions)
         signal.signal(signal.SIGHUP, _term)
     threads = args.threads or (1 if parallel else None)  # a worker: the variables its parent set
@@ -61,9 +60,43 @@ def main(argv=None):
             os.environ[var] = str(threads)
         import torch
         torch.set_num_threads(threads)
+    return threads
+
+
+def _plan(user, shard):
+    from tripled_basicsr.study import merge_options
+    from tripled_basicsr.study.parallel import shard_runs
+    from tripled_basicsr.study.runner import Study, check_study
+    study = Study(merge_options(user))
+    check_study(study)  # a plan that could not run is an error, as the run would be
+    for r in shard_runs(study.runs, shard):
+        print(r.id)
+    return 0
+
+
+def _report_only(user):
+    from tripled_basicsr.study import merge_options
+    from tripled_basicsr.study.report import Evaluator, write_report
+    from tripled_basicsr.study.runner import Study
+    opt = merge_options(user)
+    md = write_report(Study(opt), Evaluator(opt), print)
+    print(md or 'no finished run yet')
+    return 0
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    worker = any(a.split('=')[0] == '--worker' for a in argv)  # internal: the options come on stdin
+    p = _parser(worker)
+    args = p.parse_args(argv)
+    if args.restart and args.shard:
+        p.error('--restart with --shard would delete the runs of the other shards: restart once without --shard '
+                '(or delete the study dir), then start the shards')
+    parallel = args.jobs > 1 or args.shard is not None
+    threads = _signals_and_threads(args, parallel)
     import tripled_basicsr
     tripled_basicsr.register()  # BasicSR registries, before arm names and networks are checked
-    from tripled_basicsr.study import StudyError, merge_options, run_study
+    from tripled_basicsr.study import StudyError, run_study
     from tripled_basicsr.utils.cli import run_command
     from tripled_basicsr.utils.io import load_yaml_safe
 
@@ -76,20 +109,9 @@ def main(argv=None):
             return worker(args.worker, sys.stdin, log)
         user = load_yaml_safe(args.opt)
         if args.plan:
-            from tripled_basicsr.study.parallel import shard_runs
-            from tripled_basicsr.study.runner import Study, check_study
-            study = Study(merge_options(user))
-            check_study(study)  # a plan that could not run is an error, as the run would be
-            for r in shard_runs(study.runs, args.shard):
-                print(r.id)
-            return 0
+            return _plan(user, args.shard)
         if args.report_only:
-            from tripled_basicsr.study.report import Evaluator, write_report
-            from tripled_basicsr.study.runner import Study
-            opt = merge_options(user)
-            md = write_report(Study(opt), Evaluator(opt), print)
-            print(md or 'no finished run yet')
-            return 0
+            return _report_only(user)
         try:
             run_study(user, log=log if parallel else print, restart=args.restart, jobs=args.jobs, shard=args.shard,
                       threads=threads)

@@ -70,14 +70,11 @@ def _final_psnr(study, run):
     return '  '.join(f'{lb}: {v["psnr"]:.2f} dB' for lb, v in final.items())
 
 
-def run_parallel(user_opt, jobs=1, shard=None, threads=1, log=print, restart=False):
-    """Run (or resume) the study's runs (this shard's, with ``shard=(i, n)``) in ``jobs``
-    worker processes; -> the report's markdown table. Raises StudyError when a run failed
-    (after the other runs ended and the report was written)."""
-    import yaml
-
+def _open(user_opt, shard, restart, log):
+    """Check the options, open the study dir and compute what runs share (once, under the study
+    lock). -> (study, evaluator, this shard's runs)."""
     from tripled_basicsr.study import open_study_dir, write_study_yml
-    from tripled_basicsr.study.report import Evaluator, write_report
+    from tripled_basicsr.study.report import Evaluator
     from tripled_basicsr.study.runner import Study, check_study, merge_options
     if restart and shard:
         raise StudyError('--restart with --shard would delete the runs of the other shards: restart once without '
@@ -95,55 +92,89 @@ def run_parallel(user_opt, jobs=1, shard=None, threads=1, log=print, restart=Fal
                for r in mine):
             from tripled_basicsr.study.subsets import gt_shapes, open_source
             gt_shapes(open_source(opt['source']), study.path('source_shapes.json'))
+    return study, evaluator, mine
+
+
+def _launch(study, run, options, env):
+    """Start the worker of ``run`` (its own process group: see stop()), the options on its stdin.
+    -> (process, (run, start time, worker log, the log's size before))."""
+    wlog = study.path('runs', run.id, 'worker.log')
+    start = os.path.getsize(wlog) if os.path.isfile(wlog) else 0
+    with open(wlog, 'a', encoding='utf-8') as f:
+        proc = subprocess.Popen([sys.executable, '-m', 'tripled_basicsr.study', '--worker', run.id],
+                                stdin=subprocess.PIPE, stdout=f, stderr=subprocess.STDOUT, env=env,
+                                text=True, start_new_session=True)
+    try:
+        proc.stdin.write(options)
+        proc.stdin.close()
+    except OSError:  # the worker died at once: reported with its log when it is reaped
+        pass
+    return proc, (run, time.time(), wlog, start)
+
+
+class _Board:
+    """The runs ended so far (``[k/total]`` lines, the time left) and those that failed or were skipped."""
+
+    def __init__(self, study, total, jobs, log):
+        self.study, self.total, self.jobs, self.log = study, total, jobs, log
+        self.k, self.t0 = 0, time.time()
+        self.durations, self.failed, self.skipped = [], [], []
+
+    def done_before(self, run):
+        self.k += 1
+        self.log(f'[{self.k}/{self.total}] {run.id} (done, skipped)  {_final_psnr(self.study, run)}')
+
+    def ended(self, proc, entry, left):
+        """Say how the worker ``proc`` of ``entry`` (see _launch) ended; ``left``: runs not ended yet."""
+        run, t_run, wlog, start = entry
+        self.k += 1
+        now = time.time()
+        head = f'[{self.k}/{self.total}] {run.id} (arm {run.arm_name}, seed {run.seed})'
+        if proc.returncode == 0:
+            self.durations.append(now - t_run)
+            eta = (f', about {sum(self.durations) / len(self.durations) * left / self.jobs / 60:.1f} min left'
+                   if left else '')
+            self.log(f'{head} {(now - t_run) / 60:.1f} min  elapsed {(now - self.t0) / 60:.1f} min{eta}  '
+                     f'{_final_psnr(self.study, run)}')
+        elif proc.returncode == SKIPPED:
+            self.skipped.append(run.id)
+            self.log(f'{head} skipped ({log_error(wlog, start, max_lines=1)})')
+        else:
+            self.failed.append((run.id, log_error(wlog, start)))
+            self.log(f'{head} FAILED (exit {proc.returncode}) after {(now - t_run) / 60:.1f} min: '
+                     f'{self.failed[-1][1]}\n  (full log: {wlog})')
+
+
+def run_parallel(user_opt, jobs=1, shard=None, threads=1, log=print, restart=False):
+    """Run (or resume) the study's runs (this shard's, with ``shard=(i, n)``) in ``jobs``
+    worker processes; -> the report's markdown table. Raises StudyError when a run failed
+    (after the other runs ended and the report was written)."""
+    import yaml
+
+    from tripled_basicsr.study.report import write_report
+    study, evaluator, mine = _open(user_opt, shard, restart, log)
     done = {r.id: study.open_run(r) for r in mine}  # a run finished with other options stops here, before any work
     what = f'shard {shard[0]}/{shard[1]}: {len(mine)} of {len(study.runs)} runs' if shard else f'{len(mine)} runs'
-    log(f'study {opt["name"]}: {what} in {study.dir}; {jobs} at once, {threads} thread(s) each')
-    total, k, t0 = len(mine), 0, time.time()
+    log(f'study {study.opt["name"]}: {what} in {study.dir}; {jobs} at once, {threads} thread(s) each')
+    board = _Board(study, len(mine), jobs, log)
     todo = []
     for run in mine:
         if done[run.id] and not evaluator.pending(study, run):
-            k += 1
-            log(f'[{k}/{total}] {run.id} (done, skipped)  {_final_psnr(study, run)}')
+            board.done_before(run)
         else:
             todo.append(run)
     options = yaml.safe_dump(user_opt, sort_keys=False)
     env = thread_env(threads)
-    active, failed, skipped, durations = {}, [], [], []
+    active = {}
     try:
         while todo or active:
             while todo and len(active) < jobs:
-                run = todo.pop(0)
-                wlog = study.path('runs', run.id, 'worker.log')
-                start = os.path.getsize(wlog) if os.path.isfile(wlog) else 0
-                with open(wlog, 'a', encoding='utf-8') as f:
-                    proc = subprocess.Popen([sys.executable, '-m', 'tripled_basicsr.study', '--worker', run.id],
-                                            stdin=subprocess.PIPE, stdout=f, stderr=subprocess.STDOUT, env=env,
-                                            text=True, start_new_session=True)  # its own group: see stop()
-                active[proc] = (run, time.time(), wlog, start)
-                try:
-                    proc.stdin.write(options)
-                    proc.stdin.close()
-                except OSError:  # the worker died at once: reported with its log below
-                    pass
+                proc, entry = _launch(study, todo.pop(0), options, env)
+                active[proc] = entry
             time.sleep(0.2)
             for proc in [p for p in active if p.poll() is not None]:
-                run, t_run, wlog, start = active.pop(proc)
-                k += 1
-                now = time.time()
-                head = f'[{k}/{total}] {run.id} (arm {run.arm_name}, seed {run.seed})'
-                if proc.returncode == 0:
-                    durations.append(now - t_run)
-                    left = len(todo) + len(active)
-                    eta = f', about {sum(durations) / len(durations) * left / jobs / 60:.1f} min left' if left else ''
-                    log(f'{head} {(now - t_run) / 60:.1f} min  elapsed {(now - t0) / 60:.1f} min{eta}  '
-                        f'{_final_psnr(study, run)}')
-                elif proc.returncode == SKIPPED:
-                    skipped.append(run.id)
-                    log(f'{head} skipped ({log_error(wlog, start, max_lines=1)})')
-                else:
-                    failed.append((run.id, log_error(wlog, start)))
-                    log(f'{head} FAILED (exit {proc.returncode}) after {(now - t_run) / 60:.1f} min: '
-                        f'{failed[-1][1]}\n  (full log: {wlog})')
+                entry = active.pop(proc)
+                board.ended(proc, entry, len(todo) + len(active))
     finally:  # Ctrl-C, kill or an error here: stop every worker with its trainer, then the report
         if active:
             log(f'stopping {len(active)} run(s): {", ".join(r.id for r, *_ in active.values())} (they resume when '
@@ -153,13 +184,13 @@ def run_parallel(user_opt, jobs=1, shard=None, threads=1, log=print, restart=Fal
     if md:
         log(md)
         log(f'report: {study.path("report")}/table.md, results.csv, results.json, *.png')
-    if skipped:
-        log(f'{len(skipped)} run(s) skipped, held by another process: {", ".join(skipped)}. Run the same command '
-            f'again once it is done (or --report-only to gather what finished).')
-    if failed:
-        raise StudyError(f'{len(failed)} of {total} runs failed: {", ".join(r for r, _ in failed)} (errors above; '
-                         f'logs in runs/RUN/worker.log). Run the same command again to retry them: finished runs '
-                         f'are kept.')
+    if board.skipped:
+        log(f'{len(board.skipped)} run(s) skipped, held by another process: {", ".join(board.skipped)}. Run the '
+            f'same command again once it is done (or --report-only to gather what finished).')
+    if board.failed:
+        raise StudyError(f'{len(board.failed)} of {board.total} runs failed: {", ".join(r for r, _ in board.failed)} '
+                         f'(errors above; logs in runs/RUN/worker.log). Run the same command again to retry them: '
+                         f'finished runs are kept.')
     return md
 
 
