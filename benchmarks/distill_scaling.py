@@ -146,13 +146,15 @@ def main(argv=None):
     big = rows[-1]
     per_mpx = {k: big['stages_s'][k] / big['gt_mpx'] for k in STAGES}
     uhd_mpx = UHD_FRAMES * UHD_PX / 1e6
-    # per-pixel stages split over processes; the rest (clustering, selection, write of the picked
-    # units) works per unit, on rank 0, and does not shrink with more processes
-    spread = ('features',)
-    serial = sum(per_mpx[k] for k in STAGES if k not in spread + ('total', 'setup'))
+    # the feature stage splits over every process (torchrun ranks x decode workers); the proxy
+    # difficulty over the decode workers of rank 0 (one machine); the rest (clustering, selection,
+    # the write of the picked units) works per unit on rank 0 and does not shrink
     proj = {}
-    for label, procs in (('1 core', 1), ('16 cores', 16), ('4 x 16 cores', 64)):
-        proj[label] = round((serial + sum(per_mpx[k] for k in spread) / procs) * uhd_mpx / 3600, 2)
+    for label, machines in (('1 core', 0), ('16 cores', 1), ('4 x 16 cores', 4)):
+        procs, local = max(1, 16 * machines), 16 if machines else 1
+        sec = per_mpx['features'] / procs + per_mpx['difficulty'] / local + \
+            sum(per_mpx[k] for k in ('kmeans', 'scoring', 'selection', 'mmd', 'write'))
+        proj[label] = round(sec * uhd_mpx / 3600, 2)
     print(f'\nProjection for {UHD_FRAMES} frames of 3840x2160 ({uhd_mpx / 1e3:.0f} Gpx GT) from the '
           f'{big["frames"]}-frame run (s per GT Mpx, linear in N): ' +
           ', '.join(f'{k}: {v} h' for k, v in proj.items()))

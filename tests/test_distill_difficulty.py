@@ -24,6 +24,43 @@ def test_neighbourhoods_match_filter2d():
     np.testing.assert_allclose(rows @ k.ravel(), want, atol=1e-5)
 
 
+def _reference(gt, lq, scale, w, taps, pixels=64, seed=3):
+    """The whole-image formulas the banded and gathered code must equal to the bit."""
+    g = np.asarray(gt, np.float32) / 255.0
+    x = np.asarray(lq, np.float32) / 255.0
+    if scale > 1:
+        x = cv2.resize(x, (g.shape[1], g.shape[0]), interpolation=cv2.INTER_CUBIC)
+    k = np.asarray(w[:-1], np.float32).reshape(taps, taps)
+    out = cv2.filter2D(x, -1, k, borderType=cv2.BORDER_REFLECT_101) + np.float32(w[-1])
+    r = (g - out.reshape(g.shape)) * 255.0
+    rng = np.random.default_rng([seed, 11])
+    m = min(pixels, g.shape[0] * g.shape[1])
+    ys, xs = rng.integers(0, g.shape[0], m), rng.integers(0, g.shape[1], m)
+    p = np.pad(x, ((taps // 2,) * 2, (taps // 2,) * 2, (0, 0)), mode='reflect')
+    dy, dx = np.meshgrid(np.arange(taps), np.arange(taps), indexing='ij')
+    win = p[ys[:, None] + dy.ravel()[None], xs[:, None] + dx.ravel()[None]].transpose(0, 2, 1).reshape(-1, taps * taps)
+    a = np.concatenate([win, np.ones((len(win), 1), np.float32)], 1)
+    b = g[ys, xs].reshape(-1)
+    ata, atb = a.T.astype(np.float64) @ a, a.T.astype(np.float64) @ b
+    fit = np.linalg.solve(ata + 1e-3 * np.trace(ata) / len(ata) * np.eye(len(ata)), atb)
+    return (r * r).mean(2), fit
+
+
+@pytest.mark.parametrize('scale,taps,shape', [(1, 7, (150, 97, 3)), (2, 5, (132, 90, 3)), (1, 3, (70, 33, 1)),
+                                              (1, 13, (40, 30, 3)), (1, 7, (5, 4, 3))])
+def test_banded_residual_and_gathered_fit_equal_the_whole_image_formulas(scale, taps, shape):
+    """Heights 150, 132 and 70 cross the 64-row band edges; 13 taps and a 5-px image take the
+    whole-image paths."""
+    rng = _rng(5)
+    gt = rng.integers(0, 256, shape, dtype=np.uint8)
+    lq = cv2.resize(gt, (shape[1] // scale, shape[0] // scale), interpolation=cv2.INTER_AREA).reshape(
+        shape[0] // scale, shape[1] // scale, shape[2])
+    w = rng.normal(0, 0.2, taps * taps + 1)
+    want_r2, want_fit = _reference(gt, lq, scale, w, taps)
+    np.testing.assert_array_equal(residual(gt, lq, scale, w), want_r2)
+    np.testing.assert_array_equal(fit_proxy([(gt, lq)], scale, taps, pixels=64, seed=3), want_fit)
+
+
 def test_fit_recovers_a_linear_degradation_inverse():
     """GT = k * LQ + b exactly: the fitted proxy is k, b and its residual vanishes."""
     k = np.array([[0.0, 0.1, 0.0], [0.1, 0.6, 0.1], [0.0, 0.1, 0.0]], np.float32)
