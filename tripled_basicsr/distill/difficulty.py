@@ -131,7 +131,8 @@ def _images(part):
 
 
 class _Residuals:
-    """Dataset over images: item j -> (image index, unit ids, RMS residual of each unit's box)."""
+    """Dataset over images: item j -> (image index, unit ids, RMS residual of each unit's box),
+    or with ``w`` None the decoded pair itself (the fit's reads)."""
 
     def __init__(self, base, images, boxes, scale, w):
         self.base, self.images, self.boxes, self.scale, self.w = base, images, boxes, scale, w
@@ -141,7 +142,26 @@ class _Residuals:
 
     def __getitem__(self, j):
         i = self.images[j]
+        if self.w is None:
+            return self.base.read_pair(i)
         return i, box_rms(residual(*self.base.read_pair(i), self.scale, self.w), self.boxes[i])
+
+
+def _as_is(item):
+    return item
+
+
+def _loaded(ds, workers, order=None):
+    """Items of ``ds`` (in ``order``, default in turn), read in ``workers`` processes (0: here)."""
+    order = list(range(len(ds))) if order is None else order
+    if workers <= 0 or len(ds) < 2:
+        for j in order:
+            yield ds[j]
+        return
+    import torch
+    loader = torch.utils.data.DataLoader(ds, batch_size=None, sampler=order, num_workers=min(workers, len(ds)),
+                                         prefetch_factor=2, collate_fn=_as_is)
+    yield from loader
 
 
 def box_rms(r2, boxes):
@@ -153,30 +173,22 @@ def box_rms(r2, boxes):
 
 
 def _residual_rows(base, images, boxes, scale, w, workers):
-    """Yields (unit ids, values) of ``images``, decoded and scored in ``workers`` processes (0: here)."""
-    ds = _Residuals(base, images, boxes, scale, w)
-    if workers <= 0 or len(images) < 2:
-        for j in range(len(ds)):
-            yield ds[j][1]
-        return
-    import torch
-
+    """Yields (unit ids, values) of ``images``; a worker reads neighbouring images."""
     from tripled_basicsr.distill.features import worker_order
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, sampler=worker_order(len(ds), workers),
-                                         num_workers=min(workers, len(images)), prefetch_factor=2)
-    for _, rows in loader:
+    ds = _Residuals(base, images, boxes, scale, w)
+    for _, rows in _loaded(ds, workers, worker_order(len(ds), workers)):
         yield rows
 
 
 def unit_difficulty(source, rows=None, taps=DEFAULT_TAPS, seed=0, fit_images=FIT_IMAGES, progress=False, workers=0,
-                    cache_bytes=1 << 30):
+                    cache_bytes=1 << 28):
     """RMS proxy residual (0-255) of each unit of ``source`` (whole images or crop units, one
     task or several: each task gets its own proxy) -> (len(rows),) float64 for the unit
     indices ``rows`` (default: every unit). Units outside ``rows`` are never read.
 
-    Each image is decoded once for all its units, in ``workers`` decode processes (0: in this
-    one); the pairs decoded for the fit (up to ``cache_bytes`` of them) are scored from memory,
-    so a small pool is decoded once in all."""
+    Images are decoded in ``workers`` processes (0: in this one), each once for all its units;
+    the pairs decoded for the fit (a sample of ``fit_images`` per task) are scored from memory
+    while they fit in ``cache_bytes``, so a small pool is decoded once in all."""
     n = len(source)
     rows = np.arange(n) if rows is None else np.asarray(rows, np.int64)
     wanted = np.zeros(n, bool)
@@ -194,8 +206,7 @@ def unit_difficulty(source, rows=None, taps=DEFAULT_TAPS, seed=0, fit_images=FIT
 
         def fit_pairs():
             nonlocal used
-            for i in fit:
-                pair = base.read_pair(i)
+            for i, pair in zip(fit, _loaded(_Residuals(base, fit, None, part.scale, None), workers)):
                 size = pair[0].nbytes + pair[1].nbytes
                 if used + size <= cache_bytes:
                     kept[i], used = pair, used + size
