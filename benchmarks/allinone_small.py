@@ -157,7 +157,7 @@ def main(argv=None):
     opt = study_options(args, data, union)
     print(f'allinone_small: {work}: tasks {dict(zip(TASKS, sizes))}, ratio {args.ratio}, {args.seeds} seeds, '
           f'{args.iters} iterations', flush=True)
-    run_study(opt, log=lambda *a: print(*a, flush=True))
+    run_study(opt)
     res = read_json(os.path.join(opt['study_dir'], 'report', 'results.json'))
     table = per_task_table(res['records'], opt['arms'])
     print()

@@ -22,6 +22,15 @@ def _notes_on_stderr(monkeypatch):
     monkeypatch.setitem(log._state, 'quiet', False)
 
 
+@pytest.fixture
+def notes():
+    """Every note and warning said while the test runs (utils/log.sink), as a list of texts."""
+    from tripled_basicsr.utils import log
+    got = []
+    with log.sink(got.append):
+        yield got
+
+
 tripled_basicsr.register()  # our components in BasicSR's registries (also without the autoload hook)
 
 BASICSR_DIR = os.path.dirname(__import__('basicsr').__file__)

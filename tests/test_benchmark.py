@@ -114,15 +114,15 @@ def _save_srvgg(path, scale):
     return net_opt, net
 
 
-def test_run_benchmark_table_and_y_protocol(fake, tmp_path):
+def test_run_benchmark_table_and_y_protocol(fake, tmp_path, notes):
     net_opt, net = _save_srvgg(str(tmp_path / 'net.pth'), 2)
     opt = {'name': 'tiny', 'datasets_root': fake, 'scale': 2, 'device': 'cpu',
            'sets': ['Set5', 'Set14', 'Manga109'],
            'models': [{'name': 'bicubic', 'type': 'input'},
                       {'name': 'srvgg', 'network_g': net_opt, 'weights': str(tmp_path / 'net.pth')}]}
-    logs = []
-    rows, skipped, _ = bm.run_benchmark(opt, log=logs.append)
+    rows, skipped, _ = bm.run_benchmark(opt)
     assert len(rows) == 4 and len(skipped) == 1 and 'Manga109' in skipped[0]
+    assert skipped[0] in notes and sum(n.startswith('srvgg ') for n in notes) == 2  # one channel: utils/log
     # the Y-channel PSNR with the scale as border equals BasicSR's metric on the same output
     from basicsr.metrics import calculate_psnr
     (_, gt, lq), _ = bm.load_pairs(bm.set_spec('Set5', {'datasets_root': fake, 'scale': 2}))['Set5']
@@ -157,7 +157,7 @@ def test_models_from_training_yaml_and_piqe_on_paired_sets(fake, tmp_path):
     opt = {'datasets_root': fake, 'device': 'cpu', 'sets': ['LOL', 'UHD-LL'], 'no_reference': ['piqe'],
            'tile': {'size': 8, 'overlap': 4},
            'models': [{'name': 'm', 'opt': str(tmp_path / 'train.yml'), 'weights': str(tmp_path / 'n1.pth')}]}
-    rows, skipped, _ = bm.run_benchmark(opt, log=lambda *a: None)
+    rows, skipped, _ = bm.run_benchmark(opt)
     assert [r['set'] for r in rows] == ['LOL', 'UHD-LL'] and not skipped
     assert all(0 <= r['piqe'] <= 100 and 'RGB' in r['protocol'] for r in rows)
 

@@ -30,7 +30,7 @@ def test_the_demo_runs_the_shipped_study_and_distill_recipes(tmp_path):
     # the TripleD arm distils with options/distill_demo.yml: only paths, seed, name, the shared
     # feature cache and the study recipe's `distill:` overrides differ
     merged = merge_options(opt)
-    st = Study(merged, log=lambda *a: None)
+    st = Study(merged)
     run = next(r for r in st.runs if r.arm_name == 'tripled' and r.seed == 1)
     d = st.distill_options(run, str(tmp_path / 'sub'))
     recipe = load_yaml_safe(RECIPE)
@@ -174,12 +174,12 @@ def test_tiny_demo_prints_the_table_writes_the_plots_and_resumes(tmp_path, capsy
     argv = ['--workdir', str(work), '--num', '12', '--val-num', '2', '--size', '32', '--ratio', '0.25', '--seeds', '2',
             '--iters', '4', '--batch', '2', '--patch', '16', '--arms', 'full,random,tripled', '--recipe', str(recipe)]
     assert main(argv) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     num = r'\d+\.\d\d ± \d+\.\d\d'
     for row in (rf'full set\s+12\s+{num}', rf'random subset\s+3\s+{num}', rf'TripleD\s+\d+ cr\s+{num}'):
         assert re.search(row, out), out
     assert re.search(r'tripled - random: [+-]\d+\.\d\d dB over 2 seed\(s\).*-> (TIE|BETTER|WORSE)', out)
-    assert re.search(r'\[6/6\] tripled_25pct_s1 .*elapsed .* min left', out)  # progress with time left
+    assert re.search(r'note: \[6/6\] tripled_25pct_s1 .*elapsed .* min left', err)  # progress with time left
     report = work / 'study' / 'report'
     for f in ('final_psnr.png', 'psnr_vs_iter.png', 'table.md', 'results.json'):
         assert (report / f).is_file()
@@ -189,8 +189,8 @@ def test_tiny_demo_prints_the_table_writes_the_plots_and_resumes(tmp_path, capsy
     assert opt['arms'] == ['full', 'random', 'tripled'] and opt['training']['iters'] == 4
     data = tree_fingerprint(str(work / 'data'))
     assert main(argv + ['--quiet']) == 0  # --quiet: only the table
-    out = capsys.readouterr().out
-    assert re.search(rf'TripleD\s+\d+ cr\s+{num}', out) and '[1/6]' not in out and 'train:' not in out
+    out, err = capsys.readouterr()
+    assert re.search(rf'TripleD\s+\d+ cr\s+{num}', out) and '[1/6]' not in out + err and 'train:' not in out + err
     log = (work / 'demo.log').read_text()
     assert log.count('(done, skipped)') == 6 and log.count('  train:') == 6  # trained once, resumed with nothing to do
     assert tree_fingerprint(str(work / 'data')) == data

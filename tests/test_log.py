@@ -59,5 +59,21 @@ def test_the_run_logger_is_basicsrs_once_initialised(monkeypatch):
     monkeypatch.setitem(sys.modules, 'basicsr.utils.logger', fake)
     assert log._run_logger() is None
     fake.initialized_logger['basicsr'] = True
-    assert log._run_logger() is logging.getLogger('basicsr')
+    logger = logging.getLogger('basicsr')
+    monkeypatch.setattr(logger, 'level', logging.INFO)  # a run sets it (its log file)
+    assert log._run_logger() is logger
+    # get_root_logger() without a log file leaves the level unset (the root's WARNING, where a
+    # note would vanish): not a run's logger, the notes stay on stderr
+    monkeypatch.setattr(logger, 'level', logging.NOTSET)
+    assert log._run_logger() is None
+
+
+def test_a_sink_gets_every_note_and_warning_also_when_quiet(bare_logger, capsys):
+    got = []
+    log.set_quiet(True)
+    with log.sink(got.append):
+        log.note('a')
+        log.warn('b')
+    log.note('after')
+    assert got == ['a', 'b'] and capsys.readouterr().err == 'warning: b\n'
 

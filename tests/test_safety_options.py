@@ -394,7 +394,7 @@ def test_study_failed_distill_or_training_quotes_the_error_not_only_the_log(tmp_
     fake.write_text('#!/bin/sh\necho "features: 10/10"\necho "error: OptionError: source.dataroot_gt /gone does not '
                     'exist." >&2\nexit 2\n')
     fake.chmod(0o755)
-    study = Study(merge_options(_study(tmp_path, random_crops={'crop_size': 16})), log=lambda *a: None,
+    study = Study(merge_options(_study(tmp_path, random_crops={'crop_size': 16})),
                   python=str(fake))  # a pinned crop size: the pool is never read here
     runs = {r.id: r for r in study.runs}
     for rid in ('tripled_25pct_s0', 'random_25pct_s0'):

@@ -220,13 +220,13 @@ def test_summary_table_from_records():
 
 # ----------------------------------------------------------------------------- end to end
 @pytest.mark.slow
-def test_study_end_to_end_resume_and_skip(tmp_path):
+def test_study_end_to_end_resume_and_skip(tmp_path, notes):
     _pairs(str(tmp_path / 'pool'), 12, 40, 0)
     _pairs(str(tmp_path / 'val'), 3, 32, 1)
     before = tree_fingerprint(str(tmp_path / 'pool'))
     opt = _opt(tmp_path)
-    logs = []
-    md = run_study(opt, log=logs.append)
+    logs = notes
+    md = run_study(opt)
     st = tmp_path / 'study'
     assert '| all | full | 12 (12) |' in md and '| 25 % | random (varies) | 3 (3) |' in md and 'random_crops' in md
     for f in ('table.md', 'results.csv', 'results.json', 'psnr_vs_iter.png', 'final_psnr.png', 'psnr_vs_ratio.png'):
@@ -241,7 +241,7 @@ def test_study_end_to_end_resume_and_skip(tmp_path):
     assert tr['datasets']['train']['dataset_enlarge_ratio'] * 3 >= 2 * 2 and tr['train']['total_iter'] == 4
     # rerun: everything is skipped
     logs.clear()
-    run_study(opt, log=logs.append)
+    run_study(opt)
     assert sum('(done, skipped)' in line for line in logs) == 6 and not any('  train:' in x for x in logs)
     # a killed run resumes from its last training state
     rdir, exp = st / 'runs' / 'random_25pct_s1', st / 'experiments' / 'tiny_random_25pct_s1'
@@ -250,7 +250,7 @@ def test_study_end_to_end_resume_and_skip(tmp_path):
     os.remove(exp / 'models' / 'net_g_4.pth')
     os.remove(exp / 'training_states' / '4.state')
     logs.clear()
-    run_study(opt, log=logs.append)
+    run_study(opt)
     assert any('[resuming at 2]' in x for x in logs)
     assert (exp / 'models' / 'net_g_latest.pth').is_file()
     assert tree_fingerprint(str(tmp_path / 'pool')) == before
@@ -258,7 +258,7 @@ def test_study_end_to_end_resume_and_skip(tmp_path):
     opt2 = _opt(tmp_path)
     opt2['training']['iters'] = 6
     with pytest.raises(StudyError, match='run full_s0 finished earlier with different options'):
-        run_study(opt2, log=logs.append)
+        run_study(opt2)
 
 
 def test_study_dir_policy(tmp_path):
@@ -284,7 +284,7 @@ def test_distill_and_train_options_are_fair(tmp_path):
     opt = merge_options(_opt(tmp_path, arms=['full', 'random', 'tripled', 'calibrated', 'tripled_curriculum'],
                              distill={'features': {'pretrained': False}}, random_crops={'crop_size': 20},
                              training={'iters': 10, 'batch_size': 4, 'gt_size': 16, 'basicsr': {'network_g': NET}}))
-    study = Study(opt, log=lambda *a: None)
+    study = Study(opt)
     runs = {r.id: r for r in study.runs}
     a = study.distill_options(runs['tripled_25pct_s1'], '/x/a')
     b = study.distill_options(runs['calibrated_25pct_s1'], '/x/b')
@@ -319,7 +319,7 @@ def test_arm_sampler_overrides_and_task_sources(tmp_path):
                     'distill': {'sources': sources}}}
     opt = merge_options(_opt(tmp_path, random_crops={'crop_size': 20}, arms=['full', 'tripled_curriculum', 'bal'], arm_definitions=defs,
                              distill={'features': {'pretrained': False}}))
-    study = Study(opt, log=lambda *a: None)
+    study = Study(opt)
     runs = {r.id: r for r in study.runs}
     d_bal = study.distill_options(runs['bal_25pct_s0'], '/x/b')
     d_one = study.distill_options(runs['tripled_curriculum_25pct_s0'], '/x/a')
@@ -343,7 +343,7 @@ def test_refuses_a_run_whose_trainer_is_still_alive(tmp_path):
     import subprocess
     import sys
     from tripled_basicsr.study.runner import Study
-    study = Study(merge_options(_opt(tmp_path)), log=lambda *a: None)
+    study = Study(merge_options(_opt(tmp_path)))
     run = study.runs[0]
     rdir = tmp_path / 'study' / 'runs' / run.id
     rdir.mkdir(parents=True)
@@ -367,10 +367,10 @@ def test_crop_size_auto_is_the_distillers(tmp_path):
     from tripled_basicsr.distill.crops import auto_crop_size
     from tripled_basicsr.study.runner import Study, StudyError
     write_pairs(str(tmp_path / 'pool'), num=4, size=200)
-    study = Study(merge_options(_opt(tmp_path)), log=lambda *a: None)
+    study = Study(merge_options(_opt(tmp_path)))
     assert study.crop_size() == auto_crop_size([(200, 200)] * 4) == 64
     small = tmp_path / 'small'
     write_pairs(str(small / 'pool'), num=4, size=48)  # too small for crop units: training patch + 25 %
-    assert Study(merge_options(_opt(small)), log=lambda *a: None).crop_size() == 20
+    assert Study(merge_options(_opt(small))).crop_size() == 20
     with pytest.raises(StudyError, match='random_crops.crop_size must be auto'):
         merge_options(_opt(tmp_path, random_crops={'crop_size': 'big'}))

@@ -103,7 +103,7 @@ def _running(pid, needle):
 
 
 @pytest.mark.slow
-def test_held_runs_are_skipped_and_a_failed_run_reported_while_the_others_go_on(tmp_path):
+def test_held_runs_are_skipped_and_a_failed_run_reported_while_the_others_go_on(tmp_path, notes):
     _pairs(str(tmp_path / 'pool'), 12, 40, 0)
     _pairs(str(tmp_path / 'val'), 3, 32, 1)
     opt = _opt(tmp_path, arms=['random'], seeds=[0, 1, 2])  # random_25pct_s0, _s1, _s2
@@ -120,13 +120,13 @@ def test_held_runs_are_skipped_and_a_failed_run_reported_while_the_others_go_on(
     # s2: the trainer of an earlier, killed command is still alive (its command line names the trainer)
     trainer = subprocess.Popen([sys.executable, '-c', 'import time; print("ready", flush=True); time.sleep(60)',
                                 'tripled_basicsr.train'], stdout=subprocess.PIPE, text=True)
-    logs = []
+    logs = notes
     try:
         assert holder.stdout.readline().strip() == 'held' and trainer.stdout.readline().strip() == 'ready'
         (st / 'runs' / 'random_25pct_s2' / 'attempts.json').write_text(
             json.dumps([{'start': 0, 'resume_iter': 0, 'pid': trainer.pid}]))
         with pytest.raises(StudyError, match=r'1 of 3 runs failed: random_25pct_s1 .*Run the same command again'):
-            run_study(opt, log=logs.append, jobs=3)
+            run_study(opt, jobs=3)
     finally:
         for p in (holder, trainer):
             p.kill()
@@ -149,7 +149,7 @@ def _table(study_dir):
 
 
 @pytest.mark.slow
-def test_jobs_and_shards_give_the_one_process_study(tmp_path, capsys):
+def test_jobs_and_shards_give_the_one_process_study(tmp_path, capsys, notes):
     _pairs(str(tmp_path / 'pool'), 12, 40, 0)
     _pairs(str(tmp_path / 'val'), 3, 32, 1)
     # plan: tripled_25pct_s0, random_crops_25pct_s0, stratified_25pct_s0 -> shard 0/2 = the two distill arms
@@ -163,7 +163,7 @@ def test_jobs_and_shards_give_the_one_process_study(tmp_path, capsys):
     ref = subprocess.Popen([sys.executable, '-m', 'tripled_basicsr.study', '-opt', str(one_yml), '--threads', '1'],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        _shards_after_ctrl_c(tmp_path, opt, p, ids, capsys)
+        _shards_after_ctrl_c(tmp_path, opt, p, ids, capsys, notes)
         out = ref.communicate(timeout=300)[0]
     finally:
         if ref.poll() is None:
@@ -186,16 +186,17 @@ def test_jobs_and_shards_give_the_one_process_study(tmp_path, capsys):
     assert embedded[0] == 0 and embedded[1] > 0
     assert len(os.listdir(par / 'distill_work')) == 3  # {hash}/, its .features_time.json and .study.lock
     # the whole plan again, in parallel: every run is finished and scored, no worker starts
-    logs = []
-    run_study(opt, log=logs.append, jobs=2)
+    logs = notes
+    logs.clear()
+    run_study(opt, jobs=2)
     assert sum('(done, skipped)' in ln for ln in logs) == 3 and not any('stopping' in ln for ln in logs)
     assert all(len((par / 'runs' / rid / 'worker.log').read_text().splitlines()) <= 3 for rid in ids[::2])
 
 
-def _shards_after_ctrl_c(tmp_path, opt, p, ids, capsys):
+def _shards_after_ctrl_c(tmp_path, opt, p, ids, capsys, logs):
     # 2. shard 1/2, interrupted (Ctrl-C) while its trainer starts: workers and trainers stop, nothing runs on
     par = tmp_path / 'par'
-    stop, logs = threading.Event(), []
+    stop = threading.Event()
 
     def ctrl_c_once_training():
         import _thread
@@ -207,7 +208,7 @@ def _shards_after_ctrl_c(tmp_path, opt, p, ids, capsys):
     watcher.start()
     try:
         with pytest.raises(KeyboardInterrupt):
-            run_study(opt, log=logs.append, shard=(1, 2))
+            run_study(opt, shard=(1, 2))
     finally:
         stop.set()
         watcher.join()
@@ -220,11 +221,11 @@ def _shards_after_ctrl_c(tmp_path, opt, p, ids, capsys):
 
     # 3. the shards (resuming): shard 1/2, then shard 0/2 with --jobs 2 (both distill arms at once)
     logs.clear()
-    run_study(opt, log=logs.append, shard=(1, 2))
+    run_study(opt, shard=(1, 2))
     assert any(ln.startswith('[1/1] random_crops_25pct_s0 (arm random_crops, seed 0)') and 'val: ' in ln
                for ln in logs)
     logs.clear()
-    run_study(opt, log=logs.append, jobs=2, shard=(0, 2))
+    run_study(opt, jobs=2, shard=(0, 2))
     done = [ln.split()[1] for ln in logs if ln.startswith('[')]
     assert sorted(done) == ['stratified_25pct_s0', 'tripled_25pct_s0']
     for shard, want in (('0/2', ids[0::2]), ('1/2', ids[1::2])):  # --plan --shard lists the same split

@@ -78,13 +78,12 @@ def _read(path):
 def test_prepare_from_standins(tmp_path, tiny_counts):
     src, out = tmp_path / 'src', tmp_path / 'datasets'
     with pytest.raises(suite_data.SourceMissing) as err:  # nothing cloned yet: the exact commands
-        suite_data.prepare(str(src), str(out), ['dn25_train400', 'sr4_t91bsd200'], log=lambda *a: None)
+        suite_data.prepare(str(src), str(out), ['dn25_train400', 'sr4_t91bsd200'])
     msg = str(err.value)
     assert f'git clone --depth 1 https://github.com/cszn/DnCNN {src}/DnCNN' in msg
     assert 'git clone --depth 1 https://github.com/tegg89/SRCNN-Tensorflow' in msg and 'FFDNet' not in msg
     make_sources(str(src))
-    logs = []
-    status = suite_data.prepare(str(src), str(out), log=logs.append)
+    status = suite_data.prepare(str(src), str(out))
     assert set(status) == {p for _, prods in suite_data.TASKS.values() for p in prods}
     assert set(status.values()) == {'written'}
     # grey sigma-25 pool: the docs' rule, images in name order, seed 1000 + index
@@ -120,7 +119,7 @@ def test_prepare_from_standins(tmp_path, tiny_counts):
     assert np.array_equal(_read(out / 'jpeg10_LIVE1/lq/bikes.png'), suite_data.jpeg_uint8(live, 10))
     assert read_marker(str(out / 'dn25_train400'))['tool'] == 'suite_prepare'
     # a second run: nothing rebuilt
-    assert set(suite_data.prepare(str(src), str(out), log=logs.append).values()) == {'up to date'}
+    assert set(suite_data.prepare(str(src), str(out)).values()) == {'up to date'}
 
 
 def test_prepare_existing_folders_and_bad_sources(tmp_path, tiny_counts, monkeypatch):
@@ -135,19 +134,19 @@ def test_prepare_existing_folders_and_bad_sources(tmp_path, tiny_counts, monkeyp
         cv2.imwrite(str(out / 'dn25_train400/gt' / name), gt)
         cv2.imwrite(str(out / 'dn25_train400/lq' / name),
                     np.clip(np.round(add_noise(gt, 25, 1000 + i) * 255), 0, 255).astype(np.uint8))
-    status = suite_data.prepare(str(src), str(out), ['dn25_train400'], log=lambda *a: None)
+    status = suite_data.prepare(str(src), str(out), ['dn25_train400'])
     assert status['dn25_train400'].startswith('present') and status['Set12'] == 'written'
     assert read_marker(str(out / 'dn25_train400')) is None  # never touched
     # a user's folder with other pixels is refused, never replaced
     cv2.imwrite(str(out / 'dn25_train400/lq/test_002.png'), np.zeros((20, 20), np.uint8))
     with pytest.raises(ValueError, match=r'dn25_train400 exists, was not written by prepare .* lq/test_002.png'):
-        suite_data.prepare(str(src), str(out), ['dn25_train400'], log=lambda *a: None)
+        suite_data.prepare(str(src), str(out), ['dn25_train400'])
     # an incomplete clone: the collection, its count and the repository are named
     os.remove(src / 'FFDNet/testsets/Kodak24/kodim01.png')
     with pytest.raises(suite_data.SourceMissing, match=r'Kodak24: 0 images .* expected 1 .*cszn/FFDNet'):
-        suite_data.prepare(str(src), str(out), ['cdn25_cbsd432'], log=lambda *a: None)
+        suite_data.prepare(str(src), str(out), ['cdn25_cbsd432'])
     with pytest.raises(ValueError, match='unknown task'):
-        suite_data.prepare(str(src), str(out), ['dn30'], log=lambda *a: None)
+        suite_data.prepare(str(src), str(out), ['dn30'])
     # --clone runs exactly the printed commands for the missing repositories
     calls = []
 
@@ -255,8 +254,8 @@ def test_defaults_checks_and_forwarded_arguments(tmp_path):
     assert 'task crops' not in str(err.value) and 'task arms' in str(err.value)
     # running: every task's study command, with the options the suite does not know passed on
     s = _suite(tmp_path, {'good': _task_opt(tmp_path, 'good'), 'good2': _task_opt(tmp_path, 'good2')})
-    calls, logs = [], []
-    rc = suite.run_suite(s, s['tasks'], ['--jobs', '2'], log=logs.append, call=lambda c: calls.append(c) or 0)
+    calls = []
+    rc = suite.run_suite(s, s['tasks'], ['--jobs', '2'], call=lambda c: calls.append(c) or 0)
     assert rc == 0 and [c[1:] for c in calls] == [
         ['-m', 'tripled_basicsr.study', '-opt', str(tmp_path / 'good.yml'), '--jobs', '2'],
         ['-m', 'tripled_basicsr.study', '-opt', str(tmp_path / 'good2.yml'), '--jobs', '2']]
@@ -264,15 +263,15 @@ def test_defaults_checks_and_forwarded_arguments(tmp_path):
     assert 'No results yet: good, good2.' in table
     # a failed task does not stop the others; an interrupted one stops the suite
     calls.clear()
-    assert suite.run_suite(s, s['tasks'], [], log=logs.append, call=lambda c: calls.append(c) or 1) == 1
+    assert suite.run_suite(s, s['tasks'], [], call=lambda c: calls.append(c) or 1) == 1
     assert len(calls) == 2
     calls.clear()
-    assert suite.run_suite(s, s['tasks'], [], log=logs.append, call=lambda c: calls.append(c) or 130) == 130
+    assert suite.run_suite(s, s['tasks'], [], call=lambda c: calls.append(c) or 130) == 130
     assert len(calls) == 1
     # --report-only: only tasks with a study dir are asked for their report
     os.makedirs(tmp_path / 'studies' / 'good2')
     calls.clear()
-    suite.run_suite(s, s['tasks'], [], report_only=True, log=logs.append, call=lambda c: calls.append(c) or 0)
+    suite.run_suite(s, s['tasks'], [], report_only=True, call=lambda c: calls.append(c) or 0)
     assert [c[-2:] for c in calls] == [[str(tmp_path / 'good2.yml'), '--report-only']]
 
 

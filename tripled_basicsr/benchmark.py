@@ -48,6 +48,7 @@ from tripled_basicsr.utils.cli import run_command
 from tripled_basicsr.utils.device import resolve_device
 from tripled_basicsr.utils.img import to_bgr_uint8
 from tripled_basicsr.utils.io import load_yaml_safe
+from tripled_basicsr.utils.log import note, warn
 from tripled_basicsr.utils.ownership import AtomicOutputDir
 
 
@@ -617,8 +618,9 @@ def model_specs(opt, path):
     return out
 
 
-def run_benchmark(opt, path='<options>', log=print, check_output=None):
-    """Evaluate every model on every present set; returns (rows, skipped, specs).
+def run_benchmark(opt, path='<options>', check_output=None):
+    """Evaluate every model on every present set (a note a result, a warning a skipped set or
+    file); returns (rows, skipped, specs).
 
     ``check_output(specs)``, when given, runs once the present sets are known and before any
     model is loaded (main() checks the output path there, so a bad one fails before the work).
@@ -649,7 +651,7 @@ def run_benchmark(opt, path='<options>', log=print, check_output=None):
         groups = load_pairs(spec, left_out)
         if not groups:
             msg = missing_message(spec)
-            log(msg)
+            warn(msg)
             skipped.append(msg)
             continue
         loaded[spec['name']] = (spec, groups, left_out)
@@ -657,7 +659,7 @@ def run_benchmark(opt, path='<options>', log=print, check_output=None):
             if left_out:
                 msg = (f'{label}: scored {len(pairs)} of {len(pairs) + len(left_out)} images (on_unpaired: skip), '
                        f'skipped: {"; ".join(left_out)}')
-                log(msg)
+                warn(msg)
                 skipped.append(msg)
     if check_output is not None:
         check_output([s for s, _, _ in loaded.values()])
@@ -681,7 +683,7 @@ def run_benchmark(opt, path='<options>', log=print, check_output=None):
                 extra = {'of': len(pairs) + len(left_out), 'skipped_files': list(left_out)} if left_out else {}
                 rows.append({'model': m['name'], 'set': label, 'images': len(pairs), **extra, **mean,
                              'seconds': round(time.time() - t, 2), 'protocol': protocol_line(spec)})
-                log(f'{m["name"]:<20} {label:<22} ' + ' '.join(f'{k} {v:.4f}' for k, v in mean.items()))
+                note(f'{m["name"]:<20} {label:<22} ' + ' '.join(f'{k} {v:.4f}' for k, v in mean.items()))
         del net
     return rows, skipped, [s for s, _, _ in loaded.values()]
 

@@ -228,19 +228,13 @@ def _open_workdir(args):
     return work, False
 
 
-class Progress:
-    """The study's log, shortened for the terminal (everything goes to the demo log)."""
-
-    def __init__(self, log_path, quiet=False):
-        self.log_path, self.quiet = log_path, quiet
-
-    def __call__(self, msg):
-        msg = str(msg)
-        with open(self.log_path, 'a', encoding='utf-8') as f:
-            f.write(msg + '\n')
-        if self.quiet or msg.startswith('# Study') or msg.startswith('report:'):
-            return  # the study's long table: the demo prints its own summary
-        print(msg, flush=True)
+def append_to(log_path):
+    """A notes sink (utils/log.sink): every study note also goes to the demo log, as a line; the
+    terminal shows them on stderr unless --quiet (the demo prints its own summary table)."""
+    def write(msg):
+        with open(log_path, 'a', encoding='utf-8') as f:
+            f.write(f'{msg}\n')
+    return write
 
 
 # --------------------------------------------------------------------------- summary
@@ -348,7 +342,10 @@ def _main(args):
         f'{opt["training"]["iters"]} iterations each (re-run by hand: python -m tripled_basicsr.study -opt {yml})')
     say('      each line: [run/total] arm_ratio_seed, elapsed and time left; then its PSNR on the held-out set')
     from tripled_basicsr.study import run_study
-    md = run_study(opt, log=Progress(log, args.quiet))
+    from tripled_basicsr.utils.log import set_quiet, sink
+    set_quiet(args.quiet)
+    with sink(append_to(log)):
+        md = run_study(opt)
     if not md:
         raise DemoError(f'the study finished no run; see {log}.')
     report = os.path.join(work, 'study', 'report')

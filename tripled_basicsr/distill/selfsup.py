@@ -30,6 +30,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from tripled_basicsr.utils.log import note
+
+
 @dataclass
 class SelfsupOptions:
     """What the training does (the command's flags of the same names)."""
@@ -131,7 +134,7 @@ def is_selfsup_checkpoint(path):
     return isinstance(ckpt, dict) and isinstance(ckpt.get('tripled_selfsup'), dict)
 
 
-def _contrastive_loop(model, head, sampler, o, log):
+def _contrastive_loop(model, head, sampler, o):
     """``o.iters`` NT-Xent steps of ``model`` + projection ``head`` on two views of each sampled
     region. -> (EMA of the loss, seconds)."""
     from tripled_basicsr.distill.backbone import normalization
@@ -153,11 +156,11 @@ def _contrastive_loop(model, head, sampler, o, log):
         sched.step()
         ema = loss.item() if ema is None else 0.95 * ema + 0.05 * loss.item()
         if it % max(1, int(o.iters) // 10) == 0 or it == int(o.iters):
-            log(f'  iter {it}/{o.iters}  loss {ema:.3f}  ({time.time() - t0:.0f} s)')
+            note(f'  iter {it}/{o.iters}  loss {ema:.3f}  ({time.time() - t0:.0f} s)')
     return ema, time.time() - t0
 
 
-def train_selfsup(gt, out, opts=None, overwrite=False, log=print):
+def train_selfsup(gt, out, opts=None, overwrite=False):
     """Train ``opts.arch`` (a SelfsupOptions; default: its defaults) on the GT images under ``gt``
     (folder or BasicSR LMDB) and write its state_dict to ``out`` (atomically). Returns the
     ``tripled_selfsup`` record."""
@@ -181,16 +184,16 @@ def train_selfsup(gt, out, opts=None, overwrite=False, log=print):
     model = timm.create_model(o.arch, pretrained=False, num_classes=0)
     d = model.num_features
     head = torch.nn.Sequential(torch.nn.Linear(d, 256), torch.nn.ReLU(), torch.nn.Linear(256, 64))
-    log(f'selfsup: {o.arch} on {len(sampler.usable)} GT images of {gt}, {crop}-px regions, {o.input_size}-px views, '
+    note(f'selfsup: {o.arch} on {len(sampler.usable)} GT images of {gt}, {crop}-px regions, {o.input_size}-px views, '
         f'{o.iters} iterations of batch {o.batch}')
-    ema, seconds = _contrastive_loop(model, head, sampler, o, log)
+    ema, seconds = _contrastive_loop(model, head, sampler, o)
     record = {'arch': o.arch, 'input_size': int(o.input_size), 'crop': int(crop), 'iters': int(o.iters),
               'batch': int(o.batch), 'seed': int(o.seed), 'final_loss': float(ema),
               'chance_loss': math.log(2 * o.batch - 1), 'source': source.dataroot_gt, 'seconds': round(seconds, 1)}
     tmp = f'{out}.tmp{os.getpid()}'
     torch.save({'state_dict': model.eval().state_dict(), 'tripled_selfsup': record}, tmp)
     os.replace(tmp, out)
-    log(f'selfsup: wrote {out} (loss {ema:.3f}, chance {record["chance_loss"]:.3f}); distil with features: '
+    note(f'selfsup: wrote {out} (loss {ema:.3f}, chance {record["chance_loss"]:.3f}); distil with features: '
         f'{{backbone: {o.arch}, checkpoint: {out}, input_size: {o.input_size}}}')
     return record
 

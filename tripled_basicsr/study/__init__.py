@@ -4,6 +4,7 @@ ratios, evaluated on test sets with the benchmark protocol. See docs/study.md.""
 import os
 
 from tripled_basicsr.study.runner import DEFAULTS, Study, StudyError, check_study, merge_options, plan
+from tripled_basicsr.utils.log import note
 
 
 # every top-level name a study writes in study_dir (runner.py's layout; BasicSR's own folders,
@@ -41,30 +42,30 @@ def write_study_yml(study, user_opt):
     os.replace(tmp, path)
 
 
-def run_study(user_opt, log=print, restart=False, jobs=1, shard=None, threads=1):
-    """Run (or resume) a study from an option dict; returns the markdown table.
+def run_study(user_opt, restart=False, jobs=1, shard=None, threads=1):
+    """Run (or resume) a study from an option dict; returns the markdown table (progress goes
+    to utils/log.note).
 
     ``jobs`` > 1 or ``shard=(i, n)`` run the runs in worker processes with ``threads`` threads
     each (study/parallel.py); ``jobs=1`` without a shard runs them here, one after the other."""
     if jobs != 1 or shard:
         from tripled_basicsr.study.parallel import run_parallel
-        return run_parallel(user_opt, jobs, shard, threads, log, restart)
+        return run_parallel(user_opt, jobs, shard, threads, restart)
     from tripled_basicsr.study.report import Evaluator, write_report
     opt = merge_options(user_opt)
-    study = Study(opt, log=log)
+    study = Study(opt)
     check_study(study)  # every arm's distill options, network and model, before the study dir or any training
     open_study_dir(opt, restart)
     write_study_yml(study, user_opt)
-    evaluator = Evaluator(opt, log=log)
+    evaluator = Evaluator(opt)
     evaluator.input_scores(study)
-    log(f'study {opt["name"]}: {len(study.runs)} runs in {study.dir}')
+    note(f'study {opt["name"]}: {len(study.runs)} runs in {study.dir}')
     try:
         study.run_all(evaluator)
     finally:  # the report covers every finished run, also after a failure or Ctrl-C
-        md = write_report(study, evaluator, log)
+        md = write_report(study, evaluator)
     if md:
-        log(md)
-        log(f'report: {study.path("report")}/table.md, results.csv, results.json, *.png')
+        note(f'report: {study.path("report")}/table.md, results.csv, results.json, *.png')
     return md
 
 

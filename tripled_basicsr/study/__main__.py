@@ -79,7 +79,7 @@ def _report_only(user):
     from tripled_basicsr.study.report import Evaluator, write_report
     from tripled_basicsr.study.runner import Study
     opt = merge_options(user)
-    md = write_report(Study(opt), Evaluator(opt), print)
+    md = write_report(Study(opt), Evaluator(opt))
     print(md or 'no finished run yet')
     return 0
 
@@ -100,25 +100,23 @@ def main(argv=None):
     from tripled_basicsr.utils.cli import run_command
     from tripled_basicsr.utils.io import load_yaml_safe
 
-    def log(*a):
-        print(*a, flush=True)
-
     def body():
         if args.worker:
             from tripled_basicsr.study.parallel import worker
-            return worker(args.worker, sys.stdin, log)
+            return worker(args.worker, sys.stdin)
         user = load_yaml_safe(args.opt)
         if args.plan:
             return _plan(user, args.shard)
         if args.report_only:
             return _report_only(user)
         try:
-            run_study(user, log=log if parallel else print, restart=args.restart, jobs=args.jobs, shard=args.shard,
-                      threads=threads)
+            md = run_study(user, restart=args.restart, jobs=args.jobs, shard=args.shard, threads=threads)
         except KeyboardInterrupt:
             print('study: interrupted; run the same command to continue (finished runs are kept, the current one '
                   'resumes from its last training state).', file=sys.stderr)
             return 130
+        if md:
+            print(md, flush=True)  # the report's table: the command's result
         return 0
 
     return run_command('study', body, args.debug, (StudyError, ValueError, FileNotFoundError, OSError))

@@ -35,6 +35,7 @@ import time
 
 from tripled_basicsr.study.runner import Busy, StudyError, file_lock, log_error
 from tripled_basicsr.utils.io import read_json
+from tripled_basicsr.utils.log import note, warn
 
 SKIPPED = 75  # a worker's exit code for "run held by another process" (EX_TEMPFAIL)
 GRACE_S = 30  # after SIGTERM, the seconds a worker has to stop its trainer before SIGKILL
@@ -70,7 +71,7 @@ def _final_psnr(study, run):
     return '  '.join(f'{lb}: {v["psnr"]:.2f} dB' for lb, v in final.items())
 
 
-def _open(user_opt, shard, restart, log):
+def _open(user_opt, shard, restart):
     """Check the options, open the study dir and compute what runs share (once, under the study
     lock). -> (study, evaluator, this shard's runs)."""
     from tripled_basicsr.study import open_study_dir, write_study_yml
@@ -80,13 +81,13 @@ def _open(user_opt, shard, restart, log):
         raise StudyError('--restart with --shard would delete the runs of the other shards: restart once without '
                          '--shard (or delete the study dir), then start the shards.')
     opt = merge_options(user_opt)
-    study = Study(opt, log=log)
+    study = Study(opt)
     check_study(study)
     open_study_dir(opt, restart)
     write_study_yml(study, user_opt)
     mine = shard_runs(study.runs, shard)
     with file_lock(study.path('.lock')):  # computed once, also by shards started together
-        evaluator = Evaluator(opt, log=log)
+        evaluator = Evaluator(opt)
         evaluator.input_scores(study)
         if any(r.arm['kind'] == 'random_crops' and not os.path.isfile(study.path('runs', r.id, 'done.json'))
                for r in mine):
@@ -115,14 +116,14 @@ def _launch(study, run, options, env):
 class _Board:
     """The runs ended so far (``[k/total]`` lines, the time left) and those that failed or were skipped."""
 
-    def __init__(self, study, total, jobs, log):
-        self.study, self.total, self.jobs, self.log = study, total, jobs, log
+    def __init__(self, study, total, jobs):
+        self.study, self.total, self.jobs = study, total, jobs
         self.k, self.t0 = 0, time.time()
         self.durations, self.failed, self.skipped = [], [], []
 
     def done_before(self, run):
         self.k += 1
-        self.log(f'[{self.k}/{self.total}] {run.id} (done, skipped)  {_final_psnr(self.study, run)}')
+        note(f'[{self.k}/{self.total}] {run.id} (done, skipped)  {_final_psnr(self.study, run)}')
 
     def ended(self, proc, entry, left):
         """Say how the worker ``proc`` of ``entry`` (see _launch) ended; ``left``: runs not ended yet."""
@@ -134,29 +135,30 @@ class _Board:
             self.durations.append(now - t_run)
             eta = (f', about {sum(self.durations) / len(self.durations) * left / self.jobs / 60:.1f} min left'
                    if left else '')
-            self.log(f'{head} {(now - t_run) / 60:.1f} min  elapsed {(now - self.t0) / 60:.1f} min{eta}  '
-                     f'{_final_psnr(self.study, run)}')
+            note(f'{head} {(now - t_run) / 60:.1f} min  elapsed {(now - self.t0) / 60:.1f} min{eta}  '
+                 f'{_final_psnr(self.study, run)}')
         elif proc.returncode == SKIPPED:
             self.skipped.append(run.id)
-            self.log(f'{head} skipped ({log_error(wlog, start, max_lines=1)})')
+            why = log_error(wlog, start, max_lines=1).removeprefix('note: ')  # the worker's own note
+            note(f'{head} skipped ({why})')
         else:
             self.failed.append((run.id, log_error(wlog, start)))
-            self.log(f'{head} FAILED (exit {proc.returncode}) after {(now - t_run) / 60:.1f} min: '
-                     f'{self.failed[-1][1]}\n  (full log: {wlog})')
+            warn(f'{head} FAILED (exit {proc.returncode}) after {(now - t_run) / 60:.1f} min: '
+                 f'{self.failed[-1][1]}\n  (full log: {wlog})')
 
 
-def run_parallel(user_opt, jobs=1, shard=None, threads=1, log=print, restart=False):
+def run_parallel(user_opt, jobs=1, shard=None, threads=1, restart=False):
     """Run (or resume) the study's runs (this shard's, with ``shard=(i, n)``) in ``jobs``
-    worker processes; -> the report's markdown table. Raises StudyError when a run failed
+    worker processes; -> the report's markdown table (progress: utils/log.note). Raises StudyError when a run failed
     (after the other runs ended and the report was written)."""
     import yaml
 
     from tripled_basicsr.study.report import write_report
-    study, evaluator, mine = _open(user_opt, shard, restart, log)
+    study, evaluator, mine = _open(user_opt, shard, restart)
     done = {r.id: study.open_run(r) for r in mine}  # a run finished with other options stops here, before any work
     what = f'shard {shard[0]}/{shard[1]}: {len(mine)} of {len(study.runs)} runs' if shard else f'{len(mine)} runs'
-    log(f'study {study.opt["name"]}: {what} in {study.dir}; {jobs} at once, {threads} thread(s) each')
-    board = _Board(study, len(mine), jobs, log)
+    note(f'study {study.opt["name"]}: {what} in {study.dir}; {jobs} at once, {threads} thread(s) each')
+    board = _Board(study, len(mine), jobs)
     todo = []
     for run in mine:
         if done[run.id] and not evaluator.pending(study, run):
@@ -177,16 +179,15 @@ def run_parallel(user_opt, jobs=1, shard=None, threads=1, log=print, restart=Fal
                 board.ended(proc, entry, len(todo) + len(active))
     finally:  # Ctrl-C, kill or an error here: stop every worker with its trainer, then the report
         if active:
-            log(f'stopping {len(active)} run(s): {", ".join(r.id for r, *_ in active.values())} (they resume when '
-                f'the command runs again)')
+            note(f'stopping {len(active)} run(s): {", ".join(r.id for r, *_ in active.values())} (they resume when '
+                 f'the command runs again)')
         stop(active)
-        md = write_report(study, evaluator, log)
+        md = write_report(study, evaluator)
     if md:
-        log(md)
-        log(f'report: {study.path("report")}/table.md, results.csv, results.json, *.png')
+        note(f'report: {study.path("report")}/table.md, results.csv, results.json, *.png')
     if board.skipped:
-        log(f'{len(board.skipped)} run(s) skipped, held by another process: {", ".join(board.skipped)}. Run the '
-            f'same command again once it is done (or --report-only to gather what finished).')
+        note(f'{len(board.skipped)} run(s) skipped, held by another process: {", ".join(board.skipped)}. Run the '
+             f'same command again once it is done (or --report-only to gather what finished).')
     if board.failed:
         raise StudyError(f'{len(board.failed)} of {board.total} runs failed: {", ".join(r for r, _ in board.failed)} '
                          f'(errors above; logs in runs/RUN/worker.log). Run the same command again to retry them: '
@@ -216,7 +217,7 @@ def _signal_group(proc, sig):
         pass
 
 
-def worker(run_id, stream, log=print):
+def worker(run_id, stream):
     """One run in this process (``--worker``): the options (YAML) from ``stream``; prepare,
     train and evaluate unless it is finished; -> 0, or SKIPPED when another process holds it."""
     import torch
@@ -226,7 +227,7 @@ def worker(run_id, stream, log=print):
     from tripled_basicsr.study.runner import Study, merge_options
     torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS') or 1))
     opt = merge_options(load_options_stream(stream))
-    study = Study(opt, log=log)
+    study = Study(opt)
     runs = {r.id: r for r in study.runs}
     if run_id not in runs:
         raise StudyError(f'run {run_id!r} is not in the plan of study {opt["name"]}.')
@@ -236,12 +237,12 @@ def worker(run_id, stream, log=print):
         with file_lock(study.path('runs', run.id, '.lock'), wait=False):
             pid = study.live_trainer(run)
             if pid:
-                log(f'its trainer from an earlier command, process {pid}, is still running: stop it or let it end')
+                note(f'its trainer from an earlier command, process {pid}, is still running: stop it or let it end')
                 return SKIPPED
             if not os.path.isfile(study.path('runs', run.id, 'done.json')):
                 study.train(run, study.prepare(run))
-            Evaluator(opt, log=log).evaluate_run(study, run)
+            Evaluator(opt).evaluate_run(study, run)
     except Busy as exc:
-        log(f'being run by another study process: {exc}')
+        note(f'being run by another study process: {exc}')
         return SKIPPED
     return 0

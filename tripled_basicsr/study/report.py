@@ -10,15 +10,16 @@ from tripled_basicsr import benchmark as bm
 from tripled_basicsr.study.stats import gain_retention, mean_std, paired_test, time_to_full_quality, time_to_quality, verdict
 from tripled_basicsr.utils.device import resolve_device
 from tripled_basicsr.utils.io import read_json, write_json_atomic
+from tripled_basicsr.utils.log import note, warn
 from tripled_basicsr.utils.netinfo import input_channels
 
 
 class Evaluator:
     """Loads the test sets once and scores checkpoints with the benchmark protocol."""
 
-    def __init__(self, opt, log=print):
+    def __init__(self, opt):
         from tripled_basicsr.study.runner import StudyError
-        self.opt, self.log = opt, log
+        self.opt = opt
         self.sets = {}  # label -> (spec, pairs)
         for i, entry in enumerate(opt['test_sets']):
             spec = bm.set_spec(entry, {'datasets_root': opt['datasets_root']}, f'test_sets[{i}].')
@@ -29,8 +30,8 @@ class Evaluator:
             for label, pairs in groups.items():
                 self.sets[label] = (spec, pairs)
                 if left_out:
-                    log(f'{label}: scored {len(pairs)} of {len(pairs) + len(left_out)} images (on_unpaired: skip), '
-                        f'skipped: {"; ".join(left_out)}')
+                    note(f'{label}: scored {len(pairs)} of {len(pairs) + len(left_out)} images (on_unpaired: skip), '
+                         f'skipped: {"; ".join(left_out)}')
         want = opt.get('curve_sets')
         self.curve = [lb for lb, (s, _) in self.sets.items() if want is None or lb in want or s['name'] in want]
         if not self.curve:
@@ -95,7 +96,7 @@ class Evaluator:
                 data.setdefault(str(it), {})[lb] = mean
             self._store(path, data)
         final_scores = data.get(str(final), {})
-        self.log('  ' + '  '.join(f'{lb}: {v["psnr"]:.2f} dB' for lb, v in final_scores.items()))
+        note('  ' + '  '.join(f'{lb}: {v["psnr"]:.2f} dB' for lb, v in final_scores.items()))
         return data
 
 
@@ -369,18 +370,18 @@ def _savefig(fig, out_dir, name):
     return name
 
 
-def write_report(study, evaluator, log=print):
+def write_report(study, evaluator):
     """Aggregate every finished run into ``study_dir/report`` (replaced atomically), under the
     study lock: a parallel study's shards, or a ``--report-only`` beside them, never write it at once."""
     from tripled_basicsr.study.runner import file_lock
     from tripled_basicsr.utils.ownership import read_marker
     if (read_marker(study.dir) or {}).get('tool') != 'study':  # not a study dir (yet): write no lock file into it
-        return _write_report(study, evaluator, log)
+        return _write_report(study, evaluator)
     with file_lock(study.path('.lock')):
-        return _write_report(study, evaluator, log)
+        return _write_report(study, evaluator)
 
 
-def _write_report(study, evaluator, log):
+def _write_report(study, evaluator):
     from tripled_basicsr.utils.ownership import AtomicOutputDir
     records = collect(study)
     if not records:
@@ -416,5 +417,5 @@ def _write_report(study, evaluator, log):
         try:
             plots(summary, records, tmp, evaluator.curve[0])
         except ImportError:
-            log('matplotlib is not installed: no plots (pip install matplotlib)')
+            warn('matplotlib is not installed: no plots (pip install matplotlib)')
     return md

@@ -34,6 +34,7 @@ from tripled_basicsr.options import OptionError, ratio, unknown_key
 from tripled_basicsr.study.arms import deep_merge, resolve_arm
 from tripled_basicsr.study.stats import enlarge_ratio
 from tripled_basicsr.utils.io import read_json, write_json_atomic
+from tripled_basicsr.utils.log import note
 
 DOC = 'docs/study.md'
 
@@ -324,10 +325,9 @@ def _no_lock(path):
 
 
 class Study:
-    def __init__(self, opt, log=print, python=sys.executable):
+    def __init__(self, opt, python=sys.executable):
         self.opt = opt
         self.dir = opt['study_dir']
-        self.log = log
         self.python = python
         self.scale = int(opt['source'].get('scale', 1))
         self.runs = plan(opt)
@@ -436,7 +436,7 @@ class Study:
         t_wait = time.time()
         with self.lock(opt['work_dir'] + '.study.lock'):
             waited = time.time() - t_wait  # not part of this run's preparation time
-            self.log(f'  distill: {self.python} -m tripled_basicsr.distill -opt {yml} --quiet')
+            note(f'  distill: {self.python} -m tripled_basicsr.distill -opt {yml} --quiet')
             start = os.path.getsize(log) if os.path.isfile(log) else 0
             with open(log, 'a', encoding='utf-8') as f:
                 rc = subprocess.call([self.python, '-m', 'tripled_basicsr.distill', '-opt', yml, '--quiet'],
@@ -521,8 +521,8 @@ class Study:
                              f'study command that was stopped without its trainer?). Wait for it to end or stop it, '
                              f'then run the study again.')
         cmd = [self.python, '-m', 'tripled_basicsr.train', '-opt', yml, '--auto_resume']
-        self.log(f'  train: (cd {self.dir} && python {" ".join(cmd[1:])})' + (f'  [resuming at {resume_iter}]'
-                                                                        if resume_iter else ''))
+        note(f'  train: (cd {self.dir} && python {" ".join(cmd[1:])})' + (f'  [resuming at {resume_iter}]'
+                                                                   if resume_iter else ''))
         env = dict(os.environ, TRIPLED_BASICSR_ROOT=self.dir)
         log = os.path.join(rdir, 'train.log')
         start = os.path.getsize(log) if os.path.isfile(log) else 0
@@ -612,8 +612,8 @@ class Study:
             if worked:
                 left = sum(1 for r in self.runs[k - 1:] if not os.path.isfile(self.path('runs', r.id, 'done.json')))
                 eta = f', about {elapsed / worked * left / 60:.0f} min left'
-            self.log(f'[{k}/{total}] {run.id}' + (' (done, skipped)' if done else '')
-                     + f'  elapsed {elapsed / 60:.1f} min{eta}')
+            note(f'[{k}/{total}] {run.id}' + (' (done, skipped)' if done else '')
+                 + f'  elapsed {elapsed / 60:.1f} min{eta}')
             if not done:
                 prep = self.prepare(run)
                 self.train(run, prep)

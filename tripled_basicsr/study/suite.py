@@ -27,6 +27,7 @@ import subprocess
 import sys
 
 from tripled_basicsr.options import OptionError
+from tripled_basicsr.utils.log import note, warn
 
 DOC = 'docs/study.md ("Task suite")'
 DEFAULTS = {'name': 'suite', 'suite_dir': None, 'tasks': [], 'arm': 'tripled', 'references': ['random', 'random_crops'],
@@ -173,7 +174,7 @@ def defaults_problems(suite, user, opt):
     src = opt['source']
     shapes = gt_shapes(open_source(src))
     auto = auto_crop_size(shapes, int(src.get('scale', 1)))
-    have = Study(opt, log=lambda *a: None).crop_size()
+    have = Study(opt).crop_size()
     if auto is None:
         out.append(f'the pool\'s images are too small for crop units (median short side under 96 px): the distiller\'s '
                    f'default is whole images, which the study\'s {suite["arm"]} arm does not reproduce')
@@ -216,7 +217,7 @@ def check_tasks(suite, tasks):
             problems.append(f'{where}: data missing: {"; ".join(missing)}. {_prepare_hint(t["name"])}.')
             continue
         try:
-            check_study(Study(opt, log=lambda *a: None))
+            check_study(Study(opt))
         except (ValueError, OSError) as exc:
             problems.append(f'{where}: {exc}')
             continue
@@ -371,7 +372,7 @@ def write_csv(path, summary):
             w.writerow(['' if v is None else (f'{v:.4f}' if isinstance(v, float) else v) for v in vals])
 
 
-def gather(suite, tasks, opts=None, log=print):
+def gather(suite, tasks, opts=None):
     """[{name, description, opt, study_dir, pool, crop_size, protocols, status, results}] for ``tasks``."""
     from tripled_basicsr.study import Study
     from tripled_basicsr.utils.io import read_json
@@ -384,7 +385,7 @@ def gather(suite, tasks, opts=None, log=print):
             out.append({**info, 'status': f'options not readable: {exc}'})
             continue
         info.update(study_dir=opt['study_dir'], pool=opt['source']['dataroot_gt'],
-                    crop_size=Study(opt, log=lambda *a: None).crop_size())
+                    crop_size=Study(opt).crop_size())
         path = os.path.join(opt['study_dir'], 'report', 'results.json')
         res = read_json(path)
         if not res or 'summary' not in res:
@@ -395,10 +396,10 @@ def gather(suite, tasks, opts=None, log=print):
     return out
 
 
-def write_summary(suite, tasks, opts=None, log=print):
+def write_summary(suite, tasks, opts=None):
     """Write ``suite_dir/report/{table.md, results.json, results.csv}``; -> the markdown."""
     from tripled_basicsr.utils.ownership import AtomicOutputDir, claim_dir
-    summary = summarize_suite(suite, gather(suite, tasks, opts, log))
+    summary = summarize_suite(suite, gather(suite, tasks, opts))
     summary['created'] = datetime.datetime.now().isoformat(timespec='minutes')
     summary['suite_options'] = suite['path']
     md = markdown(summary)
@@ -418,8 +419,9 @@ def study_command(task, extra, python=sys.executable):
     return [python, '-m', 'tripled_basicsr.study', '-opt', task['opt'], *extra]
 
 
-def run_suite(suite, tasks, extra=(), report_only=False, log=print, call=subprocess.call):
-    """Run (or resume) every task's study in turn, then write the suite table. -> exit code."""
+def run_suite(suite, tasks, extra=(), report_only=False, call=subprocess.call):
+    """Run (or resume) every task's study in turn, then write the suite table and print it (the
+    command's result, on stdout; progress: utils/log.note). -> exit code."""
     extra = list(extra)
     plan_only = '--plan' in extra
     opts = None
@@ -432,32 +434,32 @@ def run_suite(suite, tasks, extra=(), report_only=False, log=print, call=subproc
                 try:
                     _, opt = task_options(t)
                 except (ValueError, OSError) as exc:
-                    log(f'[{k}/{len(tasks)}] {t["name"]}: {exc}')
+                    warn(f'[{k}/{len(tasks)}] {t["name"]}: {exc}')
                     continue
                 if not os.path.isdir(opt['study_dir']):
-                    log(f'[{k}/{len(tasks)}] {t["name"]}: no study dir yet ({opt["study_dir"]})')
+                    note(f'[{k}/{len(tasks)}] {t["name"]}: no study dir yet ({opt["study_dir"]})')
                     continue
                 cmd = study_command(t, ['--report-only', *extra])
             else:
                 cmd = study_command(t, extra)
-            log(f'[{k}/{len(tasks)}] task {t["name"]}: {t["description"]}\n  $ {" ".join(cmd[1:])}')
+            note(f'[{k}/{len(tasks)}] task {t["name"]}: {t["description"]}\n  $ {" ".join(cmd[1:])}')
             rc = call(cmd)
             if rc in (130, -2):  # the study was interrupted (Ctrl-C): stop here, it resumes on the next run
-                log(f'suite: interrupted in task {t["name"]}; run the same command to continue.')
+                note(f'suite: interrupted in task {t["name"]}; run the same command to continue.')
                 rc_all = 130
                 break
             if rc != 0:
                 failed.append(t['name'])
-                log(f'suite: task {t["name"]} failed (exit {rc}); going on with the next task.')
+                warn(f'suite: task {t["name"]} failed (exit {rc}); going on with the next task.')
     except KeyboardInterrupt:
         rc_all = 130
     if not plan_only:
-        md = write_summary(suite, suite['tasks'], opts, log)  # the table covers every task of the suite
-        log(md)
-        log(f'suite report: {os.path.join(suite["suite_dir"], "report")}/table.md, results.json, results.csv')
+        md = write_summary(suite, suite['tasks'], opts)  # the table covers every task of the suite
+        print(md, flush=True)
+        note(f'suite report: {os.path.join(suite["suite_dir"], "report")}/table.md, results.json, results.csv')
     if failed:
-        log(f'suite: failed tasks: {", ".join(failed)} (their study logs name the error; run the suite again to '
-            f'retry them).')
+        warn(f'suite: failed tasks: {", ".join(failed)} (their study logs name the error; run the suite again to '
+             f'retry them).')
         return rc_all or 1
     return rc_all
 
@@ -497,10 +499,7 @@ def main(argv=None):
         if args.summary_only:
             print(write_summary(suite, suite['tasks']))
             return 0
-
-        def log(*a):
-            print(*a, flush=True)
-        return run_suite(suite, tasks, extra, args.report_only, log)
+        return run_suite(suite, tasks, extra, args.report_only)
 
     from tripled_basicsr.utils.cli import run_command
     return run_command('suite', body, args.debug, (ValueError, OSError))

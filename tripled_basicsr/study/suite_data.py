@@ -28,6 +28,8 @@ import sys
 import cv2
 import numpy as np
 
+from tripled_basicsr.utils.log import note
+
 DOC = 'docs/study.md ("Task suite")'
 TOOL = 'suite_prepare'
 VERSION = 1  # bump when a product's degradation or layout changes: earlier outputs are then rebuilt (--overwrite)
@@ -299,7 +301,7 @@ def run_clones(src, colls, run=subprocess.run):
         os.makedirs(src, exist_ok=True)
     for n in missing:
         cmd = ['git', 'clone', '--depth', '1', f'https://github.com/{REPOS[n]}', os.path.join(src, n)]
-        print('+ ' + ' '.join(cmd), flush=True)
+        note('+ ' + ' '.join(cmd))
         if run(cmd).returncode != 0:
             raise SourceMissing(f'git clone of {REPOS[n]} failed (see above); clone it yourself into '
                                 f'{os.path.join(src, n)} and run this command again without --clone.')
@@ -348,7 +350,7 @@ def compare_existing(out, items):
     return f'it also holds {", ".join(extra[:3])}{" ..." if len(extra) > 3 else ""}' if extra else None
 
 
-def write_product(product, items, out, sources, overwrite=False, log=print):
+def write_product(product, items, out, sources, overwrite=False):
     """Build ``out`` (atomic) unless it is up to date. -> status word."""
     from tripled_basicsr.utils.ownership import AtomicOutputDir, read_marker
     from tripled_basicsr.utils.io import read_json
@@ -385,8 +387,8 @@ def write_product(product, items, out, sources, overwrite=False, log=print):
     return 'written'
 
 
-def prepare(src, out='datasets', tasks=None, clone=False, overwrite=False, log=print):
-    """Build every product of ``tasks`` (default: all) under ``out``; -> {product: status}."""
+def prepare(src, out='datasets', tasks=None, clone=False, overwrite=False):
+    """Build every product of ``tasks`` (default: all) under ``out``, a note a product; -> {product: status}."""
     tasks = list(tasks or TASKS)
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:
@@ -403,8 +405,8 @@ def prepare(src, out='datasets', tasks=None, clone=False, overwrite=False, log=p
         product = PRODUCTS[name]
         items = product.make(files)
         dest = os.path.join(out, name)
-        status[name] = write_product(product, items, dest, sources, overwrite, log)
-        log(f'{name:18s} {len(items):4d} images  {status[name]:12s} {dest}')
+        status[name] = write_product(product, items, dest, sources, overwrite)
+        note(f'{name:18s} {len(items):4d} images  {status[name]:12s} {dest}')
     return status
 
 
