@@ -247,3 +247,32 @@ def test_crop_features_come_from_one_reduced_decode(tmp_path, lmdb):
     with pytest.raises(ValueError, match=r'a\.jpg: LQ is 1600x800, too small'):
         for i in range(len(bad)):
             bad.check_box(i, 'lq')
+
+
+def test_decode_workers_give_the_same_subset_byte_for_byte(tmp_path, monkeypatch):
+    """features.num_workers 2 runs the feature stage, the proxy difficulty and the write's reads in
+    worker processes (each reading a contiguous run of units): same features, same difficulty,
+    same subset and the same stored bytes as one process."""
+    monkeypatch.setenv('HF_HUB_OFFLINE', '1')
+    gt, lq = write_pairs(str(tmp_path / 'src'), num=7, size=144, seed=4, sigma=5)
+    outs = {}
+    for workers in (0, 2):
+        out = outs[workers] = str(tmp_path / f'w{workers}')
+        run_distill({'source': {'dataroot_gt': gt, 'dataroot_lq': lq}, 'output': {'path': out},
+                     'features': {'num_workers': workers, 'device': 'cpu', 'batch_size': 8},
+                     'selection': {'ratio': 0.15}, 'report': {'plot': False, 'random_repeats': 2}}, progress=False)
+    metas = []
+    for out in outs.values():
+        with open(os.path.join(out, 'tripled_meta.json')) as f:
+            metas.append(json.load(f))
+    assert metas[0]['summary']['features']['embedded_this_run'] == 7 * 9 and len(metas[0]['samples']) > 8
+    assert [s['key'] for s in metas[0]['samples']] == [s['key'] for s in metas[1]['samples']]
+    for a, b in zip(metas[0]['samples'], metas[1]['samples']):
+        assert (a['complexity'], a['uncertainty'], a['cluster'], a['stage']) == \
+            (b['complexity'], b['uncertainty'], b['cluster'], b['stage'])
+    for name in ('features.f16', 'stats.f32'):
+        assert open(os.path.join(outs[0] + '.work', name), 'rb').read() == \
+            open(os.path.join(outs[2] + '.work', name), 'rb').read()
+    for which in ('gt.lmdb', 'lq.lmdb'):
+        assert open(os.path.join(outs[0], which, 'data.mdb'), 'rb').read() == \
+            open(os.path.join(outs[2], which, 'data.mdb'), 'rb').read()

@@ -39,6 +39,43 @@ def auto_codec(crop, scale, n, limit=RAW_AUTO_MAX):
     return 'raw' if n * 3 * crop * crop * (1 + 1 / scale ** 2) <= limit else 'png'
 
 
+class _PickedPairs(torch.utils.data.Dataset):
+    """Item j -> (j, (gt, lq)), or (j, None) when the read failed: the caller reads it again in
+    its own process, where the error is raised or skipped exactly as without workers."""
+
+    def __init__(self, source, rows):
+        self.source, self.rows = source, rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, j):
+        try:
+            return j, self.source.read_pair(int(self.rows[j]))
+        except Exception:  # noqa: BLE001 - handled by the caller
+            return j, None
+
+
+def _as_is(items):
+    return items
+
+
+def _prefetched(source, rows, workers, chunk=16):
+    """Yields (gi, pair or None) in the order of ``rows``, the pairs read by ``workers`` decode
+    processes, ``chunk`` consecutive picks at a time (one worker decodes a run of neighbouring
+    units, whose source image it reads once); None: read it here (no workers, or a failed read)."""
+    if workers <= 0 or len(rows) < 2:
+        for gi in rows:
+            yield int(gi), None
+        return
+    batches = [list(range(s, min(len(rows), s + chunk))) for s in range(0, len(rows), chunk)]
+    loader = torch.utils.data.DataLoader(_PickedPairs(source, rows), batch_sampler=batches, collate_fn=_as_is,
+                                         num_workers=min(workers, len(batches)), prefetch_factor=2)
+    for items in loader:
+        for j, pair in items:
+            yield int(rows[j]), pair
+
+
 def _write_pairs(run, w, fs, sc, sel, cal):
     """Every picked unit into the entered writer ``w``. -> (skipped entries, calibration fidelity)."""
     from tqdm import tqdm
@@ -48,11 +85,15 @@ def _write_pairs(run, w, fs, sc, sel, cal):
     psnrs, write_skipped, strengths, greys = [], [], [], 0
     tol = opt['calibration']['residual_tolerance']
     multi = is_multi(opt)
-    for j, gi in enumerate(tqdm(sc.valid[sel.picked], desc='write', unit='pair', disable=not run.progress,
-                                dynamic_ncols=True)):
-        gi = int(gi)
+    rows = sc.valid[sel.picked]
+    # whole images: one pair per chunk (a 4K pair is ~50 MB; prefetch holds 2 chunks per worker)
+    parts = [p[1] for p in source.parts] if hasattr(source, 'parts') else [source]
+    chunk = 16 if all(hasattr(p, 'image_index') for p in parts) else 1
+    reads = _prefetched(source, rows, int(opt['features']['num_workers']), chunk)
+    for j, (gi, pair) in enumerate(tqdm(reads, total=len(rows), desc='write', unit='pair', disable=not run.progress,
+                                        dynamic_ncols=True)):
         try:
-            gt, lq = source.read_pair(gi)
+            gt, lq = pair if pair is not None else source.read_pair(gi)
         except Exception as exc:  # noqa: BLE001
             if (source.options_of(gi)[0] if multi else opt['source'])['on_error'] == 'raise':
                 raise
