@@ -87,7 +87,7 @@ TASKS = ('sr', 'denoise', 'paired')
 PROTOCOL_VERSION = 2  # bump when loading or scoring changes, so cached study scores are recomputed
 
 DOC = 'docs/benchmark.md'
-# every key of the options file (docs/benchmark.md, "Options"); anything else is a typo
+# every key of the options file (docs/reference/benchmark.md); anything else is a typo
 OPTION_KEYS = ('name', 'datasets_root', 'sets', 'models', 'scale', 'sigmas', 'noise_seed', 'y_channel', 'max_images',
                'on_unpaired', 'device', 'tile', 'no_reference', 'output')
 SET_DEFAULT_KEYS = ('scale', 'sigmas', 'noise_seed', 'y_channel', 'max_images', 'on_unpaired')  # top level -> sets

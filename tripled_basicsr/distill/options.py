@@ -1,6 +1,6 @@
 """Options of ``python -m tripled_basicsr.distill``: defaults, merging, validation.
 
-Every key is documented in docs/reference/distill.md (strategy keys: docs/distill.md). ``merge_options`` checks every key and value
+Every key is documented in docs/reference/distill.md (strategy keys too). ``merge_options`` checks every key and value
 before any work starts: fixed sections against ``DEFAULTS``, the strategy sections
 (``complexity``, ``uncertainty``, ``selection``) against the registered strategy's
 signature (registry.py), so a typo fails in milliseconds, not after the feature stage.

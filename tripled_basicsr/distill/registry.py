@@ -110,7 +110,7 @@ class StrategyRegistry:
                 continue
             if k not in params:
                 allowed = sorted(set(params) | set(self.shared) | {'type'})
-                raise unknown_key(f'{self.kind}.', k, allowed, 'docs/distill.md',
+                raise unknown_key(f'{self.kind}.', k, allowed, 'docs/reference/distill.md',
                                   f' {self.kind} type {name!r} takes: {", ".join(allowed)}.')
         for k, default in params.items():
             v = section.get(k, default)
