@@ -103,6 +103,22 @@ def distill(gt, lq, out, ratio, workers):
     return json.loads([ln for ln in r.stdout.splitlines() if ln.startswith('RESULT')][-1][len('RESULT '):])
 
 
+def projection(row):
+    """Hours for UHD_FRAMES 4K frames from one run's seconds per GT Mpx (linear in N): the feature
+    stage splits over every process (torchrun ranks x decode workers); the proxy difficulty and the
+    write's reads over the decode workers of rank 0 (one machine); clustering, scoring, selection
+    and the report work per unit on rank 0. Assumes 16 decode workers per 16-core machine."""
+    per_mpx = {k: row['stages_s'][k] / row['gt_mpx'] for k in STAGES}
+    uhd_mpx = UHD_FRAMES * UHD_PX / 1e6
+    out = {}
+    for label, machines in (('1 core', 0), ('16 cores', 1), ('4 x 16 cores', 4)):
+        procs, local = max(1, 16 * machines), 16 if machines else 1
+        sec = per_mpx['features'] / procs + (per_mpx['difficulty'] + per_mpx['write']) / local + \
+            sum(per_mpx[k] for k in ('kmeans', 'scoring', 'selection', 'mmd'))
+        out[label] = round(sec * uhd_mpx / 3600, 2)
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument('--base', type=int, default=4, help='N: frames of the smallest pool')
@@ -144,18 +160,8 @@ def main(argv=None):
             [r['features_vs_decode'], round(st['total'] / r['gt_mpx'], 4), r['rss_mb']]
         print('| ' + ' | '.join(str(c) for c in cells) + ' |')
     big = rows[-1]
-    per_mpx = {k: big['stages_s'][k] / big['gt_mpx'] for k in STAGES}
-    uhd_mpx = UHD_FRAMES * UHD_PX / 1e6
-    # the feature stage splits over every process (torchrun ranks x decode workers); the proxy
-    # difficulty over the decode workers of rank 0 (one machine); the rest (clustering, selection,
-    # the write of the picked units) works per unit on rank 0 and does not shrink
-    proj = {}
-    for label, machines in (('1 core', 0), ('16 cores', 1), ('4 x 16 cores', 4)):
-        procs, local = max(1, 16 * machines), 16 if machines else 1
-        sec = per_mpx['features'] / procs + per_mpx['difficulty'] / local + \
-            sum(per_mpx[k] for k in ('kmeans', 'scoring', 'selection', 'mmd', 'write'))
-        proj[label] = round(sec * uhd_mpx / 3600, 2)
-    print(f'\nProjection for {UHD_FRAMES} frames of 3840x2160 ({uhd_mpx / 1e3:.0f} Gpx GT) from the '
+    proj = projection(big)
+    print(f'\nProjection for {UHD_FRAMES} frames of 3840x2160 ({UHD_FRAMES * UHD_PX / 1e9:.0f} Gpx GT) from the '
           f'{big["frames"]}-frame run (s per GT Mpx, linear in N): ' +
           ', '.join(f'{k}: {v} h' for k, v in proj.items()))
     print(json.dumps({'benchmark': 'distill_scaling', 'quick': a.quick, 'ratio': a.ratio, 'num_workers': a.num_workers,
