@@ -105,7 +105,7 @@ def distill(gt, lq, out, ratio, workers):
 
 def projection(row):
     """Hours for UHD_FRAMES 4K frames from one run's seconds per GT Mpx (linear in N): the feature
-    stage splits over every process (torchrun ranks x decode workers); the proxy difficulty and the
+    stage and the proxy difficulty split over every process (torchrun ranks x decode workers); the
     write's reads over the decode workers of rank 0 (one machine); clustering, scoring, selection
     and the report work per unit on rank 0. Assumes 16 decode workers per 16-core machine."""
     per_mpx = {k: row['stages_s'][k] / row['gt_mpx'] for k in STAGES}
@@ -113,7 +113,7 @@ def projection(row):
     out = {}
     for label, machines in (('1 core', 0), ('16 cores', 1), ('4 x 16 cores', 4)):
         procs, local = max(1, 16 * machines), 16 if machines else 1
-        sec = per_mpx['features'] / procs + (per_mpx['difficulty'] + per_mpx['write']) / local + \
+        sec = (per_mpx['features'] + per_mpx['difficulty']) / procs + per_mpx['write'] / local + \
             sum(per_mpx[k] for k in ('kmeans', 'scoring', 'selection', 'mmd'))
         out[label] = round(sec * uhd_mpx / 3600, 2)
     return out

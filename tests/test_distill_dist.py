@@ -119,6 +119,24 @@ def test_two_process_gloo_killed_and_resumed_equals_single_process(data, tmp_pat
     np.testing.assert_allclose(f1, f2, atol=2e-3)
 
 
+@pytest.mark.slow
+def test_two_ranks_share_the_proxy_difficulty_and_pick_the_same_subset(data, tmp_path):
+    """`importance` (the default rule) under torchrun: both ranks fit the same proxy and score
+    half of the images each before rank 0 goes on alone (timed before k-means); one process
+    computes it when the selection asks (after). Same values, same subset."""
+    gt, lq = data
+    ref, out = str(tmp_path / 'ref'), str(tmp_path / 'out')
+    sel = {'type': 'importance', 'ratio': 0.25, 'seed': 0}
+    from tripled_basicsr.distill import run_distill
+    run_distill(tiny_options(gt, lq, ref, selection=sel), progress=False)
+    r = _torchrun(write_opt(tmp_path / 'o.yml', tiny_options(gt, lq, out, selection=sel)))
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
+    m1, m2 = meta(ref), meta(out)
+    t1, t2 = list(m1['summary']['timings']), list(m2['summary']['timings'])
+    assert t2.index('difficulty') < t2.index('kmeans') < t1.index('difficulty')
+    assert [s['key'] for s in m1['samples']] == [s['key'] for s in m2['samples']] and len(m1['samples']) == 10
+
+
 def test_shipped_option_files_are_valid(tmp_path):
     from tripled_basicsr.distill.options import merge_options
     from tripled_basicsr.utils.io import load_yaml_safe

@@ -181,14 +181,17 @@ def _residual_rows(base, images, boxes, scale, w, workers):
 
 
 def unit_difficulty(source, rows=None, taps=DEFAULT_TAPS, seed=0, fit_images=FIT_IMAGES, progress=False, workers=0,
-                    cache_bytes=1 << 28):
+                    cache_bytes=1 << 28, rank=0, world=1):
     """RMS proxy residual (0-255) of each unit of ``source`` (whole images or crop units, one
     task or several: each task gets its own proxy) -> (len(rows),) float64 for the unit
     indices ``rows`` (default: every unit). Units outside ``rows`` are never read.
 
     Images are decoded in ``workers`` processes (0: in this one), each once for all its units;
     the pairs decoded for the fit (a sample of ``fit_images`` per task) are scored from memory
-    while they fit in ``cache_bytes``, so a small pool is decoded once in all."""
+    while they fit in ``cache_bytes``, so a small pool is decoded once in all. Under
+    torch.distributed (``world`` > 1; every rank calls with the same ``rows``) every rank fits
+    the same proxy, scores a contiguous block of the images and the values are gathered to
+    every rank."""
     n = len(source)
     rows = np.arange(n) if rows is None else np.asarray(rows, np.int64)
     wanted = np.zeros(n, bool)
@@ -202,21 +205,13 @@ def unit_difficulty(source, rows=None, taps=DEFAULT_TAPS, seed=0, fit_images=FIT
             continue
         rng = np.random.default_rng([int(seed), 12])
         fit = sorted(rng.choice(images, min(fit_images, len(images)), replace=False).tolist())
-        kept, used = {}, 0
-
-        def fit_pairs():
-            nonlocal used
-            for i, pair in zip(fit, _loaded(_Residuals(base, fit, None, part.scale, None), workers)):
-                size = pair[0].nbytes + pair[1].nbytes
-                if used + size <= cache_bytes:
-                    kept[i], used = pair, used + size
-                yield pair
-
-        w = fit_proxy(fit_pairs(), part.scale, taps, seed=seed)
+        size = -(-len(images) // world)
+        mine = images[rank * size:(rank + 1) * size]
+        w, kept = _fit(base, fit, set(mine), part.scale, taps, seed, workers, cache_bytes)
         for i, pair in kept.items():
             units, vals = box_rms(residual(*pair, part.scale, w), boxes[i])
             out[off + units] = vals
-        todo = [i for i in images if i not in kept]
+        todo = [i for i in mine if i not in kept]
         kept.clear()
         done = 0
         for units, vals in _residual_rows(base, todo, boxes, part.scale, w, int(workers)):
@@ -224,4 +219,32 @@ def unit_difficulty(source, rows=None, taps=DEFAULT_TAPS, seed=0, fit_images=FIT
             done += 1
             if progress and done % 200 == 0:
                 note(f'difficulty: {done}/{len(todo)} images')
+        if world > 1:
+            _gather(out, [off + u for i in mine for u, _ in boxes[i]], world)
     return out[rows]
+
+
+def _fit(base, fit, keep, scale, taps, seed, workers, cache_bytes):
+    """The proxy of one task, fitted on the pairs ``fit``. -> (weights, {image: pair} of the fit
+    pairs in ``keep`` held in memory, up to ``cache_bytes``)."""
+    kept, used = {}, 0
+
+    def pairs():
+        nonlocal used
+        for i, pair in zip(fit, _loaded(_Residuals(base, fit, None, scale, None), workers)):
+            nbytes = pair[0].nbytes + pair[1].nbytes
+            if i in keep and used + nbytes <= cache_bytes:
+                kept[i], used = pair, used + nbytes
+            yield pair
+
+    return fit_proxy(pairs(), scale, taps, seed=seed), kept
+
+
+def _gather(out, idx, world):
+    """Every rank's values at its unit indices ``idx`` into ``out`` on every rank."""
+    import torch
+    idx = np.asarray(idx, np.int64)
+    parts = [None] * world
+    torch.distributed.all_gather_object(parts, (idx, out[idx]))
+    for i, v in parts:
+        out[i] = v

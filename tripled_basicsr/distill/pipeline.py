@@ -18,7 +18,7 @@ from tripled_basicsr.distill.stages.features import (extract, open_source, setup
                                                      unit_budget)
 from tripled_basicsr.distill.stages.preflight import check_work_dir, preflight  # noqa: F401
 from tripled_basicsr.distill.stages.report import report
-from tripled_basicsr.distill.stages.scores import scores
+from tripled_basicsr.distill.stages.scores import scores, spread_difficulty
 from tripled_basicsr.distill.stages.select import select
 from tripled_basicsr.distill.stages.write import RAW_AUTO_MAX, auto_codec, write  # noqa: F401
 
@@ -48,6 +48,7 @@ def run_distill(user_opt, progress=True):
             fs = setup_features(run, pre)
         with timed(run, 'features'):
             feat_info = extract(run, fs)
+        spread_difficulty(run, fs)  # under torchrun only: every rank scores a block of the images
         # rank 0 selects and writes; the others wait for it here (a rank that returned at once
         # would tear down its process group while rank 0 still uses it: gloo then aborts the
         # process at exit) and fail with rank 0's error, if any

@@ -27,6 +27,8 @@ class Run:
     world: int = 1
     t_start: float = field(default_factory=time.time)
     timings: dict = field(default_factory=dict)
+    # under torchrun: the proxy difficulty every rank helped compute (scores.spread_difficulty)
+    difficulty: object = None
 
 
 @contextlib.contextmanager

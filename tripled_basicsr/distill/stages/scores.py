@@ -53,8 +53,14 @@ def _scores(opt, feats, stats, k, labels, progress, device, difficulty=None):
 def _difficulty(run, source, rows):
     """A callable taps -> proxy difficulty of the source units ``rows`` (distill/difficulty.py),
     computed (timed as 'difficulty') only when a strategy asks for it, in the feature stage's
-    decode workers (features.num_workers)."""
+    decode workers (features.num_workers); under torchrun taken from ``run.difficulty``, which
+    all ranks computed together, when it was computed for the same taps."""
     def get(taps):
+        pre = run.difficulty
+        if pre is not None and pre['taps'] == int(taps):
+            full = np.full(len(source), np.nan)
+            full[pre['rows']] = pre['values']
+            return full[rows]
         from tripled_basicsr.distill.difficulty import unit_difficulty
         t = time.time()
         d = unit_difficulty(source, rows, taps=taps, seed=run.opt['selection']['seed'], progress=run.progress,
@@ -62,6 +68,28 @@ def _difficulty(run, source, rows):
         run.timings['difficulty'] = run.timings.get('difficulty', 0.0) + time.time() - t
         return d
     return get
+
+
+DIFFICULTY_STRATEGIES = ('importance', 'systematic')
+
+
+def spread_difficulty(run, fs):
+    """Under torchrun, before rank 0 goes on alone: every rank scores a block of the images for
+    the proxy difficulty the selection will ask for (the default ``importance`` and
+    ``systematic``), so that pass scales with the ranks like the feature stage. Sets
+    ``run.difficulty``; nothing on one process (the selection computes it when asked)."""
+    sel = run.opt['selection']
+    if run.world <= 1 or sel['type'] not in DIFFICULTY_STRATEGIES:
+        return
+    from tripled_basicsr.distill.difficulty import DEFAULT_TAPS, unit_difficulty
+    from tripled_basicsr.distill.dist import on_rank0
+    valid = on_rank0(lambda: _usable(fs.store.open('r'), fs.source)[0], run.rank, run.world, share=True)
+    taps = int(sel.get('taps', DEFAULT_TAPS))
+    t = time.time()
+    values = unit_difficulty(fs.source, valid, taps=taps, seed=sel['seed'], progress=run.progress and run.rank == 0,
+                             workers=int(run.opt['features']['num_workers']), rank=run.rank, world=run.world)
+    run.difficulty = {'taps': taps, 'rows': valid, 'values': values}
+    run.timings['difficulty'] = time.time() - t
 
 
 def _usable(store, source):
