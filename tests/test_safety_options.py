@@ -303,7 +303,7 @@ def test_benchmark_misspelt_keys_are_refused_with_a_suggestion(tmp_path, capsys,
     assert bm.main(['-opt', _bench(tmp_path, **over)]) == 2
     err = capsys.readouterr().err
     assert needle in err or re.search(needle, err), err
-    assert 'See docs/benchmark.md' in err and not (tmp_path / 'out').exists()
+    assert 'See docs/reference/benchmark.md' in err and not (tmp_path / 'out').exists()
 
 
 def test_benchmark_gt_lq_size_mismatch_beyond_the_modcrop_is_refused(tmp_path, capsys):

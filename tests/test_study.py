@@ -130,7 +130,7 @@ def _opt(tmp, **over):
 
 
 def test_options_errors_and_plan(tmp_path):
-    with pytest.raises(StudyError, match=r'Unknown option training.iter. Did you mean iters\? See docs/study.md'):
+    with pytest.raises(StudyError, match=r'Unknown option training.iter. Did you mean iters\? See docs/reference/study.md'):
         merge_options(_opt(tmp_path, training={'iter': 3, 'basicsr': {'network_g': NET}}))
     with pytest.raises(StudyError, match=r'ratios: every ratio must be in \(0, 1\]; ratios\[0\] must be a number'):
         merge_options(_opt(tmp_path, ratios=[0, 0.1]))

@@ -87,6 +87,7 @@ TASKS = ('sr', 'denoise', 'paired')
 PROTOCOL_VERSION = 2  # bump when loading or scoring changes, so cached study scores are recomputed
 
 DOC = 'docs/benchmark.md'
+REF = 'docs/reference/benchmark.md'  # where every key is documented
 # every key of the options file (docs/reference/benchmark.md); anything else is a typo
 OPTION_KEYS = ('name', 'datasets_root', 'sets', 'models', 'scale', 'sigmas', 'noise_seed', 'y_channel', 'max_images',
                'on_unpaired', 'device', 'tile', 'no_reference', 'output')
@@ -120,7 +121,7 @@ def check_tile(tile, path='tile'):
     0 <= blend_width <= min(overlap, size / 2), pad_multiple >= 1."""
     from tripled_basicsr.utils.tiled import BLENDS
     tile = _check('mapping', path, tile)
-    check_keys(tile, TILE_KEYS, f'{path}.', DOC, BenchmarkError)
+    check_keys(tile, TILE_KEYS, f'{path}.', REF, BenchmarkError)
     size = tile.get('size')
     out = {'size': 0 if size is None else _check('integer', f'{path}.size', size, lo=0),
            'overlap': _check('integer', f'{path}.overlap', tile.get('overlap', 32), lo=0),
@@ -142,7 +143,7 @@ def check_tile(tile, path='tile'):
 def check_options(opt, path='<options>'):
     """Every top-level key and value of a benchmark options dict (sets and models are checked
     by :func:`set_spec` and :func:`model_specs`); raises BenchmarkError naming the key."""
-    check_keys(opt, OPTION_KEYS, '', DOC, BenchmarkError)
+    check_keys(opt, OPTION_KEYS, '', REF, BenchmarkError)
     for k in ('name', 'datasets_root', 'device'):
         if k in opt:
             _check('string', k, opt[k])
@@ -154,12 +155,12 @@ def check_options(opt, path='<options>'):
     check_tile(opt.get('tile'))
     for i, m in enumerate(opt.get('no_reference') or []):
         if isinstance(m, dict):
-            check_keys(m, ('brisque',), f'no_reference[{i}].', DOC, BenchmarkError)
+            check_keys(m, ('brisque',), f'no_reference[{i}].', REF, BenchmarkError)
             _check('string', f'no_reference[{i}].brisque', m.get('brisque'))
         else:
             _check('choice', f'no_reference[{i}]', m, choices=('piqe', 'brisque'))
     out = _check('mapping', 'output', opt.get('output'))
-    check_keys(out, OUTPUT_KEYS, 'output.', DOC, BenchmarkError)
+    check_keys(out, OUTPUT_KEYS, 'output.', REF, BenchmarkError)
     _check('string', 'output.path', out.get('path'), allow_none=True)
     _check('boolean', 'output.overwrite', out.get('overwrite', True))
 
@@ -286,7 +287,7 @@ def set_spec(spec, defaults=None, path=None):
         raise BenchmarkError(f'test set entry {spec!r} has no name.')
     name = _check('string', f'{path or ""}name', name)
     path = path or f'{name}.'
-    check_keys(spec, SET_KEYS, path, DOC, BenchmarkError)
+    check_keys(spec, SET_KEYS, path, REF, BenchmarkError)
     known = KNOWN_SETS.get(name)
     task = spec.get('task') or (known[0] if known else None)
     if spec.get('dataroot_gt') and spec.get('dataroot_lq') and not spec.get('task'):
@@ -596,7 +597,7 @@ def model_specs(opt, path):
     out = []
     for i, m in enumerate(models):
         m = dict(_check('mapping', f'models[{i}]', m))
-        check_keys(m, MODEL_KEYS, f'models[{i}].', DOC, BenchmarkError)
+        check_keys(m, MODEL_KEYS, f'models[{i}].', REF, BenchmarkError)
         name = _check('string', f'models[{i}].name', m['name']) if 'name' in m else f'model{i}'
         if any(o['name'] == name for o in out):
             raise BenchmarkError(f'{path}: two models are named {name!r}; the names label the table\'s columns, '

@@ -14,7 +14,7 @@ statistics describe what matters to restoration instead, per image (or crop):
 32 dimensions. The module has the timm interface the feature stage uses
 (``forward_features`` / ``forward_head``, ``pretrained_cfg``), so it runs through the same
 batched, resumable, distributed pipeline as a ViT. The distiller z-scores the dimensions
-over the dataset before the usual L2 normalisation (pipeline.scores), since their units differ.
+over the dataset before the usual L2 normalisation (distill/stages/scores.py), since their units differ.
 """
 import math
 

@@ -37,6 +37,7 @@ from tripled_basicsr.utils.io import read_json, write_json_atomic
 from tripled_basicsr.utils.log import note
 
 DOC = 'docs/study.md'
+REF = 'docs/reference/study.md'  # where every key is documented
 
 DEFAULTS = {
     'name': 'study',
@@ -81,7 +82,7 @@ def _check_keys(user, base, path=''):
         raise StudyError(f'{path.rstrip(".") or "the study options"} must be a mapping (key: value); got {user!r}.')
     for k, v in (user or {}).items():
         if k not in base:
-            raise unknown_key(path, k, list(base), DOC, error=StudyError)
+            raise unknown_key(path, k, list(base), REF, error=StudyError)
         if isinstance(base[k], dict) and base[k] and k not in ('basicsr', 'io_backend', 'curriculum_sampler'):
             _check_keys(v, base[k], f'{path}{k}.')
         elif isinstance(base[k], dict) and v is not None and not isinstance(v, dict):

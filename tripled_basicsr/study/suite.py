@@ -30,6 +30,7 @@ from tripled_basicsr.options import OptionError
 from tripled_basicsr.utils.log import note, warn
 
 DOC = 'docs/study.md ("Task suite")'
+REF = 'docs/reference/study.md'  # where every key is documented
 DEFAULTS = {'name': 'suite', 'suite_dir': None, 'tasks': [], 'arm': 'tripled', 'references': ['random', 'random_crops'],
             'full_arm': 'full', 'require_defaults': True}
 TASK_KEYS = ('name', 'opt', 'description')
@@ -48,7 +49,7 @@ def load_suite(path):
     user = load_yaml_safe(path)
     if not isinstance(user, dict):
         raise SuiteError(f'{path}: the suite options must be a mapping (name, suite_dir, tasks, ...).')
-    check_keys(user, DEFAULTS, '', DOC, SuiteError)
+    check_keys(user, DEFAULTS, '', REF, SuiteError)
     opt = {**DEFAULTS, **user}
     base = os.path.dirname(os.path.abspath(path))
     tasks = opt['tasks']
@@ -60,7 +61,7 @@ def load_suite(path):
         if not isinstance(t, dict) or not isinstance(t.get('name'), str) or not t['name']:
             raise SuiteError(f'{path}: tasks[{i}] must be a name or a mapping with a name (and opt: its study '
                              f'options file); got {t!r}.')
-        check_keys(t, TASK_KEYS, f'tasks[{i}].', DOC, SuiteError)
+        check_keys(t, TASK_KEYS, f'tasks[{i}].', REF, SuiteError)
         if t['name'] in seen:
             raise SuiteError(f'{path}: two tasks are named {t["name"]!r}.')
         seen.add(t['name'])
