@@ -518,109 +518,31 @@ def extract_features(source, store, model, fopt, on_error='raise', rank=0, world
     ``interrupt_after`` (int | None): raise KeyboardInterrupt after that many rounds, or
     SIGKILL this process when negative (test hooks for resume; TRIPLED_DISTILL_INTERRUPT_AFTER).
     """
-    if isinstance(on_error, str):
-        raise_rows = np.full(store.n, on_error == 'raise')
-    else:
-        raise_rows = np.asarray(on_error, bool)
     from tqdm import tqdm
-
-    from tripled_basicsr.distill.backbone import embed, normalization
-
+    raise_rows = np.full(store.n, on_error == 'raise') if isinstance(on_error, str) else np.asarray(on_error, bool)
     kinds = KINDS[fopt['image']]
-    device = resolve_device(fopt['device'], int(os.environ.get('LOCAL_RANK', 0)), 'features.device')
-    model = model.to(device)
-    mean, std = normalization(model)
-    amp = fopt.get('amp', 'auto')
-    use_amp = device.type == 'cuda' and amp in ('auto', True)
-
-    if rank == 0:
-        store.open('r+')
-        retry = (np.asarray(store.done) == 2) & raise_rows
-        if retry.any() or (np.asarray(store.done) == 0).any():
-            store.begin_changes()  # before anything is written: no checksum survives a change
-        if retry.any():
-            # pairs skipped by an earlier `on_error: skip` run are retried (and raise if still broken)
-            store.done[retry] = 0
-            store.done.flush()
-        remaining = np.flatnonzero(np.asarray(store.done) == 0)
-    else:
-        remaining = None
-    if world > 1:
-        obj = [remaining]
-        torch.distributed.broadcast_object_list(obj, src=0)
-        remaining = obj[0]
+    embedder = _Embedder(model, fopt, (1 + int(fopt['local_views'])) * len(kinds))
+    remaining = _remaining(store, raise_rows, rank, world)
     total_done = store.n - len(remaining)
-    bs = int(fopt['batch_size'])
     workers = int(fopt['num_workers'])
-    mine, rounds = assign_batches(remaining, bs, world, rank, workers)
+    mine, rounds = assign_batches(remaining, int(fopt['batch_size']), world, rank, workers)
     mine += [np.zeros(0, np.int64)] * (rounds - len(mine))  # a rank with fewer batches still gathers
     ds = EmbedInputs(source, kinds, fopt['input_size'], fopt['local_views'], fopt['decode_size'], fopt['seed'])
-    nonempty = [c.tolist() for c in mine if len(c)]
-    loader = torch.utils.data.DataLoader(ds, batch_sampler=nonempty, num_workers=workers, collate_fn=_collate,
-                                         pin_memory=device.type == 'cuda',
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=[c.tolist() for c in mine if len(c)], num_workers=workers,
+                                         collate_fn=_collate, pin_memory=embedder.device.type == 'cuda',
                                          prefetch_factor=4 if workers else None, persistent_workers=False)
     it = iter(loader)
-    t_forward = 0.0
     t0 = time.time()
     bar = tqdm(total=store.n, initial=total_done, desc='features', unit='img', disable=not (progress and rank == 0),
                dynamic_ncols=True)
-    v_per = (1 + int(fopt['local_views'])) * len(kinds)
-    s = int(fopt['input_size'])
     try:
         for r in range(rounds):
-            if len(mine[r]):
-                idx, views, stats, errs, fps = next(it)
-                tf = time.time()
-                x = views.to(device, non_blocking=True).reshape(-1, s, s, 3).permute(0, 3, 1, 2).float().div_(255)
-                with torch.no_grad(), torch.autocast(device.type, enabled=use_amp):
-                    pooled, tvar = embed(model, x, mean, std)
-                pooled = pooled.reshape(len(idx), v_per, -1)
-                tvar = tvar.reshape(len(idx), v_per)[:, 0]
-                feats = pooled.cpu().numpy()
-                if device.type == 'cuda':
-                    torch.cuda.synchronize(device)
-                t_forward += time.time() - tf
-                stats = np.concatenate([stats.numpy(), tvar.cpu().numpy()[:, None]], 1).astype(np.float32)
-                part = (idx.numpy(), feats, stats, errs, fps.numpy())
-            else:
-                part = (np.zeros(0, np.int64), np.zeros((0, v_per, store.d), np.float32), np.zeros((0, 3), np.float32),
-                        [], np.zeros((0, 2), np.int64))
-            if world > 1:
-                parts = [None] * world
-                torch.distributed.all_gather_object(parts, part)
-            else:
-                parts = [part]
-            idx = np.concatenate([p[0] for p in parts])
-            feats = np.concatenate([p[1] for p in parts])
-            stats = np.concatenate([p[2] for p in parts])
-            errs = [e for p in parts for e in p[3]]
-            fps = np.concatenate([p[4] for p in parts])
-            ok = np.array([not e for e in errs], bool)
-            if ok.any() and not np.isfinite(feats[ok]).all():
-                bad = [int(i) for i, f in zip(idx[ok], feats[ok]) if not np.isfinite(f).all()]
-                raise FeatureError(
-                    f'The backbone produced NaN/inf features for {len(bad)} of {int(ok.sum())} pairs in this batch '
-                    f'(first: {source.keys[bad[0]]!r}). The weights are probably broken (features.checkpoint '
-                    f'{fopt.get("checkpoint")!r}) or half precision overflowed (set features.amp: false).')
-            f16 = feats.astype(np.float16)
-            if ok.any() and not np.isfinite(f16[ok]).all():
-                raise FeatureError('Features overflow float16 (|value| > 65504); the backbone outputs are not '
-                                   'normalised. Use a model with a final norm layer or another checkpoint.')
-            bad_j = [j for j, e in enumerate(errs) if e and raise_rows[int(idx[j])]]
-            if bad_j:
-                j = bad_j[0]
-                opt_name = on_error_option(int(idx[j])) if callable(on_error_option) else on_error_option
-                raise FeatureError(f'Cannot use pair {source.keys[int(idx[j])]!r}: {errs[j]}\n'
-                                   f'Fix or remove the pair, or set `{opt_name}: skip` to leave such pairs out '
-                                   f'(they are listed in tripled_meta.json).')
+            part = embedder(next(it)) if len(mine[r]) else embedder.empty(store.d)
+            idx, f16, stats, errs, fps = _checked(_gathered(part, world), source, fopt, raise_rows, on_error_option)
             if rank == 0:
                 store.write(idx, f16, stats, errs, fps)
             bar.update(len(idx))
-            if interrupt_after is not None and r + 1 >= abs(interrupt_after) and r + 1 < rounds:
-                if interrupt_after < 0:  # a hard kill: no cleanup, no finally blocks
-                    import signal
-                    os.kill(os.getpid(), signal.SIGKILL)
-                raise KeyboardInterrupt(f'simulated interruption after {r + 1} rounds')
+            _maybe_interrupt(interrupt_after, r, rounds)
     except BaseException:
         if rank == 0:  # Ctrl-C or an error: the arrays on disk are consistent (rows before marks); record them
             try:
@@ -634,7 +556,104 @@ def extract_features(source, store, model, fopt, on_error='raise', rank=0, world
     if rank == 0:
         store.seal()
     return {'embedded_now': int(len(remaining)), 'resumed_from': int(total_done), 'seconds': time.time() - t0,
-            'forward_seconds': t_forward}
+            'forward_seconds': embedder.seconds}
+
+
+def _remaining(store, raise_rows, rank, world):
+    """Rows still to embed, from rank 0's done-mask (broadcast to every rank). Pairs skipped by an
+    earlier ``on_error: skip`` run are retried where they now raise."""
+    remaining = None
+    if rank == 0:
+        store.open('r+')
+        retry = (np.asarray(store.done) == 2) & raise_rows
+        if retry.any() or (np.asarray(store.done) == 0).any():
+            store.begin_changes()  # before anything is written: no checksum survives a change
+        if retry.any():
+            store.done[retry] = 0
+            store.done.flush()
+        remaining = np.flatnonzero(np.asarray(store.done) == 0)
+    if world > 1:
+        obj = [remaining]
+        torch.distributed.broadcast_object_list(obj, src=0)
+        remaining = obj[0]
+    return remaining
+
+
+class _Embedder:
+    """The frozen model on its device: a collated batch -> (indices, features, stats, errors,
+    fingerprints) as numpy; ``seconds`` sums the forward time."""
+
+    def __init__(self, model, fopt, views_per_pair):
+        from tripled_basicsr.distill.backbone import normalization
+        self.device = resolve_device(fopt['device'], int(os.environ.get('LOCAL_RANK', 0)), 'features.device')
+        self.model = model.to(self.device)
+        self.mean, self.std = normalization(self.model)
+        self.amp = self.device.type == 'cuda' and fopt.get('amp', 'auto') in ('auto', True)
+        self.v, self.s, self.seconds = views_per_pair, int(fopt['input_size']), 0.0
+
+    def __call__(self, batch):
+        from tripled_basicsr.distill.backbone import embed
+        idx, views, stats, errs, fps = batch
+        tf = time.time()
+        x = views.to(self.device, non_blocking=True).reshape(-1, self.s, self.s, 3)
+        x = x.permute(0, 3, 1, 2).float().div_(255)
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=self.amp):
+            pooled, tvar = embed(self.model, x, self.mean, self.std)
+        feats = pooled.reshape(len(idx), self.v, -1).cpu().numpy()
+        tvar = tvar.reshape(len(idx), self.v)[:, 0].cpu().numpy()
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+        self.seconds += time.time() - tf
+        stats = np.concatenate([stats.numpy(), tvar[:, None]], 1).astype(np.float32)
+        return idx.numpy(), feats, stats, errs, fps.numpy()
+
+    def empty(self, d):
+        return (np.zeros(0, np.int64), np.zeros((0, self.v, d), np.float32), np.zeros((0, 3), np.float32), [],
+                np.zeros((0, 2), np.int64))
+
+
+def _gathered(part, world):
+    """One round's results of every rank, concatenated (rank 0 writes them)."""
+    if world <= 1:
+        return part
+    parts = [None] * world
+    torch.distributed.all_gather_object(parts, part)
+    cat = [np.concatenate([p[k] for p in parts]) for k in (0, 1, 2, 4)]
+    return cat[0], cat[1], cat[2], [e for p in parts for e in p[3]], cat[3]
+
+
+def _checked(part, source, fopt, raise_rows, on_error_option):
+    """Refuses non-finite features and pairs that cannot be used where they must raise.
+    -> (indices, float16 features, stats, errors, fingerprints)."""
+    idx, feats, stats, errs, fps = part
+    ok = np.array([not e for e in errs], bool)
+    if ok.any() and not np.isfinite(feats[ok]).all():
+        bad = [int(i) for i, f in zip(idx[ok], feats[ok]) if not np.isfinite(f).all()]
+        raise FeatureError(
+            f'The backbone produced NaN/inf features for {len(bad)} of {int(ok.sum())} pairs in this batch '
+            f'(first: {source.keys[bad[0]]!r}). The weights are probably broken (features.checkpoint '
+            f'{fopt.get("checkpoint")!r}) or half precision overflowed (set features.amp: false).')
+    f16 = feats.astype(np.float16)
+    if ok.any() and not np.isfinite(f16[ok]).all():
+        raise FeatureError('Features overflow float16 (|value| > 65504); the backbone outputs are not '
+                           'normalised. Use a model with a final norm layer or another checkpoint.')
+    bad_j = [j for j, e in enumerate(errs) if e and raise_rows[int(idx[j])]]
+    if bad_j:
+        j = bad_j[0]
+        opt_name = on_error_option(int(idx[j])) if callable(on_error_option) else on_error_option
+        raise FeatureError(f'Cannot use pair {source.keys[int(idx[j])]!r}: {errs[j]}\n'
+                           f'Fix or remove the pair, or set `{opt_name}: skip` to leave such pairs out '
+                           f'(they are listed in tripled_meta.json).')
+    return idx, f16, stats, errs, fps
+
+
+def _maybe_interrupt(interrupt_after, r, rounds):
+    """Test hook: stop after round ``r`` + 1 (KeyboardInterrupt, or SIGKILL when negative)."""
+    if interrupt_after is not None and r + 1 >= abs(interrupt_after) and r + 1 < rounds:
+        if interrupt_after < 0:  # a hard kill: no cleanup, no finally blocks
+            import signal
+            os.kill(os.getpid(), signal.SIGKILL)
+        raise KeyboardInterrupt(f'simulated interruption after {r + 1} rounds')
 
 
 def pair_features(feat, kinds_count, views_per_kind, chunk=65536):

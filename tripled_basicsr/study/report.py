@@ -7,7 +7,8 @@ import os
 import numpy as np
 
 from tripled_basicsr import benchmark as bm
-from tripled_basicsr.study.stats import gain_retention, mean_std, paired_test, time_to_full_quality, time_to_quality, verdict
+from tripled_basicsr.study.stats import (gain_retention, mean_std, paired_test, time_to_full_quality, time_to_quality,
+                                         verdict)
 from tripled_basicsr.utils.device import resolve_device
 from tripled_basicsr.utils.io import read_json, write_json_atomic
 from tripled_basicsr.utils.log import note, warn
