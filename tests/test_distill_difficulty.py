@@ -246,8 +246,10 @@ def test_systematic_importance_gives_every_stratum_its_share():
     one = SELECTION.call({'type': 'importance', 'draw': 'systematic'}, feats, d, d, 30, {**_ctx(d, 0), 'labels': labels})
     two = SELECTION.call({'type': 'importance', 'draw': 'systematic'}, feats, d, d, 30, {**_ctx(d, 1), 'labels': labels})
     assert not np.array_equal(one[0], two[0])
-    with pytest.raises(OptionError, match='selection.draw must be systematic or independent'):
+    with pytest.raises(OptionError, match='selection.draw must be one of systematic, independent; got '):
         SELECTION.resolve({'type': 'importance', 'draw': 'stratified'})
+    with pytest.raises(OptionError, match='selection.quota must be one of weight, count; .* Did you mean count'):
+        SELECTION.resolve({'type': 'importance', 'quota': 'counts'})
 
 
 def test_importance_candidates_spread_the_picks():

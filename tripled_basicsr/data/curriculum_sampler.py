@@ -10,7 +10,7 @@ model) is in ``train_loader.py``; models feed losses back through
 
     curriculum: true          # false: no curriculum - uniform draws (times sample_weights, with task_balance
                               # per task); the keys below are then not used. Our recipes set false: the
-                              # curriculum cost 0.15-0.25 dB on the real-data study (docs/method.md)
+                              # curriculum lost on the real-data study (benchmarks/RESULTS.md)
     stage2_start: 0.5         # stage-1 iterations: a float <= 1 is a fraction of train.total_iter,
                               # an int an absolute iteration count; 0 = no stage 1
     ramp: 0                   # iterations (or fraction) of linear blend from stage 1 to stage 2

@@ -13,7 +13,7 @@ import math
 import numpy as np
 
 from tripled_basicsr.distill.registry import SELECTION
-from tripled_basicsr.options import OptionError, integer, number
+from tripled_basicsr.options import OptionError, choice, integer, number
 
 
 def auto_clusters(n, lo=2, hi=256):
@@ -263,15 +263,11 @@ def select_kcenter(feats, c, u, n, ctx, chunk=65536):
 
 
 def _draw(path, v):
-    if v not in ('systematic', 'independent'):
-        raise OptionError(f'{path} must be systematic or independent; got {v!r}.')
-    return v
+    return choice(path, v, ('systematic', 'independent'))
 
 
 def _quota(path, v):
-    if v not in ('weight', 'count'):
-        raise OptionError(f'{path} must be weight or count; got {v!r}.')
-    return v
+    return choice(path, v, ('weight', 'count'))
 
 
 def _taps(path, v):

@@ -24,8 +24,8 @@ PRESETS = {
     'full': {'kind': 'full'},
     'random': {'kind': 'random'},
     'random_crops': {'kind': 'random_crops'},
-    # the product: the distiller's defaults, trained like any set (the curriculum is opt-in: it cost
-    # 0.15-0.25 dB on the real-data study, docs/method.md)
+    # the product: the distiller's defaults, trained like any set (the curriculum is opt-in: it lost
+    # on the real-data study, benchmarks/RESULTS.md)
     'tripled': {'kind': 'distill', 'curriculum': False, 'distill': {}},
     'tripled_curriculum': {'base': 'tripled', 'curriculum': True},
     'calibrated': {'base': 'tripled', 'distill': {'calibration': {'enabled': True}}},
