@@ -147,23 +147,6 @@ class _Residuals:
         return i, box_rms(residual(*self.base.read_pair(i), self.scale, self.w), self.boxes[i])
 
 
-def _as_is(item):
-    return item
-
-
-def _loaded(ds, workers, order=None):
-    """Items of ``ds`` (in ``order``, default in turn), read in ``workers`` processes (0: here)."""
-    order = list(range(len(ds))) if order is None else order
-    if workers <= 0 or len(ds) < 2:
-        for j in order:
-            yield ds[j]
-        return
-    import torch
-    loader = torch.utils.data.DataLoader(ds, batch_size=None, sampler=order, num_workers=min(workers, len(ds)),
-                                         prefetch_factor=2, collate_fn=_as_is)
-    yield from loader
-
-
 def box_rms(r2, boxes):
     """Squared-residual map, [(unit, box or None)] -> (unit ids, RMS over each box (whole map for None))."""
     units = np.array([u for u, _ in boxes], np.int64)
@@ -174,9 +157,9 @@ def box_rms(r2, boxes):
 
 def _residual_rows(base, images, boxes, scale, w, workers):
     """Yields (unit ids, values) of ``images``; a worker reads neighbouring images."""
-    from tripled_basicsr.distill.features import worker_order
+    from tripled_basicsr.distill.features import loaded, worker_order
     ds = _Residuals(base, images, boxes, scale, w)
-    for _, rows in _loaded(ds, workers, worker_order(len(ds), workers)):
+    for _, rows in loaded(ds, workers, worker_order(len(ds), workers)):
         yield rows
 
 
@@ -227,11 +210,12 @@ def unit_difficulty(source, rows=None, taps=DEFAULT_TAPS, seed=0, fit_images=FIT
 def _fit(base, fit, keep, scale, taps, seed, workers, cache_bytes):
     """The proxy of one task, fitted on the pairs ``fit``. -> (weights, {image: pair} of the fit
     pairs in ``keep`` held in memory, up to ``cache_bytes``)."""
+    from tripled_basicsr.distill.features import loaded
     kept, used = {}, 0
 
     def pairs():
         nonlocal used
-        for i, pair in zip(fit, _loaded(_Residuals(base, fit, None, scale, None), workers)):
+        for i, pair in zip(fit, loaded(_Residuals(base, fit, None, scale, None), workers)):
             nbytes = pair[0].nbytes + pair[1].nbytes
             if i in keep and used + nbytes <= cache_bytes:
                 kept[i], used = pair, used + nbytes

@@ -501,6 +501,22 @@ def assign_batches(remaining, batch_size, world, rank, workers):
     return [block[j] for j in worker_order(len(block), workers)], rounds
 
 
+def _as_is(item):
+    return item
+
+
+def loaded(ds, workers, order=None):
+    """Items of ``ds`` (in ``order``, default in turn), in that order, read in ``workers``
+    processes (0 or a single item: here). One item is one DataLoader batch, passed as is."""
+    order = list(range(len(ds))) if order is None else order
+    if workers <= 0 or len(ds) < 2:
+        for j in order:
+            yield ds[j]
+        return
+    yield from torch.utils.data.DataLoader(ds, batch_size=None, sampler=order, num_workers=min(workers, len(ds)),
+                                           prefetch_factor=2, collate_fn=_as_is)
+
+
 def worker_order(n, workers):
     """Positions 0..n-1 ordered so that DataLoader's round-robin (position p -> worker p % workers)
     hands each worker one balanced contiguous run, the longer runs first."""

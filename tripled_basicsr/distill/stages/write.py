@@ -39,41 +39,38 @@ def auto_codec(crop, scale, n, limit=RAW_AUTO_MAX):
     return 'raw' if n * 3 * crop * crop * (1 + 1 / scale ** 2) <= limit else 'png'
 
 
-class _PickedPairs(torch.utils.data.Dataset):
-    """Item j -> (j, (gt, lq)), or (j, None) when the read failed: the caller reads it again in
-    its own process, where the error is raised or skipped exactly as without workers."""
+class _PickedPairs:
+    """Item j -> [(gi, (gt, lq) or None)] for the j-th run of ``chunk`` consecutive picks; None:
+    the read failed, the caller reads it again in its own process, where the error is raised or
+    skipped exactly as without workers."""
 
-    def __init__(self, source, rows):
-        self.source, self.rows = source, rows
+    def __init__(self, source, rows, chunk):
+        self.source, self.rows, self.chunk = source, rows, chunk
 
     def __len__(self):
-        return len(self.rows)
+        return -(-len(self.rows) // self.chunk)
 
     def __getitem__(self, j):
-        try:
-            return j, self.source.read_pair(int(self.rows[j]))
-        except Exception:  # noqa: BLE001 - handled by the caller
-            return j, None
-
-
-def _as_is(items):
-    return items
+        out = []
+        for gi in self.rows[j * self.chunk:(j + 1) * self.chunk]:
+            try:
+                out.append((int(gi), self.source.read_pair(int(gi))))
+            except Exception:  # noqa: BLE001 - handled by the caller
+                out.append((int(gi), None))
+        return out
 
 
 def _prefetched(source, rows, workers, chunk=16):
     """Yields (gi, pair or None) in the order of ``rows``, the pairs read by ``workers`` decode
     processes, ``chunk`` consecutive picks at a time (one worker decodes a run of neighbouring
     units, whose source image it reads once); None: read it here (no workers, or a failed read)."""
+    from tripled_basicsr.distill.features import loaded
     if workers <= 0 or len(rows) < 2:
         for gi in rows:
             yield int(gi), None
         return
-    batches = [list(range(s, min(len(rows), s + chunk))) for s in range(0, len(rows), chunk)]
-    loader = torch.utils.data.DataLoader(_PickedPairs(source, rows), batch_sampler=batches, collate_fn=_as_is,
-                                         num_workers=min(workers, len(batches)), prefetch_factor=2)
-    for items in loader:
-        for j, pair in items:
-            yield int(rows[j]), pair
+    for items in loaded(_PickedPairs(source, rows, chunk), workers):
+        yield from items
 
 
 def _write_pairs(run, w, fs, sc, sel, cal):
