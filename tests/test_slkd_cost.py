@@ -43,11 +43,22 @@ def test_every_recipe_student_is_at_least_80_percent_smaller(path):
         assert red['params'] >= 80 and red['flops'] >= 80, (path, red)
 
 
+def train_gt(recipe):
+    return recipe['datasets']['train']['dataroot_gt']
+
+
 def test_teacher_recipes_match_the_slkd_recipes():
     """Teacher recipes train exactly the arch network_teacher_* expects; teacher B is clean -> clean."""
     for path in TEACHER_RECIPES:
         t = load_yaml_safe(path)
         role = 'a' if 'teacher_a' in os.path.basename(path) else 'b'
+        if path.endswith('_dn25_cpu.yml'):  # the teachers of the CPU SLKD study
+            study = load_yaml_safe(os.path.join(REPO, 'options', 'study_slkd_dn25_cpu.yml'))
+            spec = study['teachers'][f'teacher_{role}']
+            assert spec['network'] == t['network_g'] and spec['iters'] == t['train']['total_iter']
+            assert spec['pretrained'] == f'experiments/{t["name"]}/models/net_g_latest.pth'
+            assert study['source']['dataroot_gt'] == train_gt(t)
+            continue
         users = RECIPES if '/cpu/' not in path else [r for r in RECIPES if '/cpu/' in r]
         users = [r for r in users if ('/cpu/' in r) == ('/cpu/' in path)]
         for r in users:

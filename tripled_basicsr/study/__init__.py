@@ -3,7 +3,7 @@ TripleD (and ablations) on the same arch, iterations, batch and patch, over seve
 ratios, evaluated on test sets with the benchmark protocol. See docs/study.md."""
 import os
 
-from tripled_basicsr.study.runner import DEFAULTS, Study, StudyError, check_study, merge_options, plan
+from tripled_basicsr.study.runner import DEFAULTS, Study, StudyError, check_study, merge_options, open_options, plan
 from tripled_basicsr.utils.log import note
 
 
@@ -26,6 +26,9 @@ def open_study_dir(opt, restart=False):
 def study_sources(opt):
     out = [(f'source.{k}', opt['source'][k]) for k in ('dataroot_gt', 'dataroot_lq', 'meta_info_file')
            if opt['source'].get(k)]
+    for t, spec in (opt.get('teachers') or {}).items():  # an SLKD study's teacher files (never written)
+        if (spec or {}).get('pretrained'):
+            out.append((f'teachers.{t}.pretrained', spec['pretrained']))
     for i, t in enumerate(opt['test_sets']):
         if isinstance(t, dict):
             out += [(f'test_sets[{i}].{k}', t[k]) for k in ('root', 'dataroot_gt', 'dataroot_lq') if t.get(k)]
@@ -52,9 +55,8 @@ def run_study(user_opt, restart=False, jobs=1, shard=None, threads=1):
         from tripled_basicsr.study.parallel import run_parallel
         return run_parallel(user_opt, jobs, shard, threads, restart)
     from tripled_basicsr.study.report import Evaluator, write_report
-    opt = merge_options(user_opt)
-    study = Study(opt)
-    check_study(study)  # every arm's distill options, network and model, before the study dir or any training
+    opt, study = open_options(user_opt)
+    study.check()  # every arm's distill options, network and model, before the study dir or any training
     open_study_dir(opt, restart)
     write_study_yml(study, user_opt)
     evaluator = Evaluator(opt)
@@ -69,5 +71,6 @@ def run_study(user_opt, restart=False, jobs=1, shard=None, threads=1):
     return md
 
 
-__all__ = ['run_study', 'write_study_yml', 'open_study_dir', 'study_sources', 'merge_options', 'plan', 'check_study',
+__all__ = ['run_study', 'write_study_yml', 'open_study_dir', 'study_sources', 'merge_options', 'open_options', 'plan',
+           'check_study',
            'Study', 'StudyError', 'DEFAULTS']

@@ -25,7 +25,8 @@ def _shard(text):
 
 def _parser(worker):
     p = argparse.ArgumentParser(prog='python -m tripled_basicsr.study',
-                                description='Subset study: full vs random vs random crops vs TripleD (docs/study.md).')
+                                description='Subset study: full vs random vs random crops vs TripleD (docs/study.md); with mode: slkd in the '
+                                            'options, the SLKD study (docs/slkd.md).')
     p.add_argument('-opt', required=not worker, help='study YAML (options/study_*.yml)')
     p.add_argument('--report-only', action='store_true', help='only rebuild the report from finished runs')
     p.add_argument('--plan', action='store_true', help='list the runs (of --shard) and exit')
@@ -64,22 +65,20 @@ def _signals_and_threads(args, parallel):
 
 
 def _plan(user, shard):
-    from tripled_basicsr.study import merge_options
     from tripled_basicsr.study.parallel import shard_runs
-    from tripled_basicsr.study.runner import Study, check_study
-    study = Study(merge_options(user))
-    check_study(study)  # a plan that could not run is an error, as the run would be
+    from tripled_basicsr.study.runner import open_options
+    study = open_options(user)[1]
+    study.check()  # a plan that could not run is an error, as the run would be
     for r in shard_runs(study.runs, shard):
         print(r.id)
     return 0
 
 
 def _report_only(user):
-    from tripled_basicsr.study import merge_options
     from tripled_basicsr.study.report import Evaluator, write_report
-    from tripled_basicsr.study.runner import Study
-    opt = merge_options(user)
-    md = write_report(Study(opt), Evaluator(opt))
+    from tripled_basicsr.study.runner import open_options
+    opt, study = open_options(user)
+    md = write_report(study, Evaluator(opt))
     print(md or 'no finished run yet')
     return 0
 

@@ -67,7 +67,7 @@ def thread_env(threads):
 
 def _final_psnr(study, run):
     ev = read_json(study.path('runs', run.id, 'eval.json')) or {}
-    final = ev.get(str(study.opt['training']['iters'])) or {}
+    final = ev.get(str(study.final_iter(run))) or {}
     return '  '.join(f'{lb}: {v["psnr"]:.2f} dB' for lb, v in final.items())
 
 
@@ -76,13 +76,12 @@ def _open(user_opt, shard, restart):
     lock). -> (study, evaluator, this shard's runs)."""
     from tripled_basicsr.study import open_study_dir, write_study_yml
     from tripled_basicsr.study.report import Evaluator
-    from tripled_basicsr.study.runner import Study, check_study, merge_options
+    from tripled_basicsr.study.runner import open_options
     if restart and shard:
         raise StudyError('--restart with --shard would delete the runs of the other shards: restart once without '
                          '--shard (or delete the study dir), then start the shards.')
-    opt = merge_options(user_opt)
-    study = Study(opt)
-    check_study(study)
+    opt, study = open_options(user_opt)
+    study.check()
     open_study_dir(opt, restart)
     write_study_yml(study, user_opt)
     mine = shard_runs(study.runs, shard)
@@ -224,10 +223,9 @@ def worker(run_id, stream):
 
     from tripled_basicsr.safe_yaml import load_options_stream
     from tripled_basicsr.study.report import Evaluator
-    from tripled_basicsr.study.runner import Study, merge_options
+    from tripled_basicsr.study.runner import open_options
     torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS') or 1))
-    opt = merge_options(load_options_stream(stream))
-    study = Study(opt)
+    opt, study = open_options(load_options_stream(stream))
     runs = {r.id: r for r in study.runs}
     if run_id not in runs:
         raise StudyError(f'run {run_id!r} is not in the plan of study {opt["name"]}.')

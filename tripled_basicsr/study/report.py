@@ -72,7 +72,7 @@ class Evaluator:
         """True when :meth:`evaluate_run` has something to score for ``run`` (a checkpoint on a
         set not in its eval.json yet, or scored under another protocol)."""
         data = self._cached(study.path('runs', run.id, 'eval.json'))
-        final = study.opt['training']['iters']
+        final = study.final_iter(run)
         return any(lb not in data.get(str(it), {}) for it in study.checkpoints(run)
                    for lb in (list(self.sets) if it == final else self.curve))
 
@@ -82,7 +82,7 @@ class Evaluator:
         path = os.path.join(rdir, 'eval.json')
         data = self._cached(path)
         net_opt = load_yaml_safe(os.path.join(rdir, 'train.yml'))['network_g']  # the one (bounded) option loader
-        final = study.opt['training']['iters']
+        final = study.final_iter(run)
         for it, ckpt in study.checkpoints(run).items():
             labels = list(self.sets) if it == final else self.curve
             todo = [lb for lb in labels if lb not in data.get(str(it), {})]
@@ -92,6 +92,7 @@ class Evaluator:
             in_ch = input_channels(net, net_opt)
             for lb in todo:
                 spec, pairs = self.sets[lb]
+                pairs = study.eval_pairs(run, pairs)
                 mean, _ = bm.evaluate(lambda lq: bm.restore(net, lq, self.opt.get('tile'), in_ch, self.device), pairs,
                                       spec)
                 data.setdefault(str(it), {})[lb] = mean
@@ -376,10 +377,11 @@ def write_report(study, evaluator):
     study lock: a parallel study's shards, or a ``--report-only`` beside them, never write it at once."""
     from tripled_basicsr.study.runner import file_lock
     from tripled_basicsr.utils.ownership import read_marker
+    write = getattr(study, 'write_report', None) or (lambda ev: _write_report(study, ev))  # SLKDStudy: its own
     if (read_marker(study.dir) or {}).get('tool') != 'study':  # not a study dir (yet): write no lock file into it
-        return _write_report(study, evaluator)
+        return write(evaluator)
     with file_lock(study.path('.lock')):
-        return _write_report(study, evaluator)
+        return write(evaluator)
 
 
 def _write_report(study, evaluator):

@@ -40,6 +40,7 @@ DOC = 'docs/study.md'
 REF = 'docs/reference/study.md'  # where every key is documented
 
 DEFAULTS = {
+    'mode': 'subsets',
     'name': 'study',
     'study_dir': None,
     'source': {'dataroot_gt': None, 'dataroot_lq': None, 'filename_tmpl': '{}', 'meta_info_file': None,
@@ -87,6 +88,24 @@ def _check_keys(user, base, path=''):
             _check_keys(v, base[k], f'{path}{k}.')
         elif isinstance(base[k], dict) and v is not None and not isinstance(v, dict):
             raise StudyError(f'{path}{k} must be a mapping (key: value); got {v!r}.')
+
+
+def open_options(user):
+    """-> (options, study) of a study's YAML dict: a subset study, or with ``mode: slkd`` an SLKD
+    study (study/slkd.py: teachers once, then students with each set of loss terms)."""
+    mode = user.get('mode', 'subsets') if isinstance(user, dict) else None
+    if mode == 'slkd':
+        from tripled_basicsr.study.slkd import SLKDStudy, merge_slkd_options
+        opt = merge_slkd_options(user)
+        return opt, SLKDStudy(opt)
+    if mode != 'subsets' and isinstance(user, dict):
+        from tripled_basicsr.options import choice
+        try:
+            choice('mode', mode, ('subsets', 'slkd'))
+        except OptionError as exc:
+            raise StudyError(f'{exc} (subsets: the subset study; slkd: the SLKD study, {REF})') from None
+    opt = merge_options(user)
+    return opt, Study(opt)
 
 
 def merge_options(user):
@@ -343,6 +362,17 @@ class Study:
     def exp_name(self, run):
         return f'{self.opt["name"]}_{run.id}'
 
+    def final_iter(self, run):
+        """The iteration of ``run``'s final weights (every run of a subset study trains as long)."""
+        return self.opt['training']['iters']
+
+    def eval_pairs(self, run, pairs):
+        """The (key, GT, input) triples ``run`` is scored on: the test set as it is."""
+        return pairs
+
+    def check(self):
+        check_study(self)
+
     def crop_size(self):
         """GT side of the crop units (random_crops arm, and the tripled arm unless it sets its own).
         ``auto`` (the default): what the distiller's ``source.crop_size: auto`` gives on this pool, so
@@ -569,7 +599,7 @@ class Study:
                 out[int(m.group(1))] = p
         latest = os.path.join(models, 'net_g_latest.pth')
         if os.path.isfile(latest):
-            out[self.opt['training']['iters']] = latest
+            out[self.final_iter(run)] = latest
         return dict(sorted(out.items()))
 
     def checkpoint_times(self, run):
