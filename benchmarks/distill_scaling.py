@@ -131,7 +131,15 @@ def main(argv=None):
     sizes = SIZES
     if a.quick:
         a.base, a.factors, a.ratio, sizes = 2, [1, 2], 0.1, ((240, 320), (360, 480))
-    work = a.workdir or tempfile.mkdtemp(prefix='distill_scaling_')
+    if a.workdir:  # a folder of ours (created, or reused when an earlier run made it), never a user's
+        from tripled_basicsr.utils.ownership import prepare_output_dir
+        try:
+            work = prepare_output_dir(a.workdir, tool='distill_scaling', reuse=True,
+                                      layout=('all', 'n*', 'out_n*.lmdb', 'out_n*.lmdb.work'))
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f'distill_scaling: error: --workdir: {exc}') from None
+    else:
+        work = tempfile.mkdtemp(prefix='distill_scaling_')
     t0 = time.time()
     frames = make_pool(work, a.base * max(a.factors), sizes)
     rows = []

@@ -346,3 +346,22 @@ def test_names_like_ours_do_not_make_a_users_folder_empty(tmp_path, inner):
     with pytest.raises(OutputExistsError, match='holds files tripled_basicsr did not write'):
         claim_dir(str(user), 'distill-work', 'work_dir')
     assert _tree(user) == before
+
+
+def test_benchmark_workdirs_refuse_a_users_folder(tmp_path, monkeypatch):
+    """``--workdir`` of the benchmark scripts: a folder of ours or a new one, never a user's (which
+    the script would fill with pools and delete outputs in)."""
+    import importlib.util
+    user = tmp_path / 'mine'
+    user.mkdir()
+    (user / 'notes.txt').write_text('keep')
+    bench = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'benchmarks')
+    monkeypatch.syspath_prepend(bench)  # the script imports its sibling loader_throughput
+    path = os.path.join(bench, 'distill_scaling.py')
+    spec = importlib.util.spec_from_file_location('distill_scaling_bench', path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    with pytest.raises(SystemExit, match=r'distill_scaling: error: --workdir: Output .*mine already exists and was '
+                                         r'not written by tripled_basicsr'):
+        mod.main(['--quick', '--workdir', str(user)])
+    assert sorted(os.listdir(user)) == ['notes.txt']
