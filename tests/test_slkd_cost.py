@@ -98,3 +98,15 @@ def test_module_entry_point(tmp_path):
                 '64', '64'], cwd=tmp_path)
     assert r.returncode == 0, r.stdout[-2000:]
     assert re.search(r'params reduction 9[0-9]\.[0-9] %', r.stdout) and 'FLOPs reduction' in r.stdout
+
+
+def test_every_student_recipe_has_its_teacher_recipes():
+    """Each GPU SLKD recipe's teacher files are the outputs of shipped teacher recipes (by name),
+    and teacher B's is the clean -> clean twin of teacher A's data."""
+    names = {load_yaml_safe(p)['name']: load_yaml_safe(p) for p in TEACHER_RECIPES}
+    for r in [p for p in RECIPES if '/cpu/' not in p]:
+        opt = load_yaml_safe(r)
+        a, b = (opt['path'][f'pretrain_network_teacher_{t}'].split('/')[1] for t in 'ab')
+        assert a in names and b in names, r
+        ta, tb = names[a]['datasets']['train'], names[b]['datasets']['train']
+        assert tb['dataroot_gt'] == tb['dataroot_lq'] == ta['dataroot_gt'] != ta['dataroot_lq'], r
