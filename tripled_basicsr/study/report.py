@@ -102,27 +102,36 @@ class Evaluator:
         return data
 
 
+def run_scores(study, run):
+    """A finished, evaluated run's scores -> (final {set: metrics}, training seconds at the final
+    checkpoint, {set: [(iteration, seconds, psnr)]}); None when it is not finished or scored."""
+    rdir = study.path('runs', run.id)
+    done, ev = read_json(os.path.join(rdir, 'done.json')), read_json(os.path.join(rdir, 'eval.json'))
+    final = study.final_iter(run)
+    if not done or not ev or str(final) not in ev:
+        return None
+    ev.pop('_sets', None)
+    times = {int(k): v for k, v in (done.get('times') or {}).items()}
+    curve = {}
+    for it in sorted(int(k) for k in ev):
+        for lb, m in ev[str(it)].items():
+            curve.setdefault(lb, []).append((it, times.get(it), m['psnr']))
+    return ev[str(final)], times.get(final), curve
+
+
 def collect(study):
     """-> list of per-run records for every finished run."""
     out = []
-    final = study.opt['training']['iters']
     for run in study.runs:
-        rdir = study.path('runs', run.id)
-        done, ev, prep = read_json(os.path.join(rdir, 'done.json')), read_json(os.path.join(rdir, 'eval.json')), \
-            read_json(os.path.join(rdir, 'prep.json'))
-        if not done or not ev or str(final) not in ev:
+        scores = run_scores(study, run)
+        if scores is None:
             continue
-        ev.pop('_sets', None)
-        times = {int(k): v for k, v in (done.get('times') or {}).items()}
-        curve = {}
-        for it in sorted(int(k) for k in ev):
-            for lb, m in ev[str(it)].items():
-                curve.setdefault(lb, []).append((it, times.get(it), m['psnr']))
+        final, train_s, curve = scores
+        prep = read_json(study.path('runs', run.id, 'prep.json')) or {}
         out.append({'run': run.id, 'arm': run.arm_name, 'kind': run.arm['kind'], 'ratio': run.ratio, 'seed': run.seed,
                     'subset': subset_id(study.path('subsets', run.id)) if run.arm['kind'] != 'full' else None,
-                    'prep_s': (prep or {}).get('prep_s', 0.0), 'units': (prep or {}).get('units'),
-                    'images': (prep or {}).get('images'), 'crops': bool((prep or {}).get('crops')), 'train_s': times.get(final), 'final': ev[str(final)],
-                    'curve': curve})
+                    'prep_s': prep.get('prep_s', 0.0), 'units': prep.get('units'), 'images': prep.get('images'),
+                    'crops': bool(prep.get('crops')), 'train_s': train_s, 'final': final, 'curve': curve})
     return out
 
 

@@ -20,7 +20,7 @@ import sys
 from tripled_basicsr.study.arms import deep_merge
 from tripled_basicsr.study.runner import REF, Run, Study, StudyError, _check_keys, _hash, _no_lock
 from tripled_basicsr.study.stats import mean_std, paired_test, verdict
-from tripled_basicsr.utils.io import read_json, write_json_atomic
+from tripled_basicsr.utils.io import write_json_atomic
 
 TEACHERS = ('teacher_a', 'teacher_b')
 L1 = {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}
@@ -324,21 +324,13 @@ class SLKDStudy(Study):
 
     # ------------------------------------------------------------------ report
     def records(self):
+        from tripled_basicsr.study.report import run_scores
         out = []
         for run in self.runs:
-            rdir = self.path('runs', run.id)
-            done, ev = read_json(os.path.join(rdir, 'done.json')), read_json(os.path.join(rdir, 'eval.json'))
-            final = str(self.final_iter(run))
-            if not done or not ev or final not in ev:
-                continue
-            ev.pop('_sets', None)
-            times = {int(k): v for k, v in (done.get('times') or {}).items()}
-            curve = {}
-            for it in sorted(int(k) for k in ev):
-                for lb, m in ev[str(it)].items():
-                    curve.setdefault(lb, []).append((it, times.get(it), m['psnr']))
-            out.append({'run': run.id, 'arm': run.arm_name, 'role': run.arm['role'], 'seed': run.seed,
-                        'final': ev[final], 'train_s': times.get(int(final)), 'curve': curve})
+            scores = run_scores(self, run)
+            if scores is not None:
+                out.append({'run': run.id, 'arm': run.arm_name, 'role': run.arm['role'], 'seed': run.seed,
+                            'final': scores[0], 'train_s': scores[1], 'curve': scores[2]})
         return out
 
     def cost(self):
