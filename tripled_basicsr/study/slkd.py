@@ -385,8 +385,8 @@ class SLKDStudy(Study):
         return {'name': o['name'], 'description': o.get('description') or '',
                 'setting': (f'Pool: {o["source"]["dataroot_gt"]}. Student {o["student"].get("type")}, '
                             f'{tr["iters"]} iterations, batch {tr["batch_size"]}, GT patch {tr["gt_size"]}, '
-                            f'training seeds {o["seeds"]} (student init and patch order; every arm sees the same '
-                            f'patches for a seed). Teachers: {teach}. '
+                            f'training seeds {o["seeds"]} (the seed of BasicSR\'s run: student init and patch '
+                            f'draws). Teachers: {teach}. '
                             f'{datetime.datetime.now().isoformat(timespec="minutes")}.')}
 
 
